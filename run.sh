@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# rollguard's one entry point for a fresh machine. Every command does its own set-up, idempotently:
+# a virtualenv in .venv with rollguard installed (editable, with test tools), and the `prometheus`
+# binary (Debian package `prometheus`; PROMETHEUS_BIN points at another one).
+#
+#   ./run.sh demo [demo flags]   set up, then run a faulty canary release in the local sandbox
+#   ./run.sh test [pytest args]  set up, then lint (ruff, import contracts) and run the test suite
+#   ./run.sh setup               set up only
+#   ./run.sh bench               set up, then run the benchmark scripts (prints figures)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV="${ROLLGUARD_VENV:-.venv}"
+
+say() { printf 'run.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+ensure_python() {
+  command -v python3 >/dev/null || die "python3 is not installed; install Python 3.10 or newer"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "python3 is $(python3 -V 2>&1); rollguard needs Python 3.10 or newer"
+  python3 -c 'import venv, ensurepip' 2>/dev/null \
+    || die "python3 has no venv/ensurepip module; on Debian/Ubuntu: apt-get install python3-venv"
+}
+
+ensure_prometheus() {
+  if [ -n "${PROMETHEUS_BIN:-}" ]; then
+    [ -x "$PROMETHEUS_BIN" ] || die "PROMETHEUS_BIN=$PROMETHEUS_BIN is not an executable file"
+    return
+  fi
+  command -v prometheus >/dev/null && return
+  say "installing the Debian package 'prometheus' (the real Prometheus server the tests and demo run)"
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    command -v sudo >/dev/null || die "not root and no sudo: install the Debian package 'prometheus' yourself, or set PROMETHEUS_BIN"
+    sudo="sudo"
+  fi
+  command -v apt-get >/dev/null || die "no apt-get here: install Prometheus (2.x) yourself and set PROMETHEUS_BIN to its binary"
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed; install 'prometheus' yourself or set PROMETHEUS_BIN"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+    || die "apt-get install prometheus failed; install it yourself or set PROMETHEUS_BIN"
+  command -v prometheus >/dev/null || die "prometheus is still not on PATH after installing; set PROMETHEUS_BIN"
+}
+
+ensure_venv() {
+  [ -x "$VENV/bin/python" ] || { say "creating virtualenv $VENV"; python3 -m venv "$VENV"; }
+  local stamp
+  stamp="$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$VENV/.rollguard-installed" 2>/dev/null)" != "$stamp" ]; then
+    say "installing rollguard and its dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    "$VENV/bin/python" -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+    "$VENV/bin/python" -c 'import rollguard.steps.cli' || die "installing rollguard into $VENV failed (see pip's messages above)"
+    echo "$stamp" > "$VENV/.rollguard-installed"
+  fi
+}
+
+setup() { ensure_python; ensure_prometheus; ensure_venv; }
+
+command="${1:-help}"
+[ $# -gt 0 ] && shift
+case "$command" in
+  setup) setup; say "ready: $VENV/bin/rollguard, $(command -v prometheus || echo "$PROMETHEUS_BIN")" ;;
+  test)
+    setup
+    "$VENV/bin/ruff" check .
+    if [ -f .importlinter ]; then "$VENV/bin/lint-imports" --no-cache; fi
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  demo)
+    setup
+    exec "$VENV/bin/rollguard" demo "${@:---scenario=faulty}"
+    ;;
+  bench)
+    setup
+    for script in benchmarks/*.py; do "$VENV/bin/python" "$script"; done
+    ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ "$command" = help ] || exit 2 ;;
+esac

@@ -1,0 +1,158 @@
+"""Shared command-line plumbing: flags settable from ROLLGUARD_<NAME>, durations, typed values.
+
+Every flag `--some-flag` can also be given as the environment variable `ROLLGUARD_SOME_FLAG`, so
+Argo workflow parameters map one to one onto the environment of a step container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+ENV_PREFIX = "ROLLGUARD_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class UsageError(Exception):
+    """Bad input from the user: names the flag (or file and line) and the fix. Exit code 2."""
+
+
+def env_name(flag: str) -> str:
+    """Environment variable that sets `flag`: `--max-error-rate` -> `ROLLGUARD_MAX_ERROR_RATE`."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def parse_duration(text: str) -> float:
+    """Parse `500ms`, `1s`, `2m`, `1h` (or a bare number of seconds) into seconds."""
+    stripped = str(text).strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", stripped):
+        return float(stripped)
+    match = _DURATION.match(stripped)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write it like 500ms, 5s, 2m or 1h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way Prometheus and the flags accept them (`1500ms`, `5s`, `2m`)."""
+    if seconds >= 60 and float(seconds / 60).is_integer():
+        return f"{int(seconds // 60)}m"
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def positive_duration(text: str) -> float:
+    """argparse type: a duration strictly greater than zero."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero (for example 1s)")
+    return seconds
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number between 0 and 1 inclusive (0.01 means 1 %)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; write a fraction like 0.01 for 1 %") from None
+    if not 0.0 <= value <= 1.0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside 0..1; it is a fraction (0.01 means 1 %)")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
+    return value
+
+
+def percent_weight(text: str) -> int:
+    """argparse type: a traffic weight, a whole number from 0 to 100."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 100") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..100; a weight is a percentage")
+    return value
+
+
+def env_bool(text: str) -> bool:
+    """Parse a boolean from the environment (`true`, `1`, `yes` / `false`, `0`, `no`, empty)."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use true or false")
+
+
+def add_flag(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    flag: str,
+    *,
+    default: Any = None,
+    type: Callable[[str], Any] = str,
+    help: str = "",
+    choices: list[str] | None = None,
+    required: bool = False,
+) -> None:
+    """Add `--flag` whose default comes from ROLLGUARD_<FLAG> when that variable is set.
+
+    A value from the environment goes through the same `type` and `choices` checks as one typed on
+    the command line, and an error names both the variable and the flag.
+    """
+    variable = env_name(flag)
+    raw = os.environ.get(variable)
+    if raw is not None and raw != "":
+        try:
+            value = type(raw)
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            raise UsageError(f"{variable} (flag {flag}): {exc}") from None
+        if choices is not None and value not in choices:
+            raise UsageError(f"{variable} (flag {flag}): {raw!r} is not one of {', '.join(choices)}")
+        default, required = value, False
+    shown = "" if default is None else f" (default: {default}; env {variable})"
+    if not shown:
+        shown = f" (env {variable})"
+    parser.add_argument(
+        flag, default=default, type=type, choices=choices, required=required, help=help + shown
+    )
+
+
+def add_switch(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, *, help: str) -> None:
+    """Add an on/off `--flag` that ROLLGUARD_<FLAG>=true also turns on."""
+    variable = env_name(flag)
+    raw = os.environ.get(variable, "")
+    try:
+        default = env_bool(raw)
+    except ValueError as exc:
+        raise UsageError(f"{variable} (flag {flag}): {exc}") from None
+    parser.add_argument(flag, action="store_true", default=default, help=f"{help} (env {variable})")
