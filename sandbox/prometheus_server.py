@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from rollguard.sandbox.ports import free_port, port_is_free
 from ruamel.yaml import YAML
+
+from rollguard.sandbox.ports import free_port, port_is_free
 
 log = logging.getLogger(__name__)
 

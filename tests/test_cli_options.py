@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from rollguard.steps import cli, options
 from rollguard.steps.exit_codes import ExitCode
 

@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
 from rollguard.sandbox import prometheus_server
 from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics
 from rollguard.sandbox.ports import free_port

@@ -1,0 +1,1 @@
+"""The rollback-time experiment: repeated runs, their timestamps, a report and a timeline plot."""
