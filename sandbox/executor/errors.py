@@ -1,0 +1,21 @@
+"""Errors of the local workflow executor; each message names the template and the field at fault."""
+
+from __future__ import annotations
+
+
+class ExecutorError(Exception):
+    """The workflow cannot be run locally as written (bad YAML, missing parameter, unknown template)."""
+
+
+class UnsupportedFeature(ExecutorError):
+    """The workflow uses an Argo feature the local executor does not implement; never skipped silently."""
+
+    def __init__(self, feature: str, where: str, hint: str = "") -> None:
+        self.feature = feature
+        self.where = where
+        message = f"{where}: the Argo feature `{feature}` is not supported by the local executor"
+        super().__init__(message + (f"; {hint}" if hint else ""))
+
+
+class ExpressionError(ExecutorError):
+    """A `{{...}}` reference or a `when` condition cannot be resolved or parsed."""

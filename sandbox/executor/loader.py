@@ -1,0 +1,234 @@
+"""Load rendered WorkflowTemplates (and Workflows) from YAML and check every feature they use.
+
+Checking happens before anything runs: a template that uses an Argo feature the local executor does
+not implement fails the load with UnsupportedFeature naming the feature and the template. Fields
+that only matter to Kubernetes (image, resources, service account, pod metadata...) have no local
+meaning; they are listed in `ignored_fields` and reported once per run, never dropped unseen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
+
+KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "Workflow")
+
+# Fields that only shape the pod or the Kubernetes object: no effect when a step is a local process.
+K8S_ONLY_SPEC = {
+    "serviceAccountName", "ttlStrategy", "podGC", "workflowMetadata", "podMetadata", "securityContext",
+    "nodeSelector", "tolerations", "affinity", "imagePullSecrets", "archiveLogs", "podDisruptionBudget",
+    "automountServiceAccountToken", "executor", "priority", "priorityClassName", "schedulerName",
+    "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName", "activeDeadlineSeconds", "parallelism",
+}
+SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef"}
+K8S_ONLY_TEMPLATE = {
+    "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
+    "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken", "parallelism",
+    "archiveLocation", "hostAliases",
+}
+SUPPORTED_TEMPLATE = {
+    "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds",
+}
+K8S_ONLY_CONTAINER = {
+    "image", "imagePullPolicy", "resources", "securityContext", "volumeMounts", "ports", "livenessProbe",
+    "readinessProbe", "startupProbe", "terminationMessagePath", "terminationMessagePolicy", "name",
+}
+SUPPORTED_CONTAINER = {"command", "args", "env"}
+SUPPORTED_STEP = {"name", "template", "templateRef", "arguments", "when", "continueOn"}
+SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff"}
+SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom", "globalName"}
+
+
+@dataclass
+class WorkflowDefinition:
+    """One WorkflowTemplate (or Workflow): its name, spec and the file it came from."""
+
+    kind: str
+    name: str
+    spec: dict[str, Any]
+    source: Path
+
+    def template(self, name: str, where: str) -> dict[str, Any]:
+        """The template called `name` in this definition; ExecutorError naming `where` if absent."""
+        for template in self.spec.get("templates") or []:
+            if template.get("name") == name:
+                return template
+        known = ", ".join(str(t.get("name")) for t in self.spec.get("templates") or [])
+        raise ExecutorError(f"{where}: no template {name!r} in {self.kind} {self.name} ({self.source}); "
+                            f"it has: {known}")
+
+
+@dataclass
+class Library:
+    """Every definition loaded, by name, and the Kubernetes-only fields seen (reported, not used)."""
+
+    definitions: dict[str, WorkflowDefinition] = field(default_factory=dict)
+    ignored_fields: list[str] = field(default_factory=list)
+
+    def get(self, name: str, where: str) -> WorkflowDefinition:
+        """The WorkflowTemplate called `name`; ExecutorError listing the loaded ones if absent."""
+        if name not in self.definitions:
+            known = ", ".join(sorted(self.definitions)) or "none"
+            raise ExecutorError(f"{where}: WorkflowTemplate {name!r} is not loaded (loaded: {known}); "
+                                "put its YAML file next to the one you run, or pass it with --templates")
+        return self.definitions[name]
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    return node
+
+
+def load_files(paths: list[Path]) -> Library:
+    """Parse and check every WorkflowTemplate/Workflow in `paths` (several YAML documents per file)."""
+    library = Library()
+    yaml = YAML(typ="safe", pure=True)
+    for path in paths:
+        try:
+            documents = list(yaml.load_all(path.read_text()))
+        except OSError as exc:
+            raise ExecutorError(f"cannot read {path}: {exc}") from None
+        except YAMLError as exc:
+            raise ExecutorError(f"{path} is not valid YAML: {exc}") from None
+        for document in documents:
+            if document is None:
+                continue
+            document = _plain(document)
+            if not isinstance(document, dict) or document.get("kind") not in KINDS:
+                kind = document.get("kind") if isinstance(document, dict) else type(document).__name__
+                raise ExecutorError(f"{path}: a document of kind {kind!r}; the local executor runs "
+                                    f"{', '.join(KINDS)}")
+            metadata = document.get("metadata") or {}
+            name = metadata.get("name") or metadata.get("generateName") or path.stem
+            definition = WorkflowDefinition(document["kind"], str(name), document.get("spec") or {}, path)
+            check_definition(definition, library.ignored_fields)
+            if definition.name in library.definitions:
+                other = library.definitions[definition.name].source
+                raise ExecutorError(f"{path}: {definition.kind} {definition.name!r} is defined twice (also in {other})")
+            library.definitions[definition.name] = definition
+    return library
+
+
+def _check_keys(
+    mapping: dict[str, Any], supported: set[str], k8s_only: set[str], where: str, ignored: list[str]
+) -> None:
+    for key in mapping:
+        if key in supported:
+            continue
+        if key in k8s_only:
+            if key == "image":  # documented: a step is its command, the image is never used
+                continue
+            note = f"{where}: {key}"
+            if note not in ignored:
+                ignored.append(note)
+            continue
+        raise UnsupportedFeature(key, where)
+
+
+def check_definition(definition: WorkflowDefinition, ignored: list[str]) -> None:
+    """Raise UnsupportedFeature for the first unsupported feature in `definition`."""
+    where = f"{definition.kind} {definition.name}"
+    spec = definition.spec
+    _check_keys(spec, SUPPORTED_SPEC, K8S_ONLY_SPEC, where, ignored)
+    if "workflowTemplateRef" in spec and definition.kind != "Workflow":
+        raise UnsupportedFeature("workflowTemplateRef", where, "only a Workflow may refer to a WorkflowTemplate")
+    for parameter in (spec.get("arguments") or {}).get("parameters") or []:
+        _check_parameter(parameter, f"{where} arguments")
+    if (spec.get("arguments") or {}).get("artifacts"):
+        raise UnsupportedFeature("arguments.artifacts", where)
+    for template in spec.get("templates") or []:
+        check_template(template, f"{where} template {template.get('name')!r}", ignored)
+
+
+def _check_parameter(parameter: dict[str, Any], where: str) -> None:
+    if "name" not in parameter:
+        raise ExecutorError(f"{where}: a parameter without a name")
+    for key in parameter:
+        if key not in SUPPORTED_PARAMETER:
+            raise UnsupportedFeature(f"parameter field {key}", f"{where} parameter {parameter['name']!r}")
+    value_from = parameter.get("valueFrom")
+    if value_from is not None:
+        for key in value_from:
+            if key not in ("path", "parameter", "default"):
+                raise UnsupportedFeature(f"valueFrom.{key}", f"{where} parameter {parameter['name']!r}")
+
+
+def _check_artifacts(artifacts: list[dict[str, Any]], where: str, ignored: list[str]) -> None:
+    for artifact in artifacts:
+        if not artifact.get("optional"):
+            raise UnsupportedFeature("artifacts", where, f"artifact {artifact.get('name')!r} is not optional")
+        ignored.append(f"{where}: optional artifact {artifact.get('name')!r}")
+
+
+def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> None:
+    """Raise UnsupportedFeature for the first unsupported feature in one template."""
+    if "name" not in template:
+        raise ExecutorError(f"{where}: a template without a name")
+    _check_keys(template, SUPPORTED_TEMPLATE, K8S_ONLY_TEMPLATE, where, ignored)
+    kinds = [key for key in ("container", "steps") if key in template]
+    if len(kinds) != 1:
+        raise ExecutorError(f"{where}: a template needs exactly one of container or steps (has {kinds or 'none'})")
+    for section in ("inputs", "outputs"):
+        block = template.get(section) or {}
+        for key in block:
+            if key not in ("parameters", "artifacts"):
+                raise UnsupportedFeature(f"{section}.{key}", where)
+        for parameter in block.get("parameters") or []:
+            _check_parameter(parameter, f"{where} {section}")
+        _check_artifacts(block.get("artifacts") or [], f"{where} {section}", ignored)
+    retry = template.get("retryStrategy")
+    if retry is not None:
+        for key in retry:
+            if key not in SUPPORTED_RETRY:
+                raise UnsupportedFeature(f"retryStrategy.{key}", where)
+        for key in (retry.get("backoff") or {}):
+            if key not in ("duration", "factor", "maxDuration"):
+                raise UnsupportedFeature(f"retryStrategy.backoff.{key}", where)
+        if retry.get("retryPolicy", "OnFailure") not in ("OnFailure", "Always", "OnError"):
+            raise UnsupportedFeature(f"retryPolicy {retry.get('retryPolicy')}", where)
+    if "container" in template:
+        container = template["container"] or {}
+        _check_keys(container, SUPPORTED_CONTAINER, K8S_ONLY_CONTAINER, f"{where} container", ignored)
+        if not container.get("command") and not container.get("args"):
+            raise ExecutorError(f"{where}: the container has neither command nor args; the local executor "
+                                "runs the command itself (the image's entrypoint is unknown here)")
+        for variable in container.get("env") or []:
+            for key in variable:
+                if key not in ("name", "value", "valueFrom"):
+                    raise UnsupportedFeature(f"env field {key}", f"{where} container")
+            source = variable.get("valueFrom")
+            if source is not None and set(source) - {"secretKeyRef", "configMapKeyRef"}:
+                raise UnsupportedFeature(f"env valueFrom {', '.join(source)}", f"{where} env {variable.get('name')}")
+    else:
+        groups = template["steps"]
+        if not isinstance(groups, list):
+            raise ExecutorError(f"{where}: steps must be a list of lists of steps")
+        for group in groups:
+            for step in group if isinstance(group, list) else [group]:
+                _check_step(step, where)
+
+
+def _check_step(step: dict[str, Any], where: str) -> None:
+    step_where = f"{where} step {step.get('name')!r}"
+    for key in step:
+        if key not in SUPPORTED_STEP:
+            raise UnsupportedFeature(key, step_where)
+    if ("template" in step) == ("templateRef" in step):
+        raise ExecutorError(f"{step_where}: a step needs exactly one of template or templateRef")
+    arguments = step.get("arguments") or {}
+    for key in arguments:
+        if key != "parameters":
+            raise UnsupportedFeature(f"arguments.{key}", step_where)
+    continue_on = step.get("continueOn") or {}
+    for key in continue_on:
+        if key not in ("failed", "error"):
+            raise UnsupportedFeature(f"continueOn.{key}", step_where)

@@ -1,0 +1,108 @@
+"""Run a rendered Argo WorkflowTemplate on this machine, without Argo or Kubernetes.
+
+Each container step runs its command and args as a local process (the image is not used; the
+command `rollguard` is this installation's CLI), with the same parameters, outputs, `when`
+conditions, retries and exit handler as under Argo. An Argo feature the local executor does not
+implement stops the run before anything starts, naming the feature and the template.
+WorkflowTemplates referenced with templateRef are loaded from the same directory (and --templates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
+from rollguard.sandbox.executor.loader import Library, load_files
+from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
+from rollguard.steps.exit_codes import ExitCode
+from rollguard.steps.options import UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `rollguard run-local`."""
+    parser.add_argument("template_file", type=Path, metavar="TEMPLATE.yaml",
+                        help="rendered WorkflowTemplate (or Workflow) YAML to run")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="workflow parameter, like `argo submit -p`; repeat for several")
+    parser.add_argument("--entry", default=None, metavar="NAME",
+                        help="which WorkflowTemplate of the file to run when it holds several")
+    parser.add_argument("--templates", type=Path, action="append", default=[], metavar="FILE_OR_DIR",
+                        help="more YAML files (or directories of them) for templateRef")
+
+
+def parse_parameters(pairs: list[str]) -> dict[str, str]:
+    """`["a=1", "b=x=y"]` -> {"a": "1", "b": "x=y"}; UsageError for an item without `=`."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.strip():
+            raise UsageError(f"-p {pair!r}: write parameters as NAME=VALUE")
+        values[name.strip()] = value
+    return values
+
+
+def load_library(template_file: Path, extra: list[Path]) -> tuple[Library, str]:
+    """Load `template_file`, its sibling YAML files and `extra`; return the library and the name to run."""
+    if not template_file.is_file():
+        raise UsageError(f"{template_file}: no such file; give the path of a rendered WorkflowTemplate YAML")
+    main_library = load_files([template_file])
+    names = list(main_library.definitions)
+    if not names:
+        raise UsageError(f"{template_file} holds no WorkflowTemplate or Workflow")
+    others: list[Path] = []
+    for candidate in [template_file.parent, *extra]:
+        if candidate.is_dir():
+            others.extend(sorted(p for p in candidate.iterdir() if p.suffix in (".yaml", ".yml")))
+        elif candidate.is_file():
+            others.append(candidate)
+        else:
+            raise UsageError(f"--templates {candidate}: no such file or directory")
+    paths = [template_file.resolve()]
+    for path in others:
+        if path.resolve() not in paths:
+            paths.append(path.resolve())
+    library = _load_lenient(paths, template_file.resolve())
+    return library, names[0]
+
+
+def _load_lenient(paths: list[Path], required: Path) -> Library:
+    """Load `required`; a sibling YAML that is no workflow is left out, one with unsupported features is an error."""
+    library = load_files([required])
+    for path in paths[1:]:
+        try:
+            extra = load_files([path])
+        except UnsupportedFeature:
+            raise
+        except ExecutorError:
+            continue
+        for name, definition in extra.definitions.items():
+            library.definitions.setdefault(name, definition)
+        library.ignored_fields.extend(note for note in extra.ignored_fields if note not in library.ignored_fields)
+    return library
+
+
+def exit_code_of(result: WorkflowResult) -> int:
+    """0 when the workflow succeeded, 1 when it failed, 4 on an error."""
+    if result.phase is Phase.SUCCEEDED:
+        return ExitCode.OK
+    if result.phase is Phase.FAILED:
+        return ExitCode.FAIL
+    return ExitCode.ERROR
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, check and run the workflow; print its outcome."""
+    parameters = parse_parameters(args.parameter)
+    try:
+        library, first = load_library(args.template_file, args.templates)
+        name = args.entry or first
+        result = LocalExecutor(library).run(name, parameters)
+    except ExecutorError as exc:
+        print(f"rollguard run-local: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    exit_handler = f"; exit handler {result.exit_handler.phase.value}" if result.exit_handler else ""
+    print(f"workflow {result.name} {result.phase.value}{exit_handler}"
+          + (f": {result.message}" if result.message else ""), flush=True)
+    return exit_code_of(result)
