@@ -1,0 +1,139 @@
+"""The demo app: one small HTTP service, run twice (stable v1, canary v2), with switchable faults.
+
+`POST /control` with JSON `{"error_rate": 0.5, "latency_ms": 700}` changes its behaviour at run
+time (`{}` = healthy); `GET /control` shows it; `GET /healthz` is for the supervisor. Every other
+GET answers 200 with a small JSON body, or 500 at `error_rate`, after `latency_ms` of extra delay.
+
+    python -m rollguard.sandbox.demo_app --port 8081 --version v2 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the app answers: the fraction of requests that get HTTP 500, and added latency."""
+
+    error_rate: float = 0.0
+    latency_ms: float = 0.0
+
+    @classmethod
+    def from_json(cls, payload: object) -> Behaviour:
+        """Validate a /control body; ValueError names the bad field and the allowed range."""
+        if not isinstance(payload, dict):
+            raise ValueError('body must be a JSON object like {"error_rate": 0.5, "latency_ms": 0}')
+        unknown = set(payload) - {"error_rate", "latency_ms"}
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}; allowed: error_rate, latency_ms")
+        error_rate = payload.get("error_rate", 0.0)
+        latency_ms = payload.get("latency_ms", 0.0)
+        if not isinstance(error_rate, (int, float)) or not 0.0 <= error_rate <= 1.0:
+            raise ValueError(f"error_rate must be a number from 0 to 1, got {error_rate!r}")
+        if not isinstance(latency_ms, (int, float)) or not 0.0 <= latency_ms <= 60_000:
+            raise ValueError(f"latency_ms must be a number from 0 to 60000, got {latency_ms!r}")
+        return cls(float(error_rate), float(latency_ms))
+
+
+class DemoApp:
+    """State shared by the request threads: the current behaviour and a seeded random source."""
+
+    def __init__(self, version: str, seed: int | None) -> None:
+        self.version = version
+        self.behaviour = Behaviour()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def decide(self) -> tuple[int, float]:
+        """(status code, added delay in seconds) for the next request."""
+        with self._lock:
+            behaviour = self.behaviour
+            failing = self._random.random() < behaviour.error_rate
+        return (500 if failing else 200), behaviour.latency_ms / 1000.0
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server with a listen backlog deep enough for the demo's bursts."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
+def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to `app`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, payload: object) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self._send(200, {"ok": True, "version": app.version})
+                return
+            if self.path == "/control":
+                self._send(200, asdict(app.behaviour))
+                return
+            status, delay_s = app.decide()
+            if delay_s > 0:
+                time.sleep(delay_s)
+            message = "internal error (injected)" if status == 500 else "hello from podinfo"
+            self._send(status, {"version": app.version, "message": message})
+
+        def do_POST(self) -> None:
+            if self.path != "/control":
+                self._send(404, {"error": "POST only on /control"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                behaviour = Behaviour.from_json(json.loads(self.rfile.read(length) or b"{}"))
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+                self._send(400, {"error": str(exc)})
+                return
+            app.behaviour = behaviour
+            self._send(200, asdict(behaviour))
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the demo app on 127.0.0.1 until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m rollguard.sandbox.demo_app", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--version", required=True, help="subset this process plays, e.g. v1 or v2")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the error draw (reproducible runs)")
+    args = parser.parse_args(argv)
+    app = DemoApp(args.version, args.seed)
+    try:
+        server = LoopbackServer(("127.0.0.1", args.port), make_handler(app))
+    except OSError as exc:
+        print(f"demo app {args.version}: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 4
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

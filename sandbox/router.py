@@ -1,0 +1,324 @@
+"""The sandbox's mesh router: the stand-in for Istio's data plane plus ArgoCD's sync.
+
+It proxies every request to the stable or the canary app by the weights of the VirtualService at
+the GitOps remote's branch head (polled every `--poll-interval`, applied `--sync-delay` after it
+is seen, to emulate ArgoCD's polling), exports Istio's request metrics on `/metrics`, and shows the
+applied weights and the log of every change (with its time) on `/admin/weights`.
+
+    python -m rollguard.sandbox.router --port 8080 --git-dir /tmp/remote.git \
+        --stable-url http://127.0.0.1:8081 --canary-url http://127.0.0.1:8082
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from rollguard.sandbox.demo_app import LoopbackServer
+from rollguard.sandbox.git_remote import MANIFEST_PATH, GitRemote, GitRemoteError
+from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics
+from rollguard.steps import logs
+
+log = logging.getLogger("rollguard.sandbox.router")
+
+ADMIN_PATH = "/admin/weights"
+VERSION_HEADER = "x-rollguard-version"
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """What the router routes: the VirtualService, its subsets, and where each subset runs."""
+
+    remote: GitRemote
+    manifest_path: str
+    virtual_service: str
+    stable_subset: str
+    canary_subset: str
+    stable_url: str
+    canary_url: str
+    namespace: str
+    service: str
+    poll_interval_s: float = 0.2
+    sync_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class WeightChange:
+    """One applied change of the split: commit seen at `detected_at`, traffic moved at `applied_at`."""
+
+    commit: str
+    stable: int
+    canary: int
+    detected_at: float
+    applied_at: float
+
+
+@dataclass
+class TrafficTable:
+    """Current weights and the change log, shared by the request threads and the Git watcher."""
+
+    stable: int
+    canary: int
+    commit: str
+    changes: list[WeightChange] = field(default_factory=list)
+    last_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def apply(self, change: WeightChange) -> None:
+        """Route by `change` from now on and log it."""
+        with self._lock:
+            moved = (change.stable, change.canary) != (self.stable, self.canary)
+            self.stable, self.canary, self.commit = change.stable, change.canary, change.commit
+            self.changes.append(change)
+        if moved:
+            log.info("traffic now %d %% stable / %d %% canary (commit %s, %.3f s after it was seen)",
+                     change.stable, change.canary, change.commit[:10], change.applied_at - change.detected_at)
+        else:
+            log.info("commit %s keeps the split at %d/%d", change.commit[:10], change.stable, change.canary)
+
+    def canary_share(self) -> int:
+        """Canary weight in percent, read consistently."""
+        with self._lock:
+            return self.canary
+
+    def snapshot(self) -> dict[str, object]:
+        """JSON-able view for the admin endpoint."""
+        with self._lock:
+            return {
+                "stable": self.stable,
+                "canary": self.canary,
+                "commit": self.commit,
+                "last_error": self.last_error,
+                "changes": [asdict(change) for change in self.changes],
+            }
+
+
+def read_weights(settings: RouteSettings, commit: str) -> tuple[int, int]:
+    """(stable, canary) weights of the VirtualService in the manifest at `commit`."""
+    from rollguard.steps.traffic.virtualservice import read_split
+
+    text = settings.remote.show(settings.manifest_path, commit)
+    return read_split(text, settings.virtual_service, settings.stable_subset, settings.canary_subset)
+
+
+class GitWatcher(threading.Thread):
+    """Polls the remote's branch head; a new commit's weights are applied after the sync delay."""
+
+    def __init__(self, settings: RouteSettings, table: TrafficTable) -> None:
+        super().__init__(name="git-watcher", daemon=True)
+        self.settings = settings
+        self.table = table
+        self.seen_commit = table.commit
+        self.pending: list[WeightChange] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.settings.poll_interval_s):
+            self.poll_once()
+
+    def poll_once(self) -> None:
+        """Notice a new head (if any) and apply every pending change that is due."""
+        try:
+            head = self.settings.remote.head()
+        except GitRemoteError as exc:
+            self._error(f"cannot read the branch head: {exc}")
+            head = self.seen_commit
+        if head != self.seen_commit:
+            detected_at = time.time()
+            self.seen_commit = head
+            try:
+                stable, canary = read_weights(self.settings, head)
+            except (ValueError, GitRemoteError) as exc:
+                self._error(f"commit {head[:10]} has no usable split, keeping the current one: {exc}")
+            else:
+                due = detected_at + self.settings.sync_delay_s
+                self.pending.append(WeightChange(head, stable, canary, detected_at, due))
+                log.info("saw commit %s: %d/%d, applying in %.1f s", head[:10], stable, canary,
+                         self.settings.sync_delay_s)
+        now = time.time()
+        while self.pending and self.pending[0].applied_at <= now:
+            change = self.pending.pop(0)
+            self.table.apply(WeightChange(change.commit, change.stable, change.canary, change.detected_at, time.time()))
+
+    def _error(self, message: str) -> None:
+        if self.table.last_error != message:
+            log.error("%s", message)
+        self.table.last_error = message
+
+
+class Upstreams:
+    """Keep-alive connections to the stable and canary apps, one per request thread."""
+
+    def __init__(self, stable_url: str, canary_url: str) -> None:
+        self.addresses = {"stable": _host_port(stable_url), "canary": _host_port(canary_url)}
+        self._local = threading.local()
+
+    def connection(self, role: str, fresh: bool = False) -> http.client.HTTPConnection:
+        """This thread's connection to `role` ("stable"/"canary"), reopened when `fresh`."""
+        pool: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
+        if fresh and role in pool:
+            pool.pop(role).close()
+        if role not in pool:
+            host, port = self.addresses[role]
+            pool[role] = http.client.HTTPConnection(host, port, timeout=30)
+        return pool[role]
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.port:
+        raise ValueError(f"{url!r} is not a URL like http://127.0.0.1:8081")
+    return parts.hostname, parts.port
+
+
+class Router:
+    """Routes requests by the table's weights and records Istio metrics for each one."""
+
+    def __init__(self, settings: RouteSettings, table: TrafficTable, seed: int | None = None) -> None:
+        self.settings = settings
+        self.table = table
+        self.metrics = IstioMetrics(settings.namespace, settings.service)
+        self.upstreams = Upstreams(settings.stable_url, settings.canary_url)
+        self._random = random.Random(seed)
+        self._random_lock = threading.Lock()
+
+    def choose(self) -> str:
+        """"stable" or "canary" for the next request, by the current weights."""
+        with self._random_lock:
+            draw = self._random.random() * 100
+        return "canary" if draw < self.table.canary_share() else "stable"
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> tuple[int, bytes, str]:
+        """Send the request to the chosen upstream; (status, body, subset). 503 when it is down."""
+        role = self.choose()
+        subset = self.settings.canary_subset if role == "canary" else self.settings.stable_subset
+        started = time.perf_counter()
+        status, payload = 503, b'{"error": "upstream unavailable"}'
+        for attempt in range(2):  # a kept-alive connection may have been closed by the app: retry once
+            connection = self.upstreams.connection(role, fresh=attempt > 0)
+            try:
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                status, payload = response.status, response.read()
+                break
+            except (OSError, http.client.HTTPException):
+                connection.close()
+        duration_ms = (time.perf_counter() - started) * 1000.0
+        self.metrics.record(subset, f"{self.settings.service}-{subset}", status, duration_ms)
+        return status, payload, subset
+
+
+def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to `router`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _reply(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _proxy(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {"Content-Type": self.headers.get("Content-Type", "application/octet-stream")} if body else {}
+            status, payload, subset = router.forward(method, self.path, headers, body)
+            self._reply(status, payload, "application/json", {VERSION_HEADER: subset})
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                self._reply(200, router.metrics.exposition(), CONTENT_TYPE)
+            elif self.path == ADMIN_PATH:
+                self._reply(200, json.dumps(router.table.snapshot()).encode(), "application/json")
+            elif self.path == "/healthz":
+                self._reply(200, b'{"ok": true}', "application/json")
+            else:
+                self._proxy("GET")
+
+        def do_POST(self) -> None:
+            self._proxy("POST")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags of the router process."""
+    parser = argparse.ArgumentParser(prog="python -m rollguard.sandbox.router", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--git-dir", type=Path, required=True, help="the bare GitOps repository")
+    parser.add_argument("--branch", default="main")
+    parser.add_argument("--path", default=MANIFEST_PATH, help="manifest file inside the repository")
+    parser.add_argument("--virtual-service", default="podinfo")
+    parser.add_argument("--stable-subset", default="v1")
+    parser.add_argument("--canary-subset", default="v2")
+    parser.add_argument("--stable-url", required=True)
+    parser.add_argument("--canary-url", required=True)
+    parser.add_argument("--namespace", default="demo")
+    parser.add_argument("--service", default="podinfo")
+    parser.add_argument("--poll-interval", type=float, default=0.2, help="seconds between reads of the branch head")
+    parser.add_argument("--sync-delay", type=float, default=0.0,
+                        help="seconds between seeing a commit and applying it (30 or 180 emulate ArgoCD)")
+    parser.add_argument("--seed", type=int, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start routing by the head's weights; exit 4 when the remote or the port is unusable."""
+    args = build_parser().parse_args(argv)
+    logs.configure("router")
+    settings = RouteSettings(
+        remote=GitRemote(args.git_dir, args.branch), manifest_path=args.path, virtual_service=args.virtual_service,
+        stable_subset=args.stable_subset, canary_subset=args.canary_subset, stable_url=args.stable_url,
+        canary_url=args.canary_url, namespace=args.namespace, service=args.service,
+        poll_interval_s=args.poll_interval, sync_delay_s=args.sync_delay,
+    )
+    try:
+        head = settings.remote.head()
+        stable, canary = read_weights(settings, head)
+    except (ValueError, GitRemoteError) as exc:
+        log.error("cannot read the traffic split from %s (branch %s, %s): %s",
+                  args.git_dir, args.branch, args.path, exc)
+        return 4
+    now = time.time()
+    table = TrafficTable(stable, canary, head)
+    table.apply(WeightChange(head, stable, canary, now, now))
+    try:
+        server = LoopbackServer(("127.0.0.1", args.port), make_handler(Router(settings, table, args.seed)))
+    except OSError as exc:
+        log.error("cannot listen on 127.0.0.1:%d: %s", args.port, exc)
+        return 4
+    watcher = GitWatcher(settings, table)
+    watcher.start()
+    log.info("routing %s on 127.0.0.1:%d: %d %% to %s, %d %% to %s", args.service, args.port, stable,
+             args.stable_url, canary, args.canary_url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.stopped.set()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
