@@ -1,0 +1,1 @@
+"""GitOps: clone/commit/push the manifest repo, credentials, ArgoCD sync and the live VirtualService patch."""
