@@ -55,7 +55,7 @@ class Child:
         return " | ".join(text[-lines:]) or "(no output)"
 
 
-@dataclass
+@dataclass(eq=False)
 class Supervisor:
     """Starts children with health checks and stops all of them, in reverse order, exactly once."""
 

@@ -19,3 +19,7 @@ class UnsupportedFeature(ExecutorError):
 
 class ExpressionError(ExecutorError):
     """A `{{...}}` reference or a `when` condition cannot be resolved or parsed."""
+
+
+class ExecutorAborted(Exception):
+    """The run was aborted from outside (abort()); no further step or exit handler runs."""

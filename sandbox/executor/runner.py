@@ -28,7 +28,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from rollguard.sandbox.executor.errors import ExecutorError
+from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
 from rollguard.sandbox.processes import stop_process_group
@@ -138,6 +138,15 @@ class LocalExecutor:
         self.nodes: list[NodeResult] = []
         self._lock = threading.Lock()
         self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._abort_reason: str | None = None
+
+    def abort(self, reason: str) -> None:
+        """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
+        with self._lock:
+            self._abort_reason = reason
+            running = list(self._running.values())
+        for process in running:
+            stop_process_group(process.pid, None, grace_s=2.0)
 
     # ----- the workflow ---------------------------------------------------------------------------
 
@@ -377,6 +386,8 @@ class LocalExecutor:
     ) -> NodeResult:
         command = _resolve_command(argv)
         started = time.time()
+        if self._abort_reason is not None:
+            raise ExecutorAborted(f"run aborted before {display} started: {self._abort_reason}")
         shown = " ".join(argv) + (f" (attempt {attempt + 1})" if attempt else "")
         self.on_event(Event(EventKind.STARTED, display, shown))
         try:
@@ -411,6 +422,8 @@ class LocalExecutor:
                 timer.cancel()
             with self._lock:
                 self._running.pop(process.pid, None)
+        if self._abort_reason is not None:
+            raise ExecutorAborted(f"run aborted while {display} ran: {self._abort_reason}")
         if timed_out.is_set():
             return NodeResult(display, template, Phase.FAILED, code, message=f"timed out after {timeout_s:g} s",
                               started_at=started, finished_at=time.time())

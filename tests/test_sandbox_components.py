@@ -1,0 +1,195 @@
+"""Sandbox components as real processes: GitOps remote, demo app, router, load generator, supervisor."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rollguard.sandbox.git_remote import GitRemote, create_remote, demo_manifest, run_git
+from rollguard.sandbox.loadgen import read_responses
+from rollguard.sandbox.ports import free_port, wait_listening
+from rollguard.sandbox.processes import ChildDied, SandboxError, Supervisor
+from rollguard.sandbox.router import ADMIN_PATH
+
+PY = sys.executable
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def _post(url: str, payload: object) -> int:
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def push_split(remote: GitRemote, work: Path, stable: int, canary: int) -> float:
+    """Clone, rewrite the two weights, commit and push like a GitOps step would; return the push time."""
+    if not work.exists():
+        run_git(["clone", "--quiet", remote.url, str(work)])
+    run_git(["pull", "--quiet", "--ff-only"], cwd=work)
+    manifest = work / "k8s" / "istio.yml"
+    lines = []
+    for line in manifest.read_text().splitlines(keepends=True):
+        if line.strip().startswith("weight:") and "# stable" in line:
+            line = line.split("weight:")[0] + f"weight: {stable} # stable\n"
+        elif line.strip().startswith("weight:") and "# canary" in line:
+            line = line.split("weight:")[0] + f"weight: {canary} # canary\n"
+        lines.append(line)
+    manifest.write_text("".join(lines))
+    run_git(["commit", "--quiet", "-am", f"split {stable}/{canary}"], cwd=work)
+    pushed = time.time()
+    run_git(["push", "--quiet", "origin", "HEAD:main"], cwd=work)
+    return pushed
+
+
+def test_remote_is_seeded_and_logs_pushes(tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    assert remote.show() == demo_manifest()
+    assert "weight: 10 # canary" in remote.show()
+    before = remote.head()
+    pushed_at = push_split(remote, tmp_path / "clone", 100, 0)
+    pushes = remote.pushes()
+    assert pushes[-1].old == before and pushes[-1].new == remote.head()
+    assert pushes[-1].at >= pushed_at
+    assert remote.log()[0][1] == "split 100/0"
+
+
+@pytest.fixture
+def supervisor(tmp_path: Path) -> Iterator[Supervisor]:
+    with Supervisor(tmp_path / "logs") as running:
+        yield running
+
+
+def _start_app(supervisor: Supervisor, version: str) -> str:
+    port = free_port()
+    supervisor.start(f"app-{version}", [PY, "-m", "rollguard.sandbox.demo_app", "--port", str(port), "--version",
+                                        version, "--seed", "1"],
+                     port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+    return f"http://127.0.0.1:{port}"
+
+
+def test_demo_app_faults_switch_at_run_time(supervisor: Supervisor) -> None:
+    url = _start_app(supervisor, "v2")
+    assert _get(url + "/")[0] == 200
+    assert _post(url + "/control", {"error_rate": 1.0}) == 200
+    assert {_get(url + "/")[0] for _ in range(5)} == {500}
+    assert _post(url + "/control", {"error_rate": 0, "latency_ms": 150}) == 200
+    started = time.perf_counter()
+    assert _get(url + "/")[0] == 200
+    assert time.perf_counter() - started >= 0.15
+    assert _post(url + "/control", {"error_rate": 2}) == 400
+    assert _post(url + "/control", {"colour": "red"}) == 400
+
+
+def _wait_for(predicate, deadline_s: float, what: str) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {deadline_s} s")
+
+
+def _start_router(supervisor: Supervisor, remote: GitRemote, stable: str, canary: str, port: int | None = None) -> str:
+    port = port or free_port()
+    supervisor.start("router", [PY, "-m", "rollguard.sandbox.router", "--port", str(port), "--git-dir",
+                                str(remote.path), "--stable-url", stable, "--canary-url", canary, "--seed", "3"],
+                     port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+    return f"http://127.0.0.1:{port}"
+
+
+def test_router_follows_the_remote_and_exports_istio_metrics(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary)
+    admin = json.loads(_get(router + ADMIN_PATH)[2])
+    assert (admin["stable"], admin["canary"]) == (90, 10)
+
+    pushed_at = push_split(remote, tmp_path / "clone", 0, 100)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["canary"] == 100, 10, "applying 0/100")
+    versions = {_get(router + "/")[1].get("x-rollguard-version") for _ in range(20)}
+    assert versions == {"v2"}
+
+    _post(canary + "/control", {"error_rate": 1.0})
+    assert _get(router + "/")[0] == 500
+    metrics = _get(router + "/metrics")[2].decode()
+    wanted = ['reporter="destination"', 'destination_service_name="podinfo"', 'destination_workload="podinfo-v2"',
+              'destination_workload_namespace="demo"', 'destination_version="v2"', 'response_code="500"']
+    lines = [line for line in metrics.splitlines() if line.startswith("istio_requests_total{")]
+    assert any(all(label in line for label in wanted) for line in lines), lines
+    assert "istio_request_duration_milliseconds_bucket{" in metrics
+
+    push_split(remote, tmp_path / "clone", 100, 0)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["canary"] == 0, 10, "applying 100/0")
+    assert {_get(router + "/")[1].get("x-rollguard-version") for _ in range(20)} == {"v1"}
+    changes = json.loads(_get(router + ADMIN_PATH)[2])["changes"]
+    assert [(c["stable"], c["canary"]) for c in changes] == [(90, 10), (0, 100), (100, 0)]
+    assert changes[1]["applied_at"] >= pushed_at
+
+
+def test_router_keeps_the_split_when_a_push_breaks_the_file(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary)
+    work = tmp_path / "clone"
+    run_git(["clone", "--quiet", remote.url, str(work)])
+    (work / "k8s" / "istio.yml").write_text("kind: [unclosed\n")
+    run_git(["commit", "--quiet", "-am", "break it"], cwd=work)
+    run_git(["push", "--quiet", "origin", "HEAD:main"], cwd=work)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["last_error"] is not None, 10, "an error report")
+    admin = json.loads(_get(router + ADMIN_PATH)[2])
+    assert (admin["stable"], admin["canary"]) == (90, 10)
+    assert "keeping the current one" in admin["last_error"]
+
+
+def test_loadgen_records_every_response(supervisor: Supervisor, tmp_path: Path) -> None:
+    app = _start_app(supervisor, "v1")
+    out = tmp_path / "responses.csv"
+    child = supervisor.start("loadgen", [PY, "-m", "rollguard.sandbox.loadgen", "--url", app + "/", "--rps", "40",
+                                         "--out", str(out), "--duration", "1"])
+    child.process.wait(timeout=20)
+    responses = read_responses(out)
+    assert 35 <= len(responses) <= 40
+    assert {r.status for r in responses} == {200}
+
+
+def test_supervisor_refuses_a_busy_port_and_reports_a_dead_child(supervisor: Supervisor) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SandboxError, match=f"port {port} .* already in use"):
+            supervisor.start("app", [PY, "-m", "rollguard.sandbox.demo_app", "--port", str(port), "--version", "v1"],
+                             port=port)
+    child = supervisor.start("sleeper", [PY, "-c", "import time; time.sleep(60)"])
+    supervisor.check()
+    child.process.kill()
+    child.process.wait()
+    with pytest.raises(ChildDied, match=r"sleeper .* died with exit code -9"):
+        supervisor.check()
+
+
+def test_supervisor_stops_everything_it_started(tmp_path: Path) -> None:
+    with Supervisor(tmp_path / "logs") as supervising:
+        url = _start_app(supervising, "v1")
+        port = int(url.rsplit(":", 1)[1])
+        process = supervising.children[0].process
+    assert process.poll() is not None
+    assert not wait_listening(port, 0.3), "something still listens on the app's port"
