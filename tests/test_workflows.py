@@ -1,0 +1,383 @@
+"""The rendered WorkflowTemplates: golden files, Argo's schema (Hera's models), and their structure.
+
+Regenerate the golden files with `.venv/bin/rollguard render --out workflows/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hera.workflows.models import WorkflowTemplate as WorkflowTemplateModel
+from ruamel.yaml import YAML
+
+from rollguard.steps.cli import COMMANDS
+from rollguard.workflows import render, templates
+from rollguard.workflows.parameters import RenderError, parameters_of
+from rollguard.workflows.step_templates import STEP_SPECS
+
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOWS = REPO / "workflows"
+STEP_COMMANDS = ["next-weight", "deploy", "analyze", "promote", "rollback", "status"]
+REFERENCE = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, str]:
+    return render.rendered_files()
+
+
+@pytest.fixture(scope="module")
+def docs(files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    loaded = {}
+    for text in files.values():
+        document = YAML(typ="safe").load(text)
+        if document.get("kind") == "WorkflowTemplate":
+            loaded[document["metadata"]["name"]] = document
+    return loaded
+
+
+def templates_by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {template["name"]: template for template in document["spec"]["templates"]}
+
+
+def all_steps(template: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for group in template.get("steps") or [] for step in group]
+
+
+def step_named(template: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(step for step in all_steps(template) if step["name"] == name)
+
+
+def cli_flags(command: str) -> dict[str, argparse.Action]:
+    """The command's flags straight from its parser (not through the renderer's own mapping)."""
+    parser = argparse.ArgumentParser()
+    importlib.import_module(COMMANDS[command][0]).add_arguments(parser)
+    return {a.option_strings[0][2:]: a for a in parser._actions if not isinstance(a, argparse._HelpAction)}
+
+
+def expected_default(action: argparse.Action) -> str | None:
+    if action.required:
+        return None
+    if isinstance(action, argparse._StoreTrueAction):
+        return "false"
+    if action.default is None:
+        return ""
+    if isinstance(action.default, float) and action.default.is_integer():
+        return str(int(action.default))
+    return str(action.default)
+
+
+# --- golden files and Argo's schema -------------------------------------------------------------
+
+
+def test_committed_yaml_is_what_the_hera_code_renders(files: dict[str, str]) -> None:
+    committed = {path.name for path in WORKFLOWS.glob("*.yaml")}
+    assert committed == set(files), "regenerate with: .venv/bin/rollguard render --out workflows/"
+    for name, text in files.items():
+        assert (WORKFLOWS / name).read_text(encoding="utf-8") == text, (
+            f"workflows/{name} differs from the Hera code; regenerate with: .venv/bin/rollguard render --out workflows/"
+        )
+
+
+def test_every_template_parses_into_argos_schema_without_losing_a_field(docs: dict[str, dict[str, Any]]) -> None:
+    # Hera's models are generated from Argo's OpenAPI schema and ignore unknown keys, so a round trip
+    # that gives back the same document proves every key is an Argo field with the right type.
+    for name, document in docs.items():
+        model = WorkflowTemplateModel.model_validate(document)
+        assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == document, name
+
+
+def test_the_kustomization_lists_every_rendered_template(files: dict[str, str]) -> None:
+    kustomization = YAML(typ="safe").load(files[render.KUSTOMIZATION])
+    assert sorted(kustomization["resources"]) == sorted(name for name in files if name != render.KUSTOMIZATION)
+
+
+# --- step templates: flags, env, outputs --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", STEP_COMMANDS)
+def test_every_flag_is_an_input_with_the_cli_default_and_its_env_variable(
+    docs: dict[str, dict[str, Any]], command: str
+) -> None:
+    template = templates_by_name(docs["rollguard-steps"])[command]
+    inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
+    env = {e["name"]: e for e in template["container"]["env"]}
+    path_defaults = {o.flag: o.path for o in STEP_SPECS[command].outputs if o.path}
+    path_defaults.update(STEP_SPECS[command].path_defaults)
+    flags = cli_flags(command)
+    assert set(flags) <= set(inputs)
+    for name, action in flags.items():
+        want = path_defaults.get(name, expected_default(action))
+        assert inputs[name].get("default") == want, f"{command} --{name}"
+        variable = "ROLLGUARD_" + name.upper().replace("-", "_")
+        assert env[variable] == {"name": variable, "value": "{{inputs.parameters." + name + "}}"}
+        if action.choices:
+            assert inputs[name]["enum"] == [str(choice) for choice in action.choices]
+    assert template["container"]["command"] == ["rollguard", command]
+
+
+def test_output_parameters_read_the_files_named_by_input_parameters(docs: dict[str, dict[str, Any]]) -> None:
+    steps = templates_by_name(docs["rollguard-steps"])
+    analyze = {p["name"]: p["valueFrom"] for p in steps["analyze"]["outputs"]["parameters"]}
+    assert analyze["verdict"] == {"path": "{{inputs.parameters.verdict-word-file}}", "default": "error"}
+    assert analyze["verdict-json"]["path"] == "{{inputs.parameters.verdict-file}}"
+    assert '"verdict": "error"' in analyze["verdict-json"]["default"]
+    artifact = steps["analyze"]["outputs"]["artifacts"][0]
+    assert artifact == {
+        "name": "verdict",
+        "path": "{{inputs.parameters.verdict-file}}",
+        "optional": True,
+        "archive": {"none": {}},
+    }
+    status = steps["status"]["outputs"]["parameters"]
+    assert status == [{"name": "canary-weight", "valueFrom": {"path": "{{inputs.parameters.canary-weight-file}}"}}]
+    reason = steps["rollback"]["inputs"]["artifacts"][0]
+    assert reason["path"] == "{{inputs.parameters.reason-file}}"
+    assert reason["raw"] == {"data": "{{inputs.parameters.verdict-json}}"}
+
+
+def test_retries_only_where_running_twice_is_safe(docs: dict[str, dict[str, Any]]) -> None:
+    steps = templates_by_name(docs["rollguard-steps"])
+    retried = {name for name, template in steps.items() if "retryStrategy" in template}
+    assert retried == {"deploy", "promote", "rollback", "status"}
+    assert all(steps[name]["retryStrategy"] == {"limit": "2"} for name in retried)
+
+
+def test_git_steps_take_the_token_from_an_optional_secret(docs: dict[str, dict[str, Any]]) -> None:
+    steps = templates_by_name(docs["rollguard-steps"])
+    for name in ("deploy", "promote", "rollback", "status"):
+        token = next(e for e in steps[name]["container"]["env"] if e["name"] == "ROLLGUARD_GIT_TOKEN")
+        assert token["valueFrom"]["secretKeyRef"] == {"name": "rollguard-git", "key": "token", "optional": True}
+    assert all(e["name"] != "ROLLGUARD_GIT_TOKEN" for e in steps["analyze"]["container"]["env"])
+
+
+# --- the workflows: parameters, references, branches --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("workflow", "commands"),
+    [
+        ("canary-release", ["next-weight", "deploy", "analyze", "promote", "rollback"]),
+        ("canary-analysis", ["status", "analyze", "rollback"]),
+    ],
+)
+def test_workflow_parameters_are_every_flag_with_its_default(
+    docs: dict[str, dict[str, Any]], workflow: str, commands: list[str]
+) -> None:
+    arguments = {p["name"]: p for p in docs[workflow]["spec"]["arguments"]["parameters"]}
+    wired = {"weight", "reason", "reason-file"}
+    library = templates_by_name(docs["rollguard-steps"])
+    defaults: dict[str, set[str | None]] = {}
+    for command in commands:
+        step_inputs = {p["name"]: p for p in library[command]["inputs"]["parameters"]}
+        for name in cli_flags(command):
+            if name in wired:
+                assert name not in arguments
+                continue
+            defaults.setdefault(name, set()).add(step_inputs[name].get("default"))
+    for name, seen in defaults.items():
+        # One default everywhere; or required (no default) in one step and unset ("") in another.
+        want = None if None in seen else seen.pop()
+        assert len(seen - {None, ""}) <= 1, f"{workflow} {name}: {seen}"
+        assert arguments[name].get("value") == want, f"{workflow} {name}"
+    policy = arguments["on-inconclusive"]
+    assert (policy["value"], policy["enum"]) == ("rollback", ["rollback", "promote", "stop"])
+    if workflow == "canary-release":
+        assert arguments["schedule"]["value"] == "10,50,100"
+
+
+@pytest.mark.parametrize("workflow", ["canary-release", "canary-analysis"])
+def test_every_reference_resolves(docs: dict[str, dict[str, Any]], workflow: str) -> None:
+    document = docs[workflow]
+    library = templates_by_name(docs["rollguard-steps"])
+    own = templates_by_name(document)
+    declared = {p["name"] for p in document["spec"]["arguments"]["parameters"]}
+
+    def outputs_of(step: dict[str, Any]) -> set[str]:
+        target = library[step["templateRef"]["template"]] if "templateRef" in step else own[step["template"]]
+        return {p["name"] for p in (target.get("outputs") or {}).get("parameters") or []}
+
+    def inputs_of(step: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        target = library[step["templateRef"]["template"]] if "templateRef" in step else own[step["template"]]
+        return {p["name"]: p for p in (target.get("inputs") or {}).get("parameters") or []}
+
+    for template in own.values():
+        my_inputs = {p["name"] for p in (template.get("inputs") or {}).get("parameters") or []}
+        earlier: dict[str, set[str]] = {}
+        for group in template.get("steps") or []:
+            for step in group:
+                if "templateRef" in step:
+                    assert step["templateRef"]["name"] == "rollguard-steps"
+                    assert step["templateRef"]["template"] in library
+                else:
+                    assert step["template"] in own
+                given = {p["name"] for p in (step.get("arguments") or {}).get("parameters") or []}
+                needed = {name for name, p in inputs_of(step).items() if "default" not in p}
+                assert needed <= given, f"{workflow}/{template['name']}/{step['name']} misses {needed - given}"
+                assert given <= set(inputs_of(step)), f"{step['name']} passes unknown inputs"
+                text = repr(step)
+                for reference in REFERENCE.findall(text):
+                    kind, _, rest = reference.partition(".")
+                    if reference == "workflow.status":
+                        assert template["name"] == document["spec"]["onExit"]
+                    elif kind == "workflow":
+                        assert rest.removeprefix("parameters.") in declared, reference
+                    elif kind == "inputs":
+                        assert rest.removeprefix("parameters.") in my_inputs, reference
+                    elif kind == "steps":
+                        name, _, output = rest.partition(".outputs.parameters.")
+                        assert output in earlier.get(name, set()), f"{reference} in step {step['name']}"
+                    else:
+                        pytest.fail(f"unexpected reference {{{{{reference}}}}} in {workflow}")
+            for step in group:
+                earlier[step["name"]] = outputs_of(step)
+
+
+def test_release_shape_entrypoint_exit_handler_and_recursion(docs: dict[str, dict[str, Any]]) -> None:
+    spec = docs["canary-release"]["spec"]
+    assert (spec["entrypoint"], spec["onExit"], spec["serviceAccountName"]) == ("release", "on-exit", "rollguard")
+    own = templates_by_name(docs["canary-release"])
+    assert [[s["name"] for s in group] for group in own["release"]["steps"]] == [["plan"], ["deploy"], ["judge"]]
+    assert [[s["name"] for s in group] for group in own["judge"]["steps"]] == [
+        ["analyze"],
+        ["rollback", "rollback-inconclusive", "advance", "advance-inconclusive"],
+    ]
+    assert [[s["name"] for s in group] for group in own["advance"]["steps"]] == [["plan"], ["promote"], ["judge"]]
+    assert step_named(own["judge"], "analyze")["continueOn"] == {"failed": True}
+    assert step_named(own["advance"], "judge")["template"] == "judge"  # the recursion over the schedule
+    assert step_named(own["advance"], "judge")["when"] == "{{steps.plan.outputs.parameters.weight}} < 100"
+    exit_step = step_named(own["on-exit"], "rollback-unfinished")
+    assert exit_step["when"] == "'{{workflow.status}}' != 'Succeeded'"
+    assert exit_step["templateRef"] == {"name": "rollguard-steps", "template": "rollback"}
+
+
+def test_analysis_shape_skips_when_the_canary_has_no_traffic(docs: dict[str, dict[str, Any]]) -> None:
+    spec = docs["canary-analysis"]["spec"]
+    assert (spec["entrypoint"], spec["onExit"]) == ("analysis", "on-exit")
+    own = templates_by_name(docs["canary-analysis"])
+    judge = step_named(own["analysis"], "judge")
+    assert judge["when"] == "{{steps.status.outputs.parameters.canary-weight}} > 0"
+    assert [[s["name"] for s in group] for group in own["judge"]["steps"]] == [
+        ["analyze"],
+        ["rollback", "rollback-inconclusive"],
+    ]
+
+
+def evaluate(condition: str, values: dict[str, str]) -> bool:
+    """The subset of Argo's `when` the templates use: `&&` of `==`, `!=`, `<`, `>` comparisons."""
+    text = REFERENCE.sub(lambda match: values[match.group(1)], condition)
+    result = True
+    for clause in text.split("&&"):
+        left, operator, right = re.fullmatch(r"\s*(.*?)\s*(==|!=|<|>)\s*(.*?)\s*", clause).groups()
+        left, right = left.strip("'"), right.strip("'")
+        result &= {
+            "==": left == right,
+            "!=": left != right,
+            "<": float(left) < float(right) if operator == "<" else False,
+            ">": float(left) > float(right) if operator == ">" else False,
+        }[operator]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("verdict", "policy", "rest"),
+    list(itertools.product(["pass", "fail", "inconclusive", "error"], ["rollback", "promote", "stop"], ["", "100"])),
+)
+def test_each_verdict_takes_exactly_the_intended_branch(
+    docs: dict[str, dict[str, Any]], verdict: str, policy: str, rest: str
+) -> None:
+    judge = templates_by_name(docs["canary-release"])["judge"]
+    values = {
+        "steps.analyze.outputs.parameters.verdict": verdict,
+        "workflow.parameters.on-inconclusive": policy,
+        "inputs.parameters.rest": rest,
+    }
+    taken = {step["name"] for step in judge["steps"][1] if evaluate(step["when"], values)}
+    if verdict in ("fail", "error"):
+        expected = {"rollback"}
+    elif verdict == "inconclusive" and policy == "rollback":
+        expected = {"rollback-inconclusive"}
+    elif rest and (verdict == "pass" or policy == "promote"):
+        expected = {"advance"} if verdict == "pass" else {"advance-inconclusive"}
+    else:
+        expected = set()  # schedule done, or inconclusive under `stop`: hold the split as it is
+    assert taken == expected
+
+
+# --- the render command and the builders --------------------------------------------------------
+
+
+def test_render_command_writes_the_files_and_takes_defaults(tmp_path: Path, files: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rollguard.steps.cli", "render", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {path.name: path.read_text(encoding="utf-8") for path in tmp_path.iterdir()} == files
+    custom = subprocess.run(
+        [sys.executable, "-m", "rollguard.steps.cli", "render", "--out", str(tmp_path / "c"),
+         "--image", "registry.example/rollguard:1", "--set", "schedule=5,25,100", "--no-verdict-artifact"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert custom.returncode == 0, custom.stderr
+    release = YAML(typ="safe").load((tmp_path / "c" / "canary-release.yaml").read_text(encoding="utf-8"))
+    schedule = next(p for p in release["spec"]["arguments"]["parameters"] if p["name"] == "schedule")
+    assert schedule["value"] == "5,25,100"
+    steps = (tmp_path / "c" / "rollguard-steps.yaml").read_text(encoding="utf-8")
+    assert "image: registry.example/rollguard:1" in steps and "artifacts:\n      - name: verdict" not in steps
+
+
+def test_render_refuses_an_unknown_parameter_default(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rollguard.steps.cli", "render", "--out", str(tmp_path), "--set", "shedule=5,100"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "shedule" in done.stderr and "schedule" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_fails_loudly_when_a_step_module_does_not_import(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.modules['rollguard.steps.analyze'] = None\n"
+        "from rollguard.steps.cli import main\n"
+        f"sys.exit(main(['render', '--out', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.returncode == 4
+    assert "rollguard.steps.analyze" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_flags_that_cannot_be_env_variables_are_refused() -> None:
+    positional = argparse.ArgumentParser()
+    positional.add_argument("target")
+    with pytest.raises(RenderError, match="no --flag"):
+        parameters_of(positional, "x")
+    repeated = argparse.ArgumentParser()
+    repeated.add_argument("--metric", action="append")
+    with pytest.raises(RenderError, match="cannot be set from one environment variable"):
+        parameters_of(repeated, "x")
+
+
+def test_hera_users_pass_their_own_image_and_defaults() -> None:
+    settings = templates.TemplateSettings(image="my/rollguard:2", defaults={"on-inconclusive": "stop"})
+    built = {t.name: t.to_dict() for t in templates.build_templates(settings)}
+    images = {t["container"]["image"] for t in built["rollguard-steps"]["spec"]["templates"]}
+    assert images == {"my/rollguard:2"}
+    policy = next(
+        p for p in built["canary-analysis"]["spec"]["arguments"]["parameters"] if p["name"] == "on-inconclusive"
+    )
+    assert policy["value"] == "stop"

@@ -1,0 +1,186 @@
+"""Hera container templates, one per rollguard step command, built from the command's own flags.
+
+Every flag `--x-y` becomes an input parameter `x-y` (same default; a switch defaults to `false`;
+a flag without default gets `""`, which the step reads as unset) and reaches the container as the
+environment variable `ROLLGUARD_X_Y`. The container command is plain `rollguard COMMAND`, and every
+file a step writes is a parameter, so the same template runs in a pod or as a local process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hera.workflows import (
+    Artifact,
+    Container,
+    Env,
+    NoneArchiveStrategy,
+    Parameter,
+    RawArtifact,
+    RetryStrategy,
+    SecretEnv,
+)
+from hera.workflows.models import ValueFrom
+
+from rollguard.workflows.parameters import FlagParameter, RenderError, command_parameters
+
+DEFAULT_IMAGE = "ghcr.io/rollguard/rollguard:0.1.0"
+GIT_TOKEN_ENV = "ROLLGUARD_GIT_TOKEN"
+
+# What rollback records when no verdict file came through (analyze crashed, or the exit handler).
+MISSING_VERDICT_JSON = (
+    '{"verdict": "error", "reason": "the analyze step wrote no verdict (it crashed, timed out or was '
+    'given bad flags); see its log", "failed_check": null}'
+)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file a step writes that the workflow reads back as the output parameter `parameter`."""
+
+    parameter: str
+    flag: str
+    path: str | None = None  # workflow default for the flag; None keeps the command's own default
+    missing: str | None = None  # value when the file is absent; None makes a missing file an error
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """How one command is wrapped: the files the workflow reads, and whether a retry is safe."""
+
+    command: str
+    outputs: tuple[OutputFile, ...] = ()
+    retry_safe: bool = False
+    uses_git: bool = False
+    path_defaults: dict[str, str] = field(default_factory=dict)
+
+
+# Retries only where running the step twice does the same as once: Git edits set absolute weights
+# (and rollback of a rolled-back split is a no-op), status only reads. analyze is never retried: a
+# `fail` must not be re-tried into a `pass`. next-weight is pure and cannot fail transiently.
+STEP_SPECS: dict[str, StepSpec] = {
+    "next-weight": StepSpec(
+        "next-weight",
+        outputs=(
+            OutputFile("weight", "weight-file", "/tmp/rollguard-next-weight"),
+            OutputFile("rest", "rest-file", "/tmp/rollguard-rest-of-schedule"),
+        ),
+    ),
+    "deploy": StepSpec("deploy", retry_safe=True, uses_git=True),
+    "promote": StepSpec("promote", retry_safe=True, uses_git=True),
+    "analyze": StepSpec(
+        "analyze",
+        outputs=(
+            OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing="error"),
+            OutputFile("verdict-json", "verdict-file", None, missing=MISSING_VERDICT_JSON),
+        ),
+    ),
+    "rollback": StepSpec(
+        "rollback",
+        retry_safe=True,
+        uses_git=True,
+        path_defaults={"reason-file": "/tmp/rollguard-rollback-reason.json"},
+    ),
+    "status": StepSpec(
+        "status",
+        outputs=(OutputFile("canary-weight", "canary-weight-file", "/tmp/rollguard-canary-weight"),),
+        retry_safe=True,
+        uses_git=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """Cluster-side choices for the step containers (image, Git token secret, retries, artifact)."""
+
+    image: str = DEFAULT_IMAGE
+    git_token_secret: str | None = "rollguard-git"
+    retry_limit: int = 2
+    verdict_artifact: bool = True
+
+
+def step_parameters(command: str) -> list[FlagParameter]:
+    """The command's flags, with the workflow's default path for each file the workflow reads back."""
+    spec = STEP_SPECS[command]
+    overrides = dict(spec.path_defaults)
+    for output in spec.outputs:
+        if output.path is not None:
+            overrides[output.flag] = output.path
+    parameters = command_parameters(command)
+    names = {parameter.name for parameter in parameters}
+    for name in overrides:
+        if name not in names:
+            raise RenderError(f"rollguard {command} has no flag --{name}, but the workflow reads a file through it")
+    result = []
+    for parameter in parameters:
+        if parameter.name in overrides:
+            parameter = FlagParameter(**{**parameter.__dict__, "default": overrides[parameter.name]})
+        result.append(parameter)
+    for output in spec.outputs:
+        declared = next(p for p in result if p.name == output.flag)
+        if not declared.default:
+            raise RenderError(f"rollguard {command} --{output.flag} has no default path; give one in STEP_SPECS")
+    return result
+
+
+def input_parameter(parameter: FlagParameter) -> Parameter:
+    """The Argo input parameter for a flag (no default when the flag is required)."""
+    return Parameter(name=parameter.name, **parameter_fields(parameter, "default"))
+
+
+def parameter_fields(parameter: FlagParameter, value_field: str) -> dict[str, object]:
+    """`default`/`value`, `description`, `enum` of a parameter, leaving out what is unset (Hera would write null)."""
+    fields: dict[str, object] = {}
+    if not parameter.required:
+        fields[value_field] = parameter.default
+    if parameter.help:
+        fields["description"] = parameter.help
+    if parameter.choices:
+        fields["enum"] = list(parameter.choices)
+    return fields
+
+
+def step_template(command: str, options: StepOptions) -> Container:
+    """The container template `COMMAND`: inputs = flags, env = ROLLGUARD_*, outputs = the files read back."""
+    spec = STEP_SPECS[command]
+    parameters = step_parameters(command)
+    inputs: list[Parameter | Artifact] = [input_parameter(parameter) for parameter in parameters]
+    env: list[Env | SecretEnv] = [Env(name=parameter.env, value=parameter.reference) for parameter in parameters]
+    if spec.uses_git and options.git_token_secret:
+        env.append(
+            SecretEnv(name=GIT_TOKEN_ENV, secret_name=options.git_token_secret, secret_key="token", optional=True)
+        )
+    if command == "rollback":
+        # The verdict travels as a parameter and lands as the reason file through a raw artifact:
+        # no artifact repository is needed, and it works the same when rollback runs in another pod.
+        inputs.append(Parameter(name="verdict-json", default=MISSING_VERDICT_JSON, description="verdict JSON to quote"))
+        inputs.append(
+            RawArtifact(
+                name="reason",
+                path="{{inputs.parameters.reason-file}}",
+                data="{{inputs.parameters.verdict-json}}",
+                optional=True,  # always supplied; optional lets a local executor skip it (the file is there)
+            )
+        )
+    outputs: list[Parameter | Artifact] = []
+    by_name = {parameter.name: parameter for parameter in parameters}
+    for output in spec.outputs:
+        path = by_name[output.flag].reference
+        outputs.append(Parameter(name=output.parameter, value_from=ValueFrom(path=path, default=output.missing)))
+    if command == "analyze" and options.verdict_artifact:
+        outputs.append(
+            Artifact(
+                name="verdict", path=by_name["verdict-file"].reference, optional=True, archive=NoneArchiveStrategy()
+            )
+        )
+    retry = RetryStrategy(limit=str(options.retry_limit)) if spec.retry_safe and options.retry_limit > 0 else None
+    return Container(
+        name=command,
+        image=options.image,
+        command=["rollguard", command],
+        env=env,
+        inputs=inputs,
+        outputs=outputs or None,
+        retry_strategy=retry,
+    )
