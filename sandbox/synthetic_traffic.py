@@ -1,0 +1,182 @@
+"""A synthetic Istio-style exporter for tests and benchmarks: simulated stable/canary traffic with
+controllable request rate, error rate and latency, changeable while it runs, served over real HTTP.
+
+Also publishes odd series on demand (a gauge set to NaN, duplicate series) for the NaN and
+"several series" cases. Randomness comes from one seeded generator, so a run can be replayed.
+"""
+
+from __future__ import annotations
+
+import http.server
+import random
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.exposition import generate_latest
+
+from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics
+from rollguard.sandbox.ports import free_port, wait_listening
+
+
+@dataclass(frozen=True)
+class TrafficProfile:
+    """How one version of a service behaves: requests per second, 5xx share, latency."""
+
+    requests_per_s: float = 0.0
+    error_rate: float = 0.0
+    latency_ms: float = 20.0
+    slow_rate: float = 0.0  # share of requests that take `slow_latency_ms` instead
+    slow_latency_ms: float = 800.0
+
+
+@dataclass
+class _Flow:
+    metrics: IstioMetrics
+    version: str
+    profile: TrafficProfile
+    carry: float = 0.0
+    requests: int = 0
+    errors: int = 0
+
+
+class SyntheticTraffic:
+    """An HTTP exporter at `target` (host:port) whose traffic runs in a background thread.
+
+    `set(service, version, ...)` changes a version's behaviour at once; `reset()` stops all traffic
+    (counters keep their values, as a real sidecar's would). Use as a context manager.
+    """
+
+    def __init__(self, namespace: str = "demo", *, seed: int = 0, tick_s: float = 0.05) -> None:
+        self.namespace = namespace
+        self.tick_s = tick_s
+        self._random = random.Random(seed)
+        self._services: dict[str, IstioMetrics] = {}
+        self._flows: dict[tuple[str, str], _Flow] = {}
+        self._gauge_registry = CollectorRegistry(auto_describe=False)
+        self._gauges: dict[str, Gauge] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self.port = 0
+
+    @property
+    def target(self) -> str:
+        """`127.0.0.1:PORT`, for a Prometheus scrape job."""
+        return f"127.0.0.1:{self.port}"
+
+    def set(self, service: str, version: str, profile: TrafficProfile) -> None:
+        """Make `version` of `service` behave like `profile` from now on."""
+        with self._lock:
+            if service not in self._services:
+                self._services[service] = IstioMetrics(self.namespace, service)
+            key = (service, version)
+            if key in self._flows:
+                self._flows[key].profile = profile
+            else:
+                self._flows[key] = _Flow(self._services[service], version, profile)
+
+    def reset(self) -> None:
+        """Stop all simulated traffic (series and counters stay, like a real sidecar's)."""
+        with self._lock:
+            for flow in self._flows.values():
+                flow.profile = TrafficProfile()
+                flow.carry = 0.0
+
+    def totals(self, service: str, version: str) -> tuple[int, int]:
+        """(requests, 5xx) simulated so far for one version."""
+        with self._lock:
+            flow = self._flows.get((service, version))
+            return (flow.requests, flow.errors) if flow else (0, 0)
+
+    def set_gauge(self, name: str, value: float, **labels: str) -> None:
+        """Publish gauge `name` with these labels (NaN allowed; two label sets give two series)."""
+        with self._lock:
+            gauge = self._gauges.get(name)
+            if gauge is None:
+                gauge = Gauge(name, f"synthetic gauge {name}", sorted(labels), registry=self._gauge_registry)
+                self._gauges[name] = gauge
+            gauge.labels(**labels).set(value)
+
+    def exposition(self) -> bytes:
+        """Everything this exporter publishes, in Prometheus text format."""
+        with self._lock:
+            parts = [metrics.exposition() for metrics in self._services.values()]
+            parts.append(generate_latest(self._gauge_registry))
+        return b"".join(parts)
+
+    def _simulate(self, elapsed_s: float) -> None:
+        with self._lock:
+            for (service, version), flow in self._flows.items():
+                profile = flow.profile
+                expected = profile.requests_per_s * elapsed_s + flow.carry
+                count = int(expected)
+                flow.carry = expected - count
+                workload = f"{service}-{version}"
+                for _ in range(count):
+                    failed = self._random.random() < profile.error_rate
+                    slow = self._random.random() < profile.slow_rate
+                    duration = profile.slow_latency_ms if slow else profile.latency_ms
+                    duration *= 0.8 + 0.4 * self._random.random()
+                    flow.metrics.record(version, workload, 500 if failed else 200, duration)
+                    flow.requests += 1
+                    flow.errors += int(failed)
+
+    def _traffic_loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(self.tick_s):
+            now = time.monotonic()
+            self._simulate(now - last)
+            last = now
+
+    def start(self) -> SyntheticTraffic:
+        """Serve /metrics on a free loopback port and start the traffic thread."""
+        exporter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = exporter.exposition()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.port = free_port()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, name="synthetic-exporter", daemon=True),
+            threading.Thread(target=self._traffic_loop, name="synthetic-traffic", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        if not wait_listening(self.port, 5.0):
+            self.stop()
+            raise RuntimeError(f"the synthetic exporter did not listen on {self.target} within 5 s")
+        return self
+
+    def stop(self) -> None:
+        """Stop the traffic thread and the HTTP server."""
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def __enter__(self) -> SyntheticTraffic:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,187 @@
+"""Judge one check: measured numbers in, one outcome per metric out (pure, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from rollguard.steps.judgment.outcomes import CheckOutcome, Judge, MetricOutcome, Phase
+from rollguard.steps.judgment.statistical import LookPlan, rate_above_limit, rate_above_stable
+from rollguard.steps.judgment.threshold import point_breaches
+
+CANARY_ERROR_RATE = "canary_error_rate"
+CANARY_VS_STABLE = "canary_vs_stable_error_rate"
+CANARY_P99 = "canary_p99_latency_ms"
+
+
+@dataclass(frozen=True)
+class PointValue:
+    """A single number read for a check, or the reason there is none (phase other than OK)."""
+
+    phase: Phase
+    value: float = math.nan
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Requests counted in the judged window: all, 5xx, and slower than the latency limit."""
+
+    phase: Phase  # OK, or why the counts are unknown (NO_DATA, ERROR, ...)
+    requests: int = 0
+    errors: int = 0
+    slow: int = 0
+    slow_known: bool = False  # the latency limit is a histogram bucket boundary, so `slow` is exact
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CustomValue:
+    """A custom metric's value at this check, with its limits."""
+
+    name: str
+    point: PointValue
+    minimum: float = -math.inf
+    maximum: float = math.inf
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The thresholds the built-in metrics are judged against."""
+
+    max_error_rate: float
+    max_p99_latency_ms: float
+    max_error_rate_increase: float
+    latency_quantile: float = 0.99
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """Everything measured at one check."""
+
+    canary_counts: Counts
+    stable_counts: Counts
+    canary_requests_since_start: int
+    canary_error_rate: PointValue
+    stable_error_rate: PointValue
+    canary_p99_ms: PointValue
+    custom: tuple[CustomValue, ...] = field(default_factory=tuple)
+
+
+def judge_check(
+    index: int, elapsed_s: float, inputs: CheckInputs, limits: Limits, judge: Judge, plan: LookPlan
+) -> CheckOutcome:
+    """Judge the built-in and custom metrics of one check with the chosen rule."""
+    if judge is Judge.STATISTICAL:
+        builtin = [
+            _statistical_error_rate(inputs.canary_counts, limits, plan),
+            _statistical_comparison(inputs.canary_counts, inputs.stable_counts, limits, plan),
+            _statistical_latency(inputs.canary_counts, inputs.canary_p99_ms, limits, plan),
+        ]
+    else:
+        builtin = [
+            _point_metric(CANARY_ERROR_RATE, inputs.canary_error_rate, limits.max_error_rate,
+                          samples=_samples(inputs.canary_counts)),
+            _point_comparison(inputs.canary_error_rate, inputs.stable_error_rate, limits),
+            _point_metric(CANARY_P99, inputs.canary_p99_ms, limits.max_p99_latency_ms),
+        ]
+    custom = [_custom_metric(value) for value in inputs.custom]
+    return CheckOutcome(index, elapsed_s, inputs.canary_requests_since_start, tuple(builtin + custom))
+
+
+def _samples(counts: Counts) -> int | None:
+    return counts.requests if counts.phase is Phase.OK else None
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.2f}%"
+
+
+def _statistical_error_rate(counts: Counts, limits: Limits, plan: LookPlan) -> MetricOutcome:
+    if counts.phase is not Phase.OK:
+        return MetricOutcome(CANARY_ERROR_RATE, counts.phase, threshold=limits.max_error_rate, detail=counts.detail)
+    if counts.requests == 0:
+        return MetricOutcome(CANARY_ERROR_RATE, Phase.OK, threshold=limits.max_error_rate, samples=0,
+                             detail="no canary requests in the window yet")
+    test = rate_above_limit(counts.errors, counts.requests, limits.max_error_rate, plan.alpha_per_test)
+    detail = (f"{counts.errors} of {counts.requests} canary requests failed ({_percent(test.estimate)}); "
+              f"true rate >= {_percent(test.lower_bound)} at level {test.alpha:.2g}, p = {test.p_value:.3g}")
+    phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
+    return MetricOutcome(CANARY_ERROR_RATE, phase, test.estimate, limits.max_error_rate, detail, counts.requests)
+
+
+def _statistical_comparison(canary: Counts, stable: Counts, limits: Limits, plan: LookPlan) -> MetricOutcome:
+    name, increase = CANARY_VS_STABLE, limits.max_error_rate_increase
+    if canary.phase is not Phase.OK:
+        return MetricOutcome(name, Phase.SKIPPED, threshold=increase, detail="no canary counts (see canary_error_rate)")
+    if stable.phase is Phase.ERROR or stable.phase is Phase.MULTIPLE:
+        return MetricOutcome(name, stable.phase, threshold=increase, detail=f"stable counts: {stable.detail}")
+    if stable.phase is not Phase.OK or stable.requests == 0:
+        return MetricOutcome(name, Phase.SKIPPED, threshold=increase,
+                             detail="stable served no requests in the window; nothing to compare with")
+    if canary.requests == 0:
+        return MetricOutcome(name, Phase.OK, threshold=increase, samples=0, detail="no canary requests yet")
+    test = rate_above_stable(canary.errors, canary.requests, stable.errors, stable.requests, increase,
+                             plan.alpha_per_test)
+    difference = test.estimate_difference
+    detail = (f"canary {_percent(test.canary.estimate)} ({canary.errors}/{canary.requests}) vs stable "
+              f"{_percent(test.stable_estimate)} ({stable.errors}/{stable.requests}); canary >= "
+              f"{_percent(test.canary.lower_bound)} > stable <= {_percent(test.stable_upper_bound)} + "
+              f"{_percent(increase)} is {'proven' if test.significant else 'not proven'}")
+    phase = (Phase.FAILED if test.significant else Phase.SUSPECT if difference > increase else Phase.OK)
+    return MetricOutcome(name, phase, difference, increase, detail, canary.requests)
+
+
+def _statistical_latency(counts: Counts, p99: PointValue, limits: Limits, plan: LookPlan) -> MetricOutcome:
+    limit_ms = limits.max_p99_latency_ms
+    if not counts.slow_known or counts.phase is not Phase.OK:
+        # The limit is not a bucket boundary (or the buckets are unknown): judge the p99 point value.
+        return _point_metric(CANARY_P99, p99, limit_ms)
+    shown = p99.value if p99.phase is Phase.OK else math.nan
+    if counts.requests == 0:
+        return MetricOutcome(CANARY_P99, Phase.OK, shown, limit_ms, "no canary requests in the window yet", 0)
+    allowed = 1.0 - limits.latency_quantile
+    test = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_per_test)
+    detail = (f"{counts.slow} of {counts.requests} canary requests slower than {limit_ms:g} ms "
+              f"({_percent(test.estimate)}, allowed {_percent(allowed)}); true share >= "
+              f"{_percent(test.lower_bound)} at level {test.alpha:.2g}")
+    phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
+    return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests)
+
+
+def _point_metric(name: str, point: PointValue, maximum: float, samples: int | None = None) -> MetricOutcome:
+    if point.phase is not Phase.OK:
+        return MetricOutcome(name, point.phase, threshold=maximum, detail=point.detail, samples=samples)
+    phase = Phase.BREACH if point_breaches(point.value, maximum=maximum) else Phase.OK
+    return MetricOutcome(name, phase, point.value, maximum, point.detail, samples)
+
+
+def _point_comparison(canary: PointValue, stable: PointValue, limits: Limits) -> MetricOutcome:
+    name, increase = CANARY_VS_STABLE, limits.max_error_rate_increase
+    if canary.phase is not Phase.OK:
+        return MetricOutcome(name, Phase.SKIPPED, threshold=increase, detail="no canary error rate")
+    if stable.phase.is_error:
+        return MetricOutcome(name, stable.phase, threshold=increase, detail=f"stable error rate: {stable.detail}")
+    if stable.phase is not Phase.OK:
+        return MetricOutcome(name, Phase.SKIPPED, threshold=increase,
+                             detail="stable served no requests in the window; nothing to compare with")
+    difference = canary.value - stable.value
+    detail = f"canary {_percent(canary.value)} vs stable {_percent(stable.value)}"
+    phase = Phase.BREACH if difference > increase else Phase.OK
+    return MetricOutcome(name, phase, difference, increase, detail)
+
+
+def _custom_metric(custom: CustomValue) -> MetricOutcome:
+    point = custom.point
+    shown_limit = custom.maximum if math.isfinite(custom.maximum) else custom.minimum
+    if point.phase is not Phase.OK:
+        return MetricOutcome(custom.name, point.phase, threshold=shown_limit, detail=point.detail)
+    breached = point_breaches(point.value, custom.minimum, custom.maximum)
+    bounds = " and ".join(
+        part for part in (
+            f">= {custom.minimum:g}" if math.isfinite(custom.minimum) else "",
+            f"<= {custom.maximum:g}" if math.isfinite(custom.maximum) else "",
+        ) if part
+    )
+    detail = f"value {point.value:g}, must be {bounds}"
+    return MetricOutcome(custom.name, Phase.BREACH if breached else Phase.OK, point.value, shown_limit, detail)

@@ -1,0 +1,202 @@
+"""HTTP to Prometheus and nothing else: instant queries with a timeout, retries with backoff, and
+every answer classified into an explicit outcome (value, empty, NaN, several series, error).
+
+prometheus-api-client (and requests under it) is imported on first use, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+class QueryStatus(str, Enum):
+    """How a query turned out."""
+
+    VALUE = "value"  # the expected number of series, with numbers
+    EMPTY = "empty"  # no series matched
+    NAN = "nan"  # one series whose value is NaN
+    MULTIPLE = "multiple"  # several series where exactly one was expected
+    ERROR = "error"  # unreachable, timed out, HTTP error, or a query Prometheus refused
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One series of an instant vector: its labels (sorted) and its value."""
+
+    labels: Labels
+    value: float
+
+    def label(self, name: str, default: str = "") -> str:
+        """The value of label `name`, or `default`."""
+        return dict(self.labels).get(name, default)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The classified answer to one query."""
+
+    query: str
+    status: QueryStatus
+    samples: tuple[Sample, ...] = field(default_factory=tuple)
+    detail: str = ""
+    attempts: int = 1
+    unreachable: bool = False  # ERROR because Prometheus did not answer (not because it refused the query)
+
+    @property
+    def value(self) -> float:
+        """The single value when status is VALUE and one series came back; NaN otherwise."""
+        if self.status is QueryStatus.VALUE and len(self.samples) == 1:
+            return self.samples[0].value
+        return math.nan
+
+
+class TransientQueryError(Exception):
+    """Prometheus could not answer now (connection, timeout, HTTP 5xx): worth retrying."""
+
+
+class RefusedQueryError(Exception):
+    """Prometheus refused the query (HTTP 4xx, e.g. a PromQL syntax error): retrying will not help."""
+
+
+_STATUS_IN_MESSAGE = re.compile(r"HTTP Status Code (\d+)")
+_ERROR_IN_BODY = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
+
+
+class PrometheusQuerier:
+    """Instant queries against one Prometheus, with a per-query timeout and tenacity retries.
+
+    `attempts` tries per query, waiting `backoff_s`, 2x, 4x ... (at most `max_backoff_s`) between them.
+    """
+
+    def __init__(
+        self, url: str, *, timeout_s: float = 5.0, attempts: int = 3, backoff_s: float = 0.2, max_backoff_s: float = 2.0
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._client: Any = None
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            from prometheus_api_client import PrometheusConnect
+            from urllib3.util.retry import Retry
+
+            # Retries are ours (tenacity, logged); the library's own adapter would hide them.
+            self._client = PrometheusConnect(url=self.url, retry=Retry(total=0), timeout=self.timeout_s)
+        return self._client
+
+    def _query_once(self, query: str) -> Any:
+        import requests
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        try:
+            return self._connect().custom_query(query, timeout=self.timeout_s)
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise TransientQueryError(_short(exc)) from None
+        except PrometheusApiClientException as exc:
+            text = str(exc)
+            status_match = _STATUS_IN_MESSAGE.search(text)
+            status = int(status_match.group(1)) if status_match else 0
+            body = _ERROR_IN_BODY.search(text)
+            message = f"HTTP {status}: {body.group(1) if body else text[:200]}"
+            if 400 <= status < 500:
+                raise RefusedQueryError(message) from None
+            raise TransientQueryError(message) from None
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            raise TransientQueryError(_short(exc)) from None
+
+    def _query_with_retries(self, query: str) -> tuple[Any, int]:
+        from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("Prometheus query failed (attempt %d of %d, retrying in %.1fs): %s",
+                        state.attempt_number, self.attempts, state.next_action.sleep if state.next_action else 0,
+                        error)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_s, min=self.backoff_s, max=self.max_backoff_s),
+            retry=retry_if_exception_type(TransientQueryError),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        attempts = 0
+        for attempt in retrying:
+            with attempt:
+                attempts = attempt.retry_state.attempt_number
+                return self._query_once(query), attempts
+        raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover
+
+    def vector(self, query: str) -> QueryResult:
+        """Run `query` expecting any number of series: VALUE (one or more), EMPTY, or ERROR."""
+        return self._run(query, expect_one=False)
+
+    def scalar(self, query: str) -> QueryResult:
+        """Run `query` expecting exactly one series: VALUE, EMPTY, NAN, MULTIPLE, or ERROR."""
+        return self._run(query, expect_one=True)
+
+    def _run(self, query: str, *, expect_one: bool) -> QueryResult:
+        try:
+            data, attempts = self._query_with_retries(query)
+        except TransientQueryError as exc:
+            return QueryResult(query, QueryStatus.ERROR,
+                               detail=f"Prometheus at {self.url} unreachable after {self.attempts} attempts: {exc}",
+                               attempts=self.attempts, unreachable=True)
+        except RefusedQueryError as exc:
+            return QueryResult(query, QueryStatus.ERROR, detail=f"Prometheus refused the query: {exc}")
+        try:
+            samples = _samples(data)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            return QueryResult(query, QueryStatus.ERROR, detail=f"unexpected answer from Prometheus: {exc}",
+                               attempts=attempts)
+        return classify(query, samples, expect_one=expect_one, attempts=attempts)
+
+
+def classify(query: str, samples: tuple[Sample, ...], *, expect_one: bool, attempts: int = 1) -> QueryResult:
+    """Turn parsed series into a QueryResult: empty, several where one was expected, NaN, or values."""
+    if not samples:
+        return QueryResult(query, QueryStatus.EMPTY, detail="no series matched", attempts=attempts)
+    if expect_one and len(samples) > 1:
+        shown = "; ".join(_labels_text(sample.labels) for sample in samples[:3])
+        return QueryResult(query, QueryStatus.MULTIPLE, samples,
+                           detail=f"{len(samples)} series where one was expected: {shown}", attempts=attempts)
+    if expect_one and math.isnan(samples[0].value):
+        return QueryResult(query, QueryStatus.NAN, samples, detail="the value is NaN", attempts=attempts)
+    return QueryResult(query, QueryStatus.VALUE, samples, attempts=attempts)
+
+
+def _samples(data: Any) -> tuple[Sample, ...]:
+    """Parse the `result` of /api/v1/query: an instant vector, or a scalar `[time, "value"]`."""
+    if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
+        return (Sample((), float(data[1])),)
+    samples = []
+    for item in data:
+        labels = tuple(sorted((str(key), str(value)) for key, value in item["metric"].items()))
+        samples.append(Sample(labels, float(item["value"][1])))
+    return tuple(samples)
+
+
+def _labels_text(labels: Labels) -> str:
+    return "{" + ",".join(f'{key}="{value}"' for key, value in labels) + "}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    # requests' messages nest the whole urllib3 story; the last part says what happened.
+    if "Caused by" in text or "Failed to establish" in text:
+        for marker in ("Connection refused", "timed out", "Name or service not known", "No route to host"):
+            if marker in text:
+                return f"{type(exc).__name__}: {marker}"
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -1,0 +1,178 @@
+"""The metrics layer without Prometheus: rendered PromQL (verbatim), escaping, custom templates,
+counter windows and the classification of query answers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from rollguard.steps.metrics import istio_queries
+from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
+from rollguard.steps.metrics.custom_templates import MetricsFileError, load_metrics, render
+from rollguard.steps.metrics.prometheus_client import QueryStatus, Sample, classify
+from rollguard.steps.metrics.promql import escape_label_value, range_window
+
+SELECTOR = ('reporter="destination",destination_workload_namespace="shop",destination_service_name="checkout",'
+            'destination_version="v2"')
+
+
+def test_error_rate_query_verbatim() -> None:
+    assert istio_queries.error_rate_query("shop", "checkout", "v2", "1m") == (
+        f'(sum(rate(istio_requests_total{{{SELECTOR},response_code=~"5.."}}[1m])) or on() vector(0)) / '
+        f"sum(rate(istio_requests_total{{{SELECTOR}}}[1m]))"
+    )
+
+
+def test_p99_latency_query_verbatim() -> None:
+    assert istio_queries.p99_latency_query("shop", "checkout", "v2", 30.0) == (
+        f"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{SELECTOR}}}[30s])))"
+    )
+
+
+def test_request_count_query_verbatim() -> None:
+    assert istio_queries.request_count_query("shop", "checkout", "v2", "2m") == (
+        f"sum(increase(istio_requests_total{{{SELECTOR}}}[2m]))"
+    )
+
+
+def test_counters_query_verbatim() -> None:
+    assert istio_queries.counters_query("shop", "checkout", "v2") == (
+        f'{{{SELECTOR},__name__=~"istio_requests_total|istio_request_duration_milliseconds_bucket"}}'
+    )
+
+
+def test_label_values_are_escaped() -> None:
+    assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    query = istio_queries.error_rate_query('sh"op', "checkout", "v2", "1m")
+    assert 'destination_workload_namespace="sh\\"op"' in query
+
+
+@pytest.mark.parametrize("window", ["0s", "1 minute", "1d", "", "-1m"])
+def test_bad_windows_are_refused(window: str) -> None:
+    with pytest.raises(ValueError, match="range window"):
+        range_window(window)
+
+
+def test_window_from_seconds() -> None:
+    assert range_window(0.5) == "500ms"
+    assert range_window(120.0) == "2m"
+
+
+BUILTINS = {"namespace": "shop", "service": "checkout", "version": "v2", "canary_version": "v2",
+            "stable_version": "v1", "window": "1m"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "metrics.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_custom_metrics_render_with_builtin_and_user_variables(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+vars:
+  job: checkout
+metrics:
+  - name: queue_depth
+    query: max(queue_depth{namespace="{{ namespace }}",version="{{canary_version}}",job="{{ job }}"}[{{ window }}])
+    max: 100
+  - name: hit_ratio
+    query: avg(hit_ratio{team="{{ team }}"})
+    min: 0.9
+    vars: {team: 'pay"ments'}
+""")
+    first, second = load_metrics(path, BUILTINS)
+    assert first.query == 'max(queue_depth{namespace="shop",version="v2",job="checkout"}[1m])'
+    assert (first.minimum, first.maximum, first.line) == (-math.inf, 100.0, 4)
+    assert second.query == 'avg(hit_ratio{team="pay\\"ments"})'
+    assert (second.minimum, second.line) == (0.9, 7)
+
+
+def test_unknown_variable_names_metric_and_line(tmp_path: Path) -> None:
+    text = '- name: ok\n  query: up\n  max: 1\n- name: broken\n  query: x{a="{{ colour }}"}\n  max: 1\n'
+    path = write(tmp_path, text)
+    with pytest.raises(MetricsFileError, match=r"line 4 \(metric broken\): unknown variable \{\{ colour \}\}"):
+        load_metrics(path, BUILTINS)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "- name: a\n  query: up\n  max: [1\n")
+    with pytest.raises(MetricsFileError, match=r"line \d+: YAML syntax error"):
+        load_metrics(path, BUILTINS)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- name: a\n  query: up\n", "give `min`, `max` or both"),
+        ("- name: a\n  query: up\n  max: lots\n", "`max` must be a number"),
+        ("- name: a b\n  query: up\n  max: 1\n", "`name` must be letters"),
+        ("- name: a\n  query: up\n  max: 1\n  colour: red\n", "unknown field"),
+        ("- name: a\n  query: up\n  max: 1\n- name: a\n  query: up\n  max: 2\n", "used twice"),
+        ("- name: a\n  query: 'x{{ namespace }'\n  max: 1\n", "malformed placeholder"),
+        ("- name: a\n  query: up\n  max: 1\n  vars: {namespace: x}\n", "built in"),
+        ("[]\n", "non-empty list"),
+        ("- name: a\n  query: up\n  min: 5\n  max: 1\n", "above max"),
+    ],
+)
+def test_bad_metric_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(MetricsFileError, match=message):
+        load_metrics(write(tmp_path, text), BUILTINS)
+
+
+def test_render_refuses_unknown_variables() -> None:
+    with pytest.raises(MetricsFileError, match="unknown variable"):
+        render("{{ nope }}", {"a": "b"}, "here")
+
+
+def series(name: str, code: str = "200", le: str | None = None, pod: str = "a") -> tuple[tuple[str, str], ...]:
+    labels = {"__name__": name, "response_code": code, "pod": pod}
+    if le is not None:
+        labels["le"] = le
+    return tuple(sorted(labels.items()))
+
+
+REQ, BUCKET = "istio_requests_total", "istio_request_duration_milliseconds_bucket"
+
+
+def test_new_series_count_in_full_and_resets_count_from_zero() -> None:
+    before = CounterSnapshot(0.0, {series(REQ, "200"): 100.0, series(REQ, "200", pod="b"): 50.0})
+    after = CounterSnapshot(1.0, {
+        series(REQ, "200"): 110.0,
+        series(REQ, "500"): 4.0,  # appeared since the baseline: all 4 count
+        series(REQ, "200", pod="b"): 3.0,  # restarted pod: counts from zero
+    })
+    counts = counts_between(before, after, 500.0)
+    assert (counts.requests, counts.errors) == (17, 4)
+
+
+def test_slow_requests_from_the_bucket_at_the_limit() -> None:
+    before = CounterSnapshot(0.0, {})
+    after = CounterSnapshot(1.0, {
+        series(BUCKET, le="250.0"): 10.0, series(BUCKET, le="500.0"): 12.0, series(BUCKET, le="+Inf"): 20.0,
+        series(REQ): 20.0,
+    })
+    assert counts_between(before, after, 500.0).slow == 8
+    assert counts_between(before, after, 500.0).slow_known
+    assert not counts_between(before, after, 300.0).slow_known
+
+
+def test_history_slides_the_baseline_but_keeps_the_first() -> None:
+    history = CounterHistory()
+    for second in range(10):
+        history.add(CounterSnapshot(float(second), {series(REQ): 10.0 * second}))
+    assert history.baseline(9.0, 60.0).at_s == 0.0
+    assert history.baseline(9.0, 3.0).at_s == 6.0
+    assert history.first is not None and history.first.at_s == 0.0
+
+
+def test_classify_answers() -> None:
+    one = (Sample((), 0.5),)
+    assert classify("q", (), expect_one=True).status is QueryStatus.EMPTY
+    assert classify("q", one, expect_one=True).value == 0.5
+    assert classify("q", (Sample((), math.nan),), expect_one=True).status is QueryStatus.NAN
+    several = classify("q", (Sample((("pod", "a"),), 1.0), Sample((("pod", "b"),), 2.0)), expect_one=True)
+    assert several.status is QueryStatus.MULTIPLE and "2 series" in several.detail
+    assert math.isnan(several.value)
