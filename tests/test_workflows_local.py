@@ -1,0 +1,135 @@
+"""The committed WorkflowTemplate YAML, run end to end by the local executor with the real step commands.
+
+Real git (a bare repository as the GitOps remote) and the real `rollguard` steps; Prometheus is a
+closed loopback port, which analyze turns into a verdict through its `--on-error` policy. So these
+runs check the wiring Argo would follow: parameters, output files, `when` branches, the exit handler.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rollguard.sandbox.executor.loader import load_files
+from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
+from rollguard.sandbox.ports import free_port
+from rollguard.steps.traffic.virtualservice import read_split
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO / "sandbox" / "assets" / "k8s" / "istio.yml"
+FILE_IN_REPO = "k8s/istio.yml"
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}  # fmt: skip
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """A bare GitOps repository whose VirtualService sends 90/10 (stable/canary)."""
+    bare = tmp_path / "gitops.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
+    work = tmp_path / "seed"
+    git(tmp_path, "clone", "-q", str(bare), str(work))
+    (work / "k8s").mkdir()
+    (work / FILE_IN_REPO).write_text(MANIFEST.read_text(encoding="utf-8"), encoding="utf-8")
+    git(work, "add", ".")
+    git(work, "commit", "-q", "-m", "seed")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    return bare
+
+
+def split_in(bare: Path) -> tuple[int, int]:
+    text = git(bare, "show", f"main:{FILE_IN_REPO}")
+    return read_split(text, "podinfo", "v1", "v2")
+
+
+def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    values = {
+        "repo": str(tmp_path / "gitops.git"),
+        "path": FILE_IN_REPO,
+        "virtual-service": "podinfo",
+        "namespace": "demo",
+        "service": "podinfo",
+        "stable-version": "v1",
+        "canary-version": "v2",
+        "prometheus-url": f"http://127.0.0.1:{free_port()}",  # nothing listens: every query errors
+        "interval": "200ms",
+        "query-attempts": "1",
+        "max-consecutive-errors": "1",
+        "verdict-file": str(out / "verdict.json"),
+        "verdict-word-file": str(out / "verdict-word"),
+        "canary-weight-file": str(out / "canary-weight"),
+        "weight-file": str(out / "weight"),
+        "rest-file": str(out / "rest"),
+    }
+    values.update({name.replace("_", "-"): value for name, value in parameters.items()})
+    library = load_files(sorted(p for p in (REPO / "workflows").glob("*.yaml") if p.name != "kustomization.yaml"))
+    events: list[object] = []
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROLLGUARD_")}
+    executor = LocalExecutor(library, on_event=events.append, environment=environment, cwd=tmp_path)
+    known = {p["name"] for p in library.get(workflow, "test").spec["arguments"]["parameters"]}
+    return executor.run(workflow, {name: value for name, value in values.items() if name in known})
+
+
+def ran(result: WorkflowResult) -> dict[str, Phase]:
+    """Step name (the last part of the node's display path) -> phase, for the nodes that ran."""
+    return {node.display_name.split(".")[-1]: node.phase for node in result.nodes if node.phase is not Phase.SKIPPED}
+
+
+def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> None:
+    result = run(tmp_path, "canary-release", on_error="fail")
+    assert result.phase is Phase.SUCCEEDED, result.message
+    nodes = ran(result)
+    assert {"plan", "deploy", "analyze", "rollback"} <= set(nodes)
+    assert nodes["analyze"] is Phase.FAILED  # exit 1, continueOn
+    assert not {"rollback-inconclusive", "advance", "promote"} & set(nodes)
+    assert split_in(remote) == (100, 0)
+    messages = git(remote, "log", "--format=%B", "main")
+    assert "could not be judged" in messages  # the verdict's reason, carried to the rollback commit
+    assert result.exit_handler is not None and "rollback-unfinished" not in ran(result)
+
+
+def test_release_holds_the_split_on_inconclusive_under_stop(remote: Path, tmp_path: Path) -> None:
+    result = run(tmp_path, "canary-release", on_error="inconclusive", on_inconclusive="stop", schedule="20,100")
+    assert result.phase is Phase.SUCCEEDED, result.message
+    assert {"deploy", "analyze"} <= set(ran(result))
+    assert not {"rollback", "rollback-inconclusive", "advance", "advance-inconclusive"} & set(ran(result))
+    assert split_in(remote) == (80, 20)
+
+
+def test_inconclusive_rolls_back_under_the_default_policy(remote: Path, tmp_path: Path) -> None:
+    result = run(tmp_path, "canary-release", on_error="inconclusive")
+    assert result.phase is Phase.SUCCEEDED, result.message
+    assert "rollback-inconclusive" in ran(result) and "rollback" not in ran(result)
+    assert split_in(remote) == (100, 0)
+
+
+def test_exit_handler_rolls_back_a_workflow_that_failed(remote: Path, tmp_path: Path) -> None:
+    assert split_in(remote) == (90, 10)  # a release under way
+    result = run(tmp_path, "canary-release", schedule="50,20")  # the first step fails: bad schedule
+    assert result.phase is not Phase.SUCCEEDED
+    assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
+    assert "rollback-unfinished" in ran(result)
+    assert split_in(remote) == (100, 0)
+    assert "before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
+
+
+def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path, tmp_path: Path) -> None:
+    first = run(tmp_path, "canary-analysis", on_error="fail")
+    assert first.phase is Phase.SUCCEEDED, first.message
+    assert {"status", "analyze", "rollback"} <= set(ran(first))
+    assert split_in(remote) == (100, 0)
+    head = git(remote, "rev-parse", "main")
+    # The rollback commit makes ArgoCD sync again, and the hook runs again: now it only reads Git.
+    second = run(tmp_path, "canary-analysis", on_error="fail")
+    assert second.phase is Phase.SUCCEEDED, second.message
+    assert set(ran(second)) == {"analysis", "status"}  # the entry steps node and status; judge skipped
+    assert git(remote, "rev-parse", "main") == head
