@@ -18,7 +18,7 @@ from pathlib import Path
 from rollguard.sandbox.alert_rules import AlertSettings, write_rules
 from rollguard.sandbox.demo_app import Behaviour
 from rollguard.sandbox.git_remote import MANIFEST_PATH, GitRemote, GitRemoteError, create_remote
-from rollguard.sandbox.ports import free_port
+from rollguard.sandbox.ports import free_port, port_is_free
 from rollguard.sandbox.processes import Child, SandboxError, Supervisor
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
 from rollguard.sandbox.prometheus_server import PrometheusError, PrometheusServer, ScrapeJob
@@ -151,6 +151,10 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
     workdir = settings.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     router_port = settings.router_port or free_port()
+    for name, port in (("router", router_port), ("prometheus", settings.prometheus_port)):
+        if port is not None and not port_is_free(port):
+            raise SandboxError(f"{name}: port {port} on 127.0.0.1 is already in use; stop what listens there or "
+                               "leave the port out to get a free one")
     rules = write_rules(workdir / "alert-rules.yml", settings.alert)
     prometheus = PrometheusServer([ScrapeJob(ROUTER_JOB, [f"127.0.0.1:{router_port}"])],
                                   scrape_interval_s=settings.scrape_interval_s,

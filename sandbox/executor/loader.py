@@ -162,8 +162,12 @@ def _check_parameter(parameter: dict[str, Any], where: str) -> None:
                 raise UnsupportedFeature(f"valueFrom.{key}", f"{where} parameter {parameter['name']!r}")
 
 
-def _check_artifacts(artifacts: list[dict[str, Any]], where: str, ignored: list[str]) -> None:
+def _check_artifacts(artifacts: list[dict[str, Any]], where: str, ignored: list[str], inputs: bool) -> None:
     for artifact in artifacts:
+        if inputs and "raw" in artifact:  # written to its path before the step runs
+            if not artifact.get("path") or "data" not in (artifact["raw"] or {}):
+                raise ExecutorError(f"{where}: raw artifact {artifact.get('name')!r} needs raw.data and a path")
+            continue
         if not artifact.get("optional"):
             raise UnsupportedFeature("artifacts", where, f"artifact {artifact.get('name')!r} is not optional")
         ignored.append(f"{where}: optional artifact {artifact.get('name')!r}")
@@ -173,6 +177,10 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
     """Raise UnsupportedFeature for the first unsupported feature in one template."""
     if "name" not in template:
         raise ExecutorError(f"{where}: a template without a name")
+    if "container" not in template:
+        for artifact in (template.get("inputs") or {}).get("artifacts") or []:
+            if "raw" in artifact:
+                raise UnsupportedFeature("raw input artifact on a steps template", where)
     _check_keys(template, SUPPORTED_TEMPLATE, K8S_ONLY_TEMPLATE, where, ignored)
     kinds = [key for key in ("container", "steps") if key in template]
     if len(kinds) != 1:
@@ -184,7 +192,9 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
                 raise UnsupportedFeature(f"{section}.{key}", where)
         for parameter in block.get("parameters") or []:
             _check_parameter(parameter, f"{where} {section}")
-        _check_artifacts(block.get("artifacts") or [], f"{where} {section}", ignored)
+        if section == "outputs" and "container" not in template and block.get("artifacts"):
+            raise UnsupportedFeature("outputs.artifacts of a steps template", where)
+        _check_artifacts(block.get("artifacts") or [], f"{where} {section}", ignored, section == "inputs")
     retry = template.get("retryStrategy")
     if retry is not None:
         for key in retry:

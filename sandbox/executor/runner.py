@@ -4,7 +4,9 @@ Implemented: workflow arguments (`-p`), template inputs with defaults and enums,
 substitution, steps in order (parallel within a group), `when`, `continueOn`, `retryStrategy`
 (limit, retryPolicy, backoff), `timeout`/`activeDeadlineSeconds`, output parameters from
 `valueFrom.path` files (read after the step, surrounding whitespace stripped) or
-`valueFrom.parameter`, `templateRef` across loaded files, and `onExit` with `{{workflow.status}}`.
+`valueFrom.parameter`, input artifacts with `raw.data` (written to their path before the step),
+`templateRef` across loaded files, and `onExit` with `{{workflow.status}}`. Optional artifacts
+(other than raw inputs) are not stored anywhere; the run's notes list them.
 
 A container step runs `command + args` with its `env` on top of this process's environment; the
 image is not used. A command `rollguard` runs this installation's CLI (`python -m
@@ -358,6 +360,7 @@ class LocalExecutor:
                                         f"from this process's environment variable {key}, which is not set")
                 continue
             environment[key] = substitute(_text(variable.get("value", "")), variables, f"{where} env {key}")
+        self._write_raw_artifacts(template, variables, where)
         timeout_s = _timeout(template, variables, where)
         retry = template.get("retryStrategy") or {}
         limit = int(substitute(_text(retry.get("limit", 0)), variables, f"{where} retryStrategy.limit"))
@@ -379,6 +382,20 @@ class LocalExecutor:
         self._read_outputs(node, template, variables, where)
         self._finish(node)
         return node
+
+    def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
+        """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""
+        for artifact in (template.get("inputs") or {}).get("artifacts") or []:
+            if "raw" not in artifact:
+                continue
+            name = artifact.get("name")
+            path = Path(substitute(_text(artifact["path"]), variables, f"{where} artifact {name!r} path"))
+            data = substitute(_text(artifact["raw"].get("data", "")), variables, f"{where} artifact {name!r}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(data)
+            except OSError as exc:
+                raise ExecutorError(f"{where}: cannot write raw artifact {name!r} to {path}: {exc}") from None
 
     def _run_process(
         self, argv: list[str], environment: dict[str, str], display: str, template: str, timeout_s: float | None,
