@@ -156,7 +156,7 @@ class GitWorkspace:
             ) from None
         if completed.returncode != 0 and args[0] != "push":
             detail = self.scrubber.scrub((completed.stderr or completed.stdout).strip())
-            raise GitError(f"`git {args[0]}` failed for {self.safe_url}: {detail}")
+            raise GitError(f"`git {args[0]}` failed for {self.safe_url}: {detail}{_hint(detail)}")
         return completed
 
     @property
@@ -251,6 +251,18 @@ class GitWorkspace:
             f"`git push` to {self.safe_url} failed: {self.scrubber.scrub(detail)}. "
             "Nothing was changed in the repository"
         )
+
+
+def _hint(detail: str) -> str:
+    """What to check, for the failures people meet most."""
+    if "Authentication failed" in detail or "could not read Username" in detail or "403" in detail:
+        return (
+            " (check the token in ROLLGUARD_GIT_TOKEN or --git-token-file, its user name --git-username, "
+            "and that it may read and push to this repository)"
+        )
+    if "Permission denied (publickey" in detail or "Host key verification failed" in detail:
+        return " (check --git-ssh-key-file, that the key is registered with the Git server, and known_hosts)"
+    return ""
 
 
 def _absolute_if_local(repo: str) -> str:

@@ -1,0 +1,199 @@
+"""Git credentials: a token reaches a real HTTPS-style git server (git http-backend behind basic auth on
+loopback), and a wrong token fails clearly without the secret ever appearing in the output."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from git_remote import MANIFEST_PATH, make_remote, remote_file, remote_log
+
+from rollguard.steps.gitops.credentials import GitCredentials, Scrubber, git_environment, load_credentials
+from rollguard.steps.options import UsageError
+from rollguard.steps.traffic.virtualservice import read_split
+
+GOOD_TOKEN = "ghp_correctHorseBatteryStaple0123456789"
+BAD_TOKEN = "ghp_wrongTokenThatMustNeverBePrinted42"
+ROLLGUARD = str(Path(sys.executable).parent / "rollguard")
+
+
+class GitHttpServer:
+    """`git http-backend` (smart HTTP) behind HTTP basic auth, on a free loopback port."""
+
+    def __init__(self, project_root: Path, user: str, password: str) -> None:
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.serve()
+
+            def do_POST(self) -> None:
+                self.serve()
+
+            def serve(self) -> None:
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {
+                    "PATH": os.environ["PATH"],
+                    "GIT_PROJECT_ROOT": str(project_root),
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "REQUEST_METHOD": self.command,
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(len(body)),
+                    "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+                    "REMOTE_USER": user,
+                    "REMOTE_ADDR": "127.0.0.1",
+                }
+                output = subprocess.run(
+                    ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False
+                ).stdout
+                separator = b"\r\n\r\n" if b"\r\n\r\n" in output else b"\n\n"
+                head, _, payload = output.partition(separator)
+                status, headers = 200, []
+                for line in head.decode().splitlines():
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> GitHttpServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def url(self, repo: str = "remote.git", userinfo: str = "") -> str:
+        return f"http://{userinfo}127.0.0.1:{self.server.server_address[1]}/{repo}"
+
+
+@pytest.fixture
+def git_server(tmp_path: Path) -> Iterator[tuple[GitHttpServer, Path]]:
+    remote = make_remote(tmp_path)
+    with GitHttpServer(tmp_path, "x-access-token", GOOD_TOKEN) as server:
+        yield server, remote
+
+
+def rollguard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("ROLLGUARD_")}
+    return subprocess.run(
+        [ROLLGUARD, *args], env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def rollback_args(url: str) -> list[str]:
+    return ["rollback", "--repo", url, "--path", MANIFEST_PATH, "--virtual-service", "reviews"]
+
+
+def test_token_from_the_environment_pushes_over_http(git_server: tuple[GitHttpServer, Path]) -> None:
+    server, remote = git_server
+    completed = rollguard(*rollback_args(server.url()), env={"ROLLGUARD_GIT_TOKEN": GOOD_TOKEN})
+    assert completed.returncode == 0, completed.stderr
+    assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
+    assert "credentials: token" in completed.stderr
+    assert GOOD_TOKEN not in completed.stdout + completed.stderr
+
+
+def test_wrong_token_fails_clearly_without_the_secret(git_server: tuple[GitHttpServer, Path]) -> None:
+    server, remote = git_server
+    completed = rollguard(*rollback_args(server.url()), env={"ROLLGUARD_GIT_TOKEN": BAD_TOKEN})
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 4
+    assert "Authentication failed" in output and "`git clone` failed" in output
+    assert BAD_TOKEN not in output
+    assert remote_log(remote) == ["Add the reviews manifests"]
+
+
+def test_wrong_token_file_fails_without_the_secret(git_server: tuple[GitHttpServer, Path], tmp_path: Path) -> None:
+    server, _remote = git_server
+    token_file = tmp_path / "token"
+    token_file.write_text(BAD_TOKEN + "\n")
+    completed = rollguard(*rollback_args(server.url()), "--git-token-file", str(token_file))
+    assert completed.returncode == 4
+    assert BAD_TOKEN not in completed.stdout + completed.stderr
+
+
+def test_password_in_the_url_is_scrubbed_from_errors(git_server: tuple[GitHttpServer, Path], tmp_path: Path) -> None:
+    server, _remote = git_server
+    url = server.url(repo="missing.git", userinfo=f"x-access-token:{GOOD_TOKEN}@")
+    result_file = tmp_path / "result.json"
+    completed = rollguard(*rollback_args(url), "--result-file", str(result_file))
+    output = completed.stdout + completed.stderr + result_file.read_text()
+    assert completed.returncode == 4
+    assert GOOD_TOKEN not in output
+    assert "http://***@127.0.0.1" in output
+
+
+def test_scrubber_hides_tokens_and_url_passwords() -> None:
+    scrubber = Scrubber(secrets=("s3cr3t-token",))
+    text = "fatal: unable to access 'https://bot:s3cr3t-token@git.example.com/x.git/': s3cr3t-token"
+    assert scrubber.scrub(text) == "fatal: unable to access 'https://***@git.example.com/x.git/': ***"
+    assert Scrubber().scrub("ssh://git@host/x.git and https://u:p@h/r") == "ssh://***@host/x.git and https://***@h/r"
+
+
+def test_token_file_and_ssh_key_are_exclusive(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abc")
+    (tmp_path / "key").write_text("KEY")
+    with pytest.raises(UsageError, match="give one"):
+        load_credentials(str(tmp_path / "token"), str(tmp_path / "key"))
+    with pytest.raises(UsageError, match="no such file"):
+        load_credentials(str(tmp_path / "absent"), None)
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(UsageError, match="is empty"):
+        load_credentials(str(tmp_path / "empty"), None)
+
+
+def test_ssh_key_is_copied_private_and_used_only_through_git_ssh_command(tmp_path: Path) -> None:
+    key = tmp_path / "mounted-key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n...\n")
+    key.chmod(0o644)  # as secrets are often mounted
+    helper = tmp_path / "helper"
+    helper.mkdir()
+    env = git_environment(GitCredentials(ssh_key_file=key), helper)
+    command = env["GIT_SSH_COMMAND"]
+    assert f"-i {helper / 'id_key'}" in command
+    assert "IdentitiesOnly=yes" in command and "StrictHostKeyChecking=accept-new" in command
+    assert stat.S_IMODE((helper / "id_key").stat().st_mode) == 0o600
+    assert env["GIT_TERMINAL_PROMPT"] == "0" and "GIT_ASKPASS" not in env
+
+
+def test_token_is_in_the_child_environment_only_never_in_a_file(tmp_path: Path) -> None:
+    env = git_environment(GitCredentials(token=GOOD_TOKEN), tmp_path)
+    script = Path(env["GIT_ASKPASS"])
+    assert GOOD_TOKEN not in script.read_text()
+    answer = subprocess.run([str(script), "Password for 'https://x@host': "], env=env, capture_output=True, text=True)
+    assert answer.stdout == GOOD_TOKEN + "\n"
+    assert "ROLLGUARD_GIT_TOKEN" not in env
