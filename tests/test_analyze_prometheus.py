@@ -1,0 +1,245 @@
+"""`rollguard analyze` against a real Prometheus (1 s scrape) scraping synthetic Istio traffic.
+
+One Prometheus + exporter per module; each test uses its own service name, so tests do not see
+each other's series. Exit codes and verdict files are asserted, never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support_prometheus import NAMESPACE, IstioEnvironment
+
+from rollguard.sandbox.synthetic_traffic import SyntheticTraffic, TrafficProfile
+from rollguard.steps import cli
+from rollguard.steps.exit_codes import ExitCode
+
+HEALTHY = TrafficProfile(requests_per_s=40, error_rate=0.005, latency_ms=30)
+STABLE = TrafficProfile(requests_per_s=100, error_rate=0.005, latency_ms=30)
+
+
+def start_traffic(env: IstioEnvironment, service: str, canary: TrafficProfile, stable: TrafficProfile = STABLE) -> None:
+    """Stable and canary traffic for `service`, and wait until Prometheus has scraped both."""
+    env.traffic.set(service, "v1", stable)
+    env.traffic.set(service, "v2", canary)
+    env.wait_for_requests(service, "v1")
+    if canary.requests_per_s > 0:
+        env.wait_for_requests(service, "v2")
+
+
+def analyze(
+    env: IstioEnvironment, service: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, dict[str, Any], str]:
+    """Run `rollguard analyze` in this process; (exit code, verdict JSON, log)."""
+    verdict_file = tmp_path / f"{service}.json"
+    code = cli.main([
+        "analyze", "--prometheus-url", env.url, "--namespace", NAMESPACE, "--service", service,
+        "--stable-version", "v1", "--canary-version", "v2", "--interval", "1s", "--verdict-file", str(verdict_file),
+        "--verdict-word-file", str(tmp_path / f"{service}.word"), *extra,
+    ])
+    log = capsys.readouterr().err
+    return code, json.loads(verdict_file.read_text()), log
+
+
+def metric_phases(verdict: dict[str, Any], metric: str) -> list[str]:
+    return [m["phase"] for check in verdict["checks"] for m in check["metrics"] if m["metric"] == metric]
+
+
+def test_healthy_canary_passes(env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    start_traffic(env, "healthy", HEALTHY)
+    code, verdict, log = analyze(env, "healthy", tmp_path, capsys, "--duration", "5s", "--min-requests", "100")
+    assert code == ExitCode.OK, verdict["reason"]
+    assert verdict["verdict"] == "pass"
+    assert (tmp_path / "healthy.word").read_text() == "pass"
+    assert verdict["failed_check"] is None
+    assert verdict["started_at"] <= verdict["decided_at"]
+    assert len(verdict["checks"]) == verdict["settings"]["planned_looks"] == 6
+    last = verdict["checks"][-1]
+    assert last["canary"]["requests_since_start"] >= 100
+    assert {m["metric"]: m["threshold"] for m in last["metrics"]} == {
+        "canary_error_rate": 0.01, "canary_vs_stable_error_rate": 0.01, "canary_p99_latency_ms": 500.0}
+    assert all(m["samples"] is not None for m in last["metrics"])
+    # Rendered PromQL is logged, and one line per check.
+    assert ('query canary_error_rate: (sum(rate(istio_requests_total{reporter="destination",'
+            'destination_workload_namespace="demo",destination_service_name="healthy",destination_version="v2",'
+            'response_code=~"5.."}[1m])) or on() vector(0))') in log
+    assert log.count(" analyze INFO check ") == 6
+
+
+def test_all_errors_fail_within_a_few_checks(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(env, "broken", HEALTHY)
+    env.traffic.set("broken", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
+    code, verdict, _ = analyze(env, "broken", tmp_path, capsys, "--duration", "2m")
+    assert code == ExitCode.FAIL
+    assert (tmp_path / "broken.word").read_text() == "fail"
+    assert verdict["failed_check"]["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
+    assert verdict["failed_check"]["threshold"] is not None
+    # Stopped at the first decisive failure, long before the 121 planned checks of the bake time.
+    assert len(verdict["checks"]) <= 4
+    assert "canary requests failed" in verdict["reason"] or "vs stable" in verdict["reason"]
+
+
+def test_latency_only_regression_fails(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(env, "sluggish", TrafficProfile(requests_per_s=40, latency_ms=30, slow_rate=1.0,
+                                                  slow_latency_ms=900))
+    code, verdict, _ = analyze(env, "sluggish", tmp_path, capsys, "--duration", "2m")
+    assert code == ExitCode.FAIL
+    assert verdict["failed_check"]["metric"] == "canary_p99_latency_ms"
+    assert verdict["failed_check"]["threshold"] == 500.0
+    assert "slower than 500 ms" in verdict["failed_check"]["detail"]
+    assert set(metric_phases(verdict, "canary_error_rate")) == {"ok"}
+
+
+def test_two_point_regression_at_low_traffic_fails_once_enough_requests_exist(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2.5 % errors against stable's 0.5 %: too few requests say nothing; a few hundred say fail."""
+    start_traffic(env, "regressed", TrafficProfile(requests_per_s=80, error_rate=0.025))
+    code, verdict, _ = analyze(env, "regressed", tmp_path, capsys, "--duration", "45s")
+    assert code == ExitCode.FAIL, verdict["reason"]
+    assert verdict["failed_check"]["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
+    failing = verdict["checks"][-1]
+    assert failing["canary"]["requests"] >= 200  # the evidence took a few hundred requests
+    early = [check for check in verdict["checks"] if check["canary"].get("requests", 0) < 100]
+    assert early, "expected checks with little traffic before the verdict"
+    assert all(check["outcome"] != "failed" for check in early)
+
+
+def test_no_traffic_is_inconclusive_never_pass(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(env, "idle", TrafficProfile(requests_per_s=0))
+    code, verdict, log = analyze(env, "idle", tmp_path, capsys, "--duration", "3s")
+    assert code == ExitCode.INCONCLUSIVE
+    assert verdict["verdict"] == "inconclusive"
+    assert "no data" in verdict["reason"] and "no canary series" in verdict["reason"]
+    assert "canary_error_rate no_data" in log
+
+
+def test_no_traffic_with_fail_policy_fails_at_once(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(env, "idle2", TrafficProfile(requests_per_s=0))
+    code, verdict, _ = analyze(env, "idle2", tmp_path, capsys, "--duration", "1m", "--on-no-data", "fail")
+    assert code == ExitCode.FAIL
+    assert len(verdict["checks"]) == 1
+    assert verdict["failed_check"]["metric"] == "canary_error_rate"
+
+
+def test_too_little_traffic_is_inconclusive(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(env, "trickle", TrafficProfile(requests_per_s=3))
+    code, verdict, _ = analyze(env, "trickle", tmp_path, capsys, "--duration", "3s", "--min-requests", "500")
+    assert code == ExitCode.INCONCLUSIVE
+    assert "too little traffic" in verdict["reason"]
+
+
+def write_metrics(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "metrics.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_nan_custom_metric_follows_the_no_data_policy(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.traffic.set_gauge("rollguard_test_ratio", float("nan"), service="nanny")
+    start_traffic(env, "nanny", HEALTHY)
+    metrics = write_metrics(tmp_path, '- name: ratio\n  query: max(rollguard_test_ratio{service="{{ service }}"})\n'
+                                      "  min: 0.5\n")
+    code, verdict, log = analyze(env, "nanny", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
+                                 "--on-no-data", "inconclusive")
+    assert code == ExitCode.INCONCLUSIVE
+    assert "ratio: the query returned NaN" in verdict["reason"]
+    assert metric_phases(verdict, "ratio") == ["nan"]
+    assert "query custom:ratio (line 1): max(rollguard_test_ratio{service=\"nanny\"})" in log
+
+
+def test_several_series_count_against_the_error_budget(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.traffic.set_gauge("rollguard_test_depth", 1.0, service="twins", pod="a")
+    env.traffic.set_gauge("rollguard_test_depth", 2.0, service="twins", pod="b")
+    start_traffic(env, "twins", HEALTHY)
+    metrics = write_metrics(tmp_path, '- name: depth\n  query: rollguard_test_depth{service="{{ service }}"}\n'
+                                      "  max: 10\n")
+    code, verdict, _ = analyze(env, "twins", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
+                               "--max-consecutive-errors", "1")
+    assert code == ExitCode.INCONCLUSIVE
+    assert "2 checks in a row could not be judged" in verdict["reason"]
+    assert "several series where one was expected" in verdict["reason"]
+    assert metric_phases(verdict, "depth") == ["multiple", "multiple"]
+
+
+def test_custom_metric_breach_fails_after_the_failure_limit(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.traffic.set_gauge("rollguard_test_queue", 250.0, service="queued")
+    start_traffic(env, "queued", HEALTHY)
+    metrics = write_metrics(tmp_path, '- name: queue\n  query: max(rollguard_test_queue{service="{{ service }}"})\n'
+                                      "  max: 100\n")
+    code, verdict, _ = analyze(env, "queued", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
+                               "--failure-limit", "2")
+    assert code == ExitCode.FAIL
+    assert verdict["failed_check"] == {"metric": "queue", "value": 250.0, "threshold": 100.0,
+                                       "detail": "value 250, must be <= 100"}
+    assert len(verdict["checks"]) == 2
+
+
+def test_threshold_rule_fails_after_n_failed_checks(
+    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(env, "plain", TrafficProfile(requests_per_s=40, error_rate=1.0))
+    code, verdict, _ = analyze(env, "plain", tmp_path, capsys, "--duration", "1m", "--judge", "threshold",
+                               "--failure-limit", "3", "--consecutive")
+    assert code == ExitCode.FAIL
+    assert "3 failed checks in a row" in verdict["reason"]
+    outcomes = [check["outcome"] for check in verdict["checks"]]
+    # A first check may find no rate yet (rate() needs two scrapes); then three breaches in a row.
+    assert outcomes[-3:] == ["breach", "breach", "breach"] and len(outcomes) <= 4
+
+
+def test_prometheus_killed_mid_analysis_retries_then_error_policy(prometheus: Any, tmp_path: Path) -> None:
+    """A dedicated Prometheus, killed after the first checks: retries are logged, then the outage decides."""
+    with SyntheticTraffic(NAMESPACE, seed=3) as traffic:
+        traffic.set("outage", "v1", STABLE)
+        traffic.set("outage", "v2", HEALTHY)
+        server = prometheus([traffic.target])
+        verdict_file = tmp_path / "verdict.json"
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "rollguard"), "analyze", "--prometheus-url", server.url,
+             "--namespace", NAMESPACE, "--service", "outage", "--stable-version", "v1", "--canary-version", "v2",
+             "--interval", "1s", "--duration", "2m", "--max-consecutive-errors", "2", "--query-attempts", "3",
+             "--verdict-file", str(verdict_file)],
+            stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert process.stderr is not None
+            lines = []
+            for line in process.stderr:  # bounded: the analysis ends by itself
+                lines.append(line)
+                if " check 2/" in line:
+                    server.kill()
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    log = "".join(lines)
+    assert code == ExitCode.INCONCLUSIVE, log
+    verdict = json.loads(verdict_file.read_text())
+    assert verdict["verdict"] == "inconclusive"
+    assert "3 checks in a row could not be judged (budget 2)" in verdict["reason"]
+    assert "unreachable after 3 attempts" in verdict["reason"]
+    assert "attempt 1 of 3, retrying" in log and "attempt 2 of 3, retrying" in log
+    assert [check["outcome"] for check in verdict["checks"]][-3:] == ["error", "error", "error"]

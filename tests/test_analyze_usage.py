@@ -1,0 +1,107 @@
+"""`rollguard analyze` refuses bad input before any query: a message naming the flag or line, exit 2,
+and no verdict file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rollguard.steps import cli
+from rollguard.steps.exit_codes import ExitCode
+
+TARGET = ["--namespace", "demo", "--service", "podinfo", "--stable-version", "v1", "--canary-version", "v2",
+          "--prometheus-url", "http://127.0.0.1:9"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = cli.main(["analyze", *args])
+    except SystemExit as exit_:  # argparse's own errors
+        code = int(exit_.code or 0)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--judge", "vibes"], "--judge: invalid choice: 'vibes'"),
+        (["--on-error", "panic"], "--on-error: invalid choice"),
+        (["--max-error-rate", "1.5"], "--max-error-rate: '1.5' is outside 0..1"),
+        (["--max-p99-latency-ms", "-5"], "--max-p99-latency-ms: '-5' must be zero or more"),
+        (["--max-p99-latency-ms", "0"], "--max-p99-latency-ms 0 must be a positive number"),
+        (["--interval", "0s"], "--interval: '0s' must be greater than zero"),
+        (["--interval", "5 minutes"], "--interval: '5 minutes' is not a duration"),
+        (["--prometheus-url", "ftp://prometheus:9090"], "--prometheus-url 'ftp://prometheus:9090' must be an http"),
+        (["--prometheus-url", "prometheus.monitoring:9090"], "--prometheus-url"),
+        (["--confidence", "1"], "--confidence 1.0 must be strictly between 0 and 1"),
+        (["--stable-version", "v2"], "must differ"),
+        (["--failure-limit", "0"], "--failure-limit: '0' must be at least 1"),
+        (["--verdict-file", "/nonexistent/dir/verdict.json"], "--verdict-file /nonexistent/dir/verdict.json"),
+        (["--duration", "1h", "--interval", "10ms"], "use a longer --interval"),
+    ],
+)
+def test_bad_flags_are_refused(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    verdict = tmp_path / "verdict.json"
+    args = [*TARGET, "--verdict-file", str(verdict), *extra]
+    code, err = run_cli(args, capsys)
+    assert code == ExitCode.USAGE
+    assert message in err
+    assert not verdict.exists()
+
+
+def test_missing_required_flag_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli(["--namespace", "demo"], capsys)
+    assert code == ExitCode.USAGE
+    assert "--service" in err
+
+
+def test_bad_environment_value_names_variable_and_flag(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ROLLGUARD_MAX_ERROR_RATE", "2")
+    verdict = tmp_path / "verdict.json"
+    code, err = run_cli([*TARGET, "--verdict-file", str(verdict)], capsys)
+    assert code == ExitCode.USAGE
+    assert "ROLLGUARD_MAX_ERROR_RATE (flag --max-error-rate)" in err
+    assert not verdict.exists()
+
+
+def test_metrics_file_syntax_error_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = tmp_path / "metrics.yaml"
+    metrics.write_text("- name: queue\n  query: up\n  max: [1\n")
+    verdict = tmp_path / "verdict.json"
+    code, err = run_cli([*TARGET, "--verdict-file", str(verdict), "--metrics-file", str(metrics)], capsys)
+    assert code == ExitCode.USAGE
+    assert f"--metrics-file {metrics} line" in err and "YAML syntax error" in err
+    assert not verdict.exists()
+
+
+def test_metrics_file_unknown_variable_is_refused_at_start_up(tmp_path: Path) -> None:
+    """Through the real console script: the port below has nothing listening, and no query is ever made."""
+    metrics = tmp_path / "metrics.yaml"
+    metrics.write_text('- name: queue\n  query: max(queue{team="{{ team }}"})\n  max: 10\n')
+    verdict = tmp_path / "verdict.json"
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "rollguard"), "analyze", *TARGET, "--verdict-file", str(verdict),
+         "--metrics-file", str(metrics)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert completed.returncode == ExitCode.USAGE
+    assert "line 1 (metric queue): unknown variable {{ team }}" in completed.stderr
+    assert "Prometheus" not in completed.stderr
+    assert not verdict.exists()
+
+
+def test_help_documents_exit_codes_and_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["analyze", "--help"])
+    code = int(exit_.value.code or 0)
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 0
+    assert "0 pass, 1 fail, 3 inconclusive, 2 bad usage" in out
+    assert "ROLLGUARD_MAX_ERROR_RATE" in out
