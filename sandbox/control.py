@@ -42,7 +42,7 @@ def up(args: argparse.Namespace) -> int:
     install_signal_handlers()
     settings = SandboxSettings(workdir=args.dir.resolve() / "data", router_port=args.router_port,
                                prometheus_port=args.prometheus_port)
-    with Supervisor(args.dir.resolve() / "logs") as supervisor:
+    with Supervisor(args.dir.resolve() / "logs", tie_to_parent=False) as supervisor:
         sandbox = start_sandbox(settings, supervisor)
         if args.rps > 0:
             sandbox.start_load(args.rps, args.dir.resolve() / "responses.csv")

@@ -8,10 +8,12 @@ and on SIGTERM/SIGINT (turned into KeyboardInterrupt, so the normal clean-up pat
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -27,6 +29,20 @@ from rollguard.sandbox.ports import port_is_free, wait_listening
 log = logging.getLogger(__name__)
 
 _LIVE: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+_PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None = None
+if sys.platform == "linux":
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        _prctl = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the supervising process dies, even by SIGKILL."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class SandboxError(RuntimeError):
@@ -60,6 +76,7 @@ class Supervisor:
     """Starts children with health checks and stops all of them, in reverse order, exactly once."""
 
     log_dir: Path
+    tie_to_parent: bool = True  # children get SIGTERM if this process dies (off for `sandbox up`)
     children: list[Child] = field(default_factory=list)
     cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     watched: list[tuple[str, Callable[[], int | None]]] = field(default_factory=list)
@@ -86,8 +103,10 @@ class Supervisor:
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as output:
             try:
+                tie = self.tie_to_parent and threading.current_thread() is threading.main_thread()
                 process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True, env={**os.environ, **(env or {})})
+                                           start_new_session=True, env={**os.environ, **(env or {})},
+                                           preexec_fn=_die_with_parent if tie else None)
             except OSError as exc:
                 raise SandboxError(f"{name}: cannot start {argv[0]}: {exc}") from None
         child = Child(name, argv, process, log_path)
