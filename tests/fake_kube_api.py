@@ -128,7 +128,9 @@ class FakeKubeApi:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.ca_file, key_file)
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-kube-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kube-api", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -303,7 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
         return key, match["version"]
 
     def _authorised(self) -> bool:
-        if self.token is None or self.headers.get("Authorization") == f"Bearer {self.token}":
+        scheme, _, credential = (self.headers.get("Authorization") or "").partition(" ")
+        if self.token is None or (scheme.lower() == "bearer" and credential == self.token):
             return True
         self._reply(401, _status(401, "Unauthorized", "Unauthorized"))
         return False
