@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.gitops.argocd import ArgoCdError, SyncOutcome, SyncState, application_ref, sync_application
 from rollguard.steps.gitops.credentials import GitCredentials, load_credentials
 from rollguard.steps.gitops.git_repo import (
     DEFAULT_AUTHOR,
@@ -32,8 +31,6 @@ from rollguard.steps.gitops.git_repo import (
     parse_author,
     publish_change,
 )
-from rollguard.steps.gitops.kube_api import KubeApi, KubeApiError, KubeConfigError, load_api_client
-from rollguard.steps.gitops.live_patch import LivePatchError, LivePatchOutcome, patch_live_split, virtual_service_ref
 from rollguard.steps.options import UsageError, add_flag, add_switch, non_negative_int, positive_duration
 from rollguard.steps.traffic.virtualservice import (
     ManifestError,
@@ -43,6 +40,9 @@ from rollguard.steps.traffic.virtualservice import (
     set_split,
     unified_diff,
 )
+
+if TYPE_CHECKING:  # the Kubernetes client takes 0.4 s to import; only cluster actions load it
+    from rollguard.steps.gitops.kube_api import KubeApi
 
 log = logging.getLogger("rollguard.steps")
 
@@ -259,6 +259,8 @@ def _act_on_cluster(args: argparse.Namespace, report: StepReport, outcome: Publi
         if args.argocd_app:
             report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
         return problems
+    from rollguard.steps.gitops.kube_api import KubeApi, KubeConfigError, load_api_client
+
     pushed = f"pushed {outcome.commit[:12]}" if outcome.commit else f"Git already had it at {outcome.head[:12]}"
     try:
         api_client, source = load_api_client(args.kubeconfig, args.kube_context)
@@ -281,6 +283,9 @@ def _act_on_cluster(args: argparse.Namespace, report: StepReport, outcome: Publi
 def _live_patch(
     args: argparse.Namespace, report: StepReport, outcome: PublishOutcome[SplitEdit], api: KubeApi, pushed: str
 ) -> list[str]:
+    from rollguard.steps.gitops.kube_api import KubeApiError
+    from rollguard.steps.gitops.live_patch import LivePatchError, patch_live_split, virtual_service_ref
+
     namespace = args.namespace or _namespace_from_file(outcome.change.text, args.virtual_service)
     if not namespace:
         report.live_patch = {"outcome": "failed", "detail": "no namespace"}
@@ -290,9 +295,7 @@ def _live_patch(
         ]
     ref = virtual_service_ref(namespace, args.virtual_service, args.istio_api_version)
     try:
-        result: LivePatchOutcome = patch_live_split(
-            api, ref, args.stable_subset, args.canary_subset, outcome.change.canary_weight
-        )
+        result = patch_live_split(api, ref, args.stable_subset, args.canary_subset, outcome.change.canary_weight)
     except (LivePatchError, KubeApiError) as exc:
         report.live_patch = {"outcome": "failed", "detail": str(exc)}
         return [f"{pushed}, but the live patch failed: {exc}"]
@@ -324,9 +327,12 @@ def _live_patch(
 def _argocd_sync(
     args: argparse.Namespace, report: StepReport, outcome: PublishOutcome[SplitEdit], api: KubeApi, pushed: str
 ) -> list[str]:
+    from rollguard.steps.gitops.argocd import ArgoCdError, SyncState, application_ref, sync_application
+    from rollguard.steps.gitops.kube_api import KubeApiError
+
     ref = application_ref(args.argocd_namespace, args.argocd_app)
     try:
-        result: SyncOutcome = sync_application(
+        result = sync_application(
             api, ref, outcome.commit or outcome.head, timeout_s=args.argocd_timeout, reason=f"rollguard {report.action}"
         )
     except (ArgoCdError, KubeApiError) as exc:
