@@ -462,8 +462,8 @@ def run_demo(settings: DemoSettings, console: Console) -> RunResult:
 def run(args: argparse.Namespace) -> int:
     """`rollguard demo`: 0 when the release ended as the scenario expects, 4 otherwise or on a fault."""
     settings = settings_from(args)
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
     install_signal_handlers()
     try:
         result = run_demo(settings, console)
