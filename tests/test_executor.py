@@ -258,3 +258,46 @@ def test_run_local_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "Succeeded" in printed.splitlines()[-1]
     assert cli_main(["run-local", str(path), "-p", "nonsense"]) == 2
     assert cli_main(["run-local", str(tmp_path / "missing.yaml")]) == 2
+
+
+RAW_ARTIFACT = """
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: raw}
+spec:
+  entrypoint: main
+  arguments:
+    parameters: [{name: dir}]
+  templates:
+    - name: main
+      steps:
+        - - name: read
+            template: read
+            arguments:
+              parameters: [{name: text, value: '{"verdict": "fail"}'}]
+    - name: read
+      inputs:
+        parameters: [{name: text}]
+        artifacts:
+          - name: reason
+            path: "{{workflow.parameters.dir}}/reason.json"
+            raw:
+              data: "{{inputs.parameters.text}}"
+      outputs:
+        artifacts:
+          - {name: kept-nowhere, path: /nonexistent, optional: true}
+      container:
+        image: x
+        command: [PYTHON, -c, "import sys; print(open(sys.argv[1]).read())"]
+        args: ["{{workflow.parameters.dir}}/reason.json"]
+"""
+
+
+def test_raw_input_artifact_is_written_before_the_step(tmp_path: Path) -> None:
+    path = _write(tmp_path, "raw.yaml", RAW_ARTIFACT)
+    events: list[Event] = []
+    result = _run(path, {"dir": str(tmp_path / "work")}, events)
+    assert result.phase is Phase.SUCCEEDED
+    assert [e.text for e in events if e.kind is EventKind.LOG] == ['{"verdict": "fail"}']
+    notes = [e.text for e in events if e.kind is EventKind.NOTE]
+    assert any("optional artifact 'kept-nowhere'" in note for note in notes)
