@@ -72,6 +72,7 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms Nagle/delayed-ACK stall
 
         def _send(self, status: int, payload: object) -> None:
             body = json.dumps(payload).encode()
