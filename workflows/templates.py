@@ -10,23 +10,27 @@
 
 Hera users: `build_templates(TemplateSettings(image=..., defaults={"schedule": "5,25,100"}))`.
 
-Argo features the rendered YAML uses (the local executor must support exactly these):
-- WorkflowTemplate `spec`: `entrypoint`, `onExit`, `arguments.parameters` (name, value, enum,
-  description), `serviceAccountName` (cluster only), `templates`.
+Argo features the rendered YAML uses (the local executor must support exactly these; all exist in
+Argo Workflows 3.5 and 4.x, whose 4.0 removals are CronWorkflow `schedule`, `podPriority`, `mutex`
+and `semaphore`, none used here):
+- WorkflowTemplate `metadata.annotations`; `spec`: `entrypoint`, `onExit`, `arguments.parameters`
+  (name, value, enum, description), `serviceAccountName` (cluster only), `templates`.
 - `steps` templates (sequential groups; one group holds mutually exclusive `when` branches),
   `inputs.parameters` with `default`, step `arguments.parameters`, `template` (same file) and
   `templateRef` (name + template, into `rollguard-steps`), `continueOn: {failed: true}`, `when`.
 - Recursion: `judge` calls `advance`, which calls `judge` with the rest of the schedule.
-- `when` expressions: `'A' == 'B'`, `'A' != 'B'`, `&&` (no `||`, no parentheses), numeric
-  `N < 100` and `N > 0`.
+- `when`: `'A' == 'B'`, `'A' != 'B'` joined by `&&` (no `||`, no parentheses), and numeric
+  `N < 100`, `N > 0`.
 - Variables: `{{inputs.parameters.x}}`, `{{workflow.parameters.x}}`,
   `{{steps.NAME.outputs.parameters.x}}`, `{{workflow.status}}` (exit handler only).
-- `container` templates: `image`, `command` (`rollguard COMMAND`), `env` with `value` and one
-  `valueFrom.secretKeyRef` with `optional: true` (ROLLGUARD_GIT_TOKEN; skip it locally).
-- `outputs.parameters[].valueFrom.path` (+ `default`), paths templated from input parameters.
-- `outputs.artifacts` (analyze's verdict JSON, `optional: true`, `archive: none`): may be ignored.
-- `inputs.artifacts[].raw.data` with `path` (rollback's reason file): write data to the path.
-- `retryStrategy.limit` (deploy, promote, rollback, status; default retryPolicy: on failure).
+- `container` templates: `image`, `command` (`rollguard COMMAND`), `env` with `value`, and one
+  `valueFrom.secretKeyRef` with `optional: true` (ROLLGUARD_GIT_TOKEN; unset locally).
+- `outputs.parameters[].valueFrom.path` (+ `default`), the path templated from an input parameter.
+- `outputs.artifacts` (analyze's verdict JSON; `optional: true`, `archive: {none: {}}`): may be
+  ignored locally.
+- `inputs.artifacts[]` `raw.data` at a templated `path`, `optional: true` (rollback's reason file;
+  locally the file is already there, so writing it or not gives the same result).
+- `retryStrategy.limit` (deploy, promote, rollback, status; Argo's default retryPolicy OnFailure).
 """
 
 from __future__ import annotations
