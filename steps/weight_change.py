@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +159,9 @@ def change_split(
         dry_run=args.dry_run,
     )
     credentials = credentials_from(args)
+    if (args.live_patch or args.argocd_app) and not args.dry_run:
+        # Import the Kubernetes client while git works, so the live patch follows the push at once.
+        threading.Thread(target=_import_kubernetes_client, name="import-kubernetes", daemon=True).start()
     plans: list[WeightPlan] = []
 
     def make_change(text: str) -> SplitEdit:
@@ -226,6 +230,11 @@ def change_split(
         return _fail(args, report, "; ".join(problems))
     _write_outputs(args, report)
     return ExitCode.OK
+
+
+def _import_kubernetes_client() -> None:
+    import rollguard.steps.gitops.argocd
+    import rollguard.steps.gitops.live_patch  # noqa: F401 - imported for its side effect: loaded modules
 
 
 def _record_publish(report: StepReport, outcome: PublishOutcome[SplitEdit]) -> None:

@@ -81,7 +81,7 @@ def sync_application(
     revision: str,
     *,
     timeout_s: float = 60.0,
-    poll_interval_s: float = 0.5,
+    poll_interval_s: float = 0.25,
     reason: str = "rollguard",
     conflict_retries: int = 5,
 ) -> SyncOutcome:
