@@ -76,7 +76,7 @@ def _clean_help(text: str | None) -> str:
     for marker in (" (default: ", " (env "):
         if marker in text:
             text = text[: text.index(marker)]
-    return text.strip()
+    return text.replace("%%", "%").strip()  # argparse help escapes a percent sign as %%
 
 
 def command_parameters(command: str) -> list[FlagParameter]:
