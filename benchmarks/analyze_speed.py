@@ -107,8 +107,7 @@ def bad_canary_run(traffic: SyntheticTraffic, server: PrometheusServer, index: i
     for judge, analysis in analyses.items():
         verdict = analysis.finish(timeout_s=150)
         result[judge] = verdict["decided_at"] - fault_at if verdict["verdict"] == "fail" else verdict["verdict"]
-    traffic.set(service, "v2", TrafficProfile())
-    traffic.set(service, "v1", TrafficProfile())
+    traffic.forget(service)
     return result
 
 
@@ -121,8 +120,7 @@ def healthy_run(traffic: SyntheticTraffic, server: PrometheusServer, index: int,
     wait_scraped(server, service)
     analyses = {judge: Analysis(server.url, service, judge, duration, workdir) for judge in JUDGES}
     verdicts = {judge: analysis.finish(timeout_s=600)["verdict"] for judge, analysis in analyses.items()}
-    traffic.set(service, "v2", TrafficProfile())
-    traffic.set(service, "v1", TrafficProfile())
+    traffic.forget(service)
     return verdicts
 
 

@@ -86,6 +86,13 @@ class SyntheticTraffic:
                 flow.profile = TrafficProfile()
                 flow.carry = 0.0
 
+    def forget(self, service: str) -> None:
+        """Stop publishing `service` at all (its series go stale in Prometheus), to keep scrapes small."""
+        with self._lock:
+            self._services.pop(service, None)
+            for key in [key for key in self._flows if key[0] == service]:
+                del self._flows[key]
+
     def totals(self, service: str, version: str) -> tuple[int, int]:
         """(requests, 5xx) simulated so far for one version."""
         with self._lock:
@@ -143,7 +150,10 @@ class SyntheticTraffic:
                 self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the scraper gave up (its timeout); the next scrape gets fresh values
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -362,7 +362,8 @@ def analyze(settings: Settings) -> Decision:
             delay = started + index * args.interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            elapsed = time.monotonic() - started
+            # Never earlier than the slot: the last planned look must see the bake time as over.
+            elapsed = max(time.monotonic() - started, index * args.interval)
             inputs, readings = reader.read(elapsed)
             outcome = judge_check(index, elapsed, inputs, settings.limits, settings.judge, settings.plan)
             _log_check(outcome, planned, readings)

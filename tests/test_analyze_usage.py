@@ -3,6 +3,7 @@ and no verdict file."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,34 @@ def test_help_documents_exit_codes_and_policies(capsys: pytest.CaptureFixture[st
     assert code == 0
     assert "0 pass, 1 fail, 3 inconclusive, 2 bad usage" in out
     assert "ROLLGUARD_MAX_ERROR_RATE" in out
+
+
+def test_sigterm_writes_an_inconclusive_verdict(tmp_path: Path) -> None:
+    """Argo stops a step with SIGTERM: the verdict file still says what happened (exit 130)."""
+    import signal
+
+    from rollguard.sandbox.ports import free_port
+
+    verdict = tmp_path / "verdict.json"
+    word = tmp_path / "verdict.word"
+    args = [*TARGET[:-1], f"http://127.0.0.1:{free_port()}", "--interval", "500ms", "--duration", "2m",
+            "--query-attempts", "1", "--max-consecutive-errors", "1000", "--verdict-file", str(verdict),
+            "--verdict-word-file", str(word)]
+    process = subprocess.Popen([str(Path(sys.executable).parent / "rollguard"), "analyze", *args],
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if " check 2/" in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == ExitCode.INTERRUPTED
+    document = json.loads(verdict.read_text())
+    assert document["verdict"] == "inconclusive" and "interrupted" in document["reason"]
+    assert word.read_text() == "inconclusive"
+    assert all(check["outcome"] == "error" for check in document["checks"])

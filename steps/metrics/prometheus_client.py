@@ -101,7 +101,7 @@ class PrometheusQuerier:
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
         try:
-            return self._connect().custom_query(query, timeout=self.timeout_s)
+            return self._connect().custom_query(query)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise TransientQueryError(_short(exc)) from None
         except PrometheusApiClientException as exc:
