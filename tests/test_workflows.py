@@ -349,6 +349,22 @@ def test_render_refuses_an_unknown_parameter_default(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [("on-inconclusive=maybe", "not one of rollback, promote, stop"), ("interval=soon", "not a duration")],
+)
+def test_render_refuses_a_default_the_step_would_refuse(tmp_path: Path, setting: str, named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rollguard.steps.cli", "render", "--out", str(tmp_path), "--set", setting],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert setting.split("=")[0] in done.stderr and named in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_render_fails_loudly_when_a_step_module_does_not_import(tmp_path: Path) -> None:
     script = (
         "import sys; sys.modules['rollguard.steps.analyze'] = None\n"

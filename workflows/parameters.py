@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from rollguard.steps.cli import COMMANDS
 from rollguard.steps.options import ENV_PREFIX, env_name
@@ -22,8 +23,8 @@ class RenderError(RuntimeError):
     """The workflows cannot be rendered (a step module is missing or has a flag we cannot map)."""
 
 
-class UnknownParameter(RenderError):
-    """A default was given for a parameter no workflow has (a typo in `--set` or in the settings)."""
+class InvalidDefault(RenderError):
+    """A default for a parameter no workflow has, or a value the step would refuse (`--set`, settings)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,17 @@ class FlagParameter:
     choices: tuple[str, ...] = ()
     is_switch: bool = False
     required: bool = False
+    convert: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
+
+    def check(self, value: str) -> None:
+        """Refuse a value the step would refuse (not one of the choices, or its type rejects it)."""
+        if self.choices and value not in self.choices:
+            raise InvalidDefault(f"{self.name}={value!r} is not one of {', '.join(self.choices)}")
+        if self.convert is not None and value != "":
+            try:
+                self.convert(value)
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise InvalidDefault(f"{self.name}={value!r}: {exc}") from None
 
     @property
     def reference(self) -> str:
@@ -124,6 +136,7 @@ def parameters_of(parser: argparse.ArgumentParser, command: str) -> list[FlagPar
                 choices=tuple(str(choice) for choice in action.choices or ()),
                 is_switch=isinstance(action, argparse._StoreTrueAction),
                 required=bool(action.required),
+                convert=action.type if callable(action.type) else None,
             )
         )
     return found

@@ -13,7 +13,7 @@ from pathlib import Path
 from rollguard.steps import logs
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag, add_switch
-from rollguard.workflows.parameters import RenderError, UnknownParameter
+from rollguard.workflows.parameters import InvalidDefault, RenderError
 from rollguard.workflows.step_templates import DEFAULT_IMAGE
 from rollguard.workflows.templates import TemplateSettings, build_templates
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         written = write_rendered(Path(args.out), settings)
-    except UnknownParameter as exc:
+    except InvalidDefault as exc:
         raise UsageError(f"--set: {exc}") from None
     except RenderError as exc:
         log.error("%s", exc)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from hera.workflows import Parallel, Parameter, Step, Steps, WorkflowTemplate
 from hera.workflows.models import ContinueOn, TemplateRef
 
-from rollguard.workflows.parameters import FlagParameter, RenderError, UnknownParameter
+from rollguard.workflows.parameters import FlagParameter, InvalidDefault, RenderError
 from rollguard.workflows.step_templates import (
     DEFAULT_IMAGE,
     STEP_SPECS,
@@ -143,6 +143,7 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
     for parameter in merged.values():
         if parameter.name in settings.defaults:
             value = str(settings.defaults[parameter.name])
+            parameter.check(value)
             parameter = FlagParameter(**{**parameter.__dict__, "default": value, "required": False})
         result.append(parameter)
     return result
@@ -159,7 +160,7 @@ def _check_defaults(settings: TemplateSettings) -> None:
         known.update(p.name for p in step_parameters(command) if p.name not in WIRED.get(command, set()))
     unknown = sorted(set(settings.defaults) - known)
     if unknown:
-        raise UnknownParameter(
+        raise InvalidDefault(
             f"no workflow parameter named {', '.join(unknown)}; the parameters are: {', '.join(sorted(known))}"
         )
 
