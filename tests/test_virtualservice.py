@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualService
+from ruamel.yaml import YAML
 
 from rollguard.steps.traffic.virtualservice import (
     InvalidWeights,
@@ -209,3 +211,18 @@ def test_apply_split_to_live_routes_changes_only_weighted_routes() -> None:
     assert new_routes[1]["timeout"] == "3s"
     _again, changed_again = apply_split_to_routes(new_routes, "v1", "v2", 0)
     assert changed_again == 0
+
+
+@pytest.mark.parametrize("canary_weight", [0, 37, 100])
+def test_edited_file_is_still_valid_istio_per_the_published_models(canary_weight: int) -> None:
+    """Every Istio object of the edited file round-trips through Istio's published models unchanged."""
+    text = set_split(FIXTURE, "reviews", "v1", "v2", canary_weight).text
+    models = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
+    checked = 0
+    for document in YAML(typ="safe").load_all(text):
+        model = models.get((document or {}).get("kind"))
+        if model is not None:
+            dumped = model.model_validate(document).model_dump(by_alias=True, exclude_none=True, mode="json")
+            assert dumped == document
+            checked += 1
+    assert checked == 4
