@@ -25,13 +25,13 @@ from rich.text import Text
 
 from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT, AlertSettings, error_rate_expr, p99_expr
 from rollguard.sandbox.demo_app import Behaviour
-from rollguard.sandbox.environment import Sandbox, SandboxSettings, start_sandbox
+from rollguard.sandbox.environment import ROUTER_JOB, Sandbox, SandboxSettings, start_sandbox
 from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.loader import Library
 from rollguard.sandbox.executor.runner import Event, EventKind, LocalExecutor, Phase, WorkflowResult
 from rollguard.sandbox.loadgen import Response, read_responses
 from rollguard.sandbox.processes import ChildDied, SandboxError, Supervisor, install_signal_handlers
-from rollguard.sandbox.prometheus_queries import PrometheusQueryError, first_above, series_range
+from rollguard.sandbox.prometheus_queries import PrometheusQueryError, first_scrape_above, series_range
 from rollguard.sandbox.results import Outcome, RunResult, append_result
 from rollguard.sandbox.run_local import load_library
 from rollguard.steps.exit_codes import ExitCode
@@ -343,7 +343,8 @@ def collect_result(
         alert_firing=alert_firing, verdict_at=verdict.get("decided_at"), git_push=git_push, traffic_cut=traffic_cut,
         failed_requests=failed, release_start=release_start, release_end=release_end,
         verdict=verdict.get("verdict"), failed_check=verdict.get("failed_check"),
-        requests_total=len([r for r in responses if r.sent_at >= start]),
+        judge=str((verdict.get("settings") or {}).get("judge", "")),
+        total_requests=len([r for r in responses if r.sent_at >= start]),
         canary_requests=sum(1 for r in responses if r.sent_at >= start and r.version == sandbox.settings.canary_subset),
         slow_requests=sum(1 for r in window_responses if r.duration_ms > settings.max_p99_ms),
         final_split=final, workflow_phase=workflow.phase.value,
@@ -366,8 +367,7 @@ def _breach_and_alert(settings: DemoSettings, sandbox: Sandbox, start: float, en
         query, threshold, alert_name = error_rate_expr(alert), settings.max_error_rate, ERROR_ALERT
     step = max(settings.scrape_interval_s / 4, 0.1)
     try:
-        samples = series_range(sandbox.prometheus_url, query, start - settings.scrape_interval_s, end + 1, step)
-        first_breach = first_above(samples, threshold, start)
+        first_breach = first_scrape_above(sandbox.prometheus_url, ROUTER_JOB, query, threshold, start, end)
         firing = series_range(sandbox.prometheus_url, f'ALERTS{{alertname="{alert_name}",alertstate="firing"}}',
                               start, end + 1, step)
     except PrometheusQueryError as exc:

@@ -53,9 +53,30 @@ def series_range(base_url: str, query: str, start: float, end: float, step_s: fl
     return [sample for sample in samples if not math.isnan(sample.value)]
 
 
-def first_above(samples: list[Sample], threshold: float, after: float) -> float | None:
-    """Time of the first sample at or after `after` whose value exceeds `threshold`, else None."""
-    for sample in samples:
-        if sample.at >= after and sample.value > threshold:
-            return sample.at
+
+
+def scrape_times(base_url: str, job: str, start: float, end: float) -> list[float]:
+    """Timestamps of the job's scrapes between `start` and `end` (raw samples of its `up` series)."""
+    seconds = max(1, int(end - start) + 1)
+    result = _get(base_url, "/api/v1/query", {"query": f'up{{job="{job}"}}[{seconds}s]', "time": f"{end:.3f}"})
+    if not result:
+        return []
+    return [float(at) for at, _value in result[0]["values"] if start <= float(at) <= end]
+
+
+def value_at(base_url: str, query: str, at: float) -> float | None:
+    """The query's single value evaluated at time `at` (None when it returns nothing or NaN)."""
+    result = _get(base_url, "/api/v1/query", {"query": query, "time": f"{at:.3f}"})
+    if not result:
+        return None
+    value = float(result[0]["value"][1])
+    return None if math.isnan(value) else value
+
+
+def first_scrape_above(base_url: str, job: str, query: str, threshold: float, start: float, end: float) -> float | None:
+    """Time of the first scrape of `job` in [start, end] at which `query` exceeded `threshold`, else None."""
+    for at in scrape_times(base_url, job, start, end):
+        value = value_at(base_url, query, at)
+        if value is not None and value > threshold:
+            return at
     return None

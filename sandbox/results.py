@@ -2,8 +2,10 @@
 
 Fields per run: `scenario`, `outcome` (`rolled_back` | `promoted`; `incomplete` when the release
 ended in neither state, e.g. interrupted), `fault_start`, `first_breach`, `alert_firing`,
-`verdict_at`, `git_push`, `traffic_cut`, `failed_requests`, plus derived seconds and context.
-The file holds `{"runs": [...]}`; a new run into the same report directory is appended.
+`verdict_at`, `git_push`, `traffic_cut`, `failed_requests`, plus `run` (1-based number in the
+file), `mode`, `judge`, `total_requests`, derived seconds and context — the shape
+rollguard.experiment.records reads. The file holds `{"runs": [...]}`; a new run into the same
+report directory is appended.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ class RunResult:
     git_push: float | None
     traffic_cut: float | None
     failed_requests: int
+    mode: str = "automated"
+    judge: str = ""
+    total_requests: int = 0
     release_start: float = 0.0
     release_end: float = 0.0
     verdict: str | None = None
     failed_check: dict[str, Any] | None = None
-    requests_total: int = 0
     canary_requests: int = 0
     slow_requests: int = 0
     final_split: tuple[int, int] | None = None
@@ -60,7 +64,7 @@ class RunResult:
 
     def to_json(self) -> dict[str, Any]:
         """The record as written to results.json (derived seconds included for readers)."""
-        record = asdict(self)
+        record = {"run": 0, **asdict(self)}
         record["outcome"] = self.outcome.value
         record["final_split"] = list(self.final_split) if self.final_split else None
         record["breach_to_cut_s"] = self.breach_to_cut_s()
@@ -87,7 +91,7 @@ def append_result(report_dir: Path, run: RunResult) -> Path:
     """Add `run` to `report_dir/results.json` (written atomically) and return the file's path."""
     report_dir.mkdir(parents=True, exist_ok=True)
     runs = read_results(report_dir)
-    runs.append(run.to_json())
+    runs.append({**run.to_json(), "run": len(runs) + 1})
     path = report_dir / RESULTS_FILE
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps({"runs": runs}, indent=2) + "\n")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rollguard.experiment.records import load_results
 from rollguard.sandbox.git_remote import GitRemote
 from rollguard.sandbox.loadgen import read_responses
 
@@ -93,6 +94,9 @@ def test_faulty_canary_is_rolled_back_with_evidence(tmp_path: Path) -> None:
     after = [r for r in read_responses(run_dir / "responses.csv") if r.sent_at > run["traffic_cut"] + 0.2]
     assert after and {r.version for r in after} == {"v1"}
     assert run["final_split"] == [100, 0]
+    # The experiment reads the same file.
+    records, _settings = load_results(tmp_path)
+    assert records[0].run == 1 and records[0].breach_to_cut_s() == pytest.approx(run["breach_to_cut_s"], abs=0.01)
 
 
 def test_slow_canary_is_rolled_back(tmp_path: Path) -> None:
