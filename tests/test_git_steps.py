@@ -210,7 +210,8 @@ def rollback_change(text: str) -> SplitEdit:
     return set_split(text, "reviews", "v1", "v2", 0)
 
 
-def test_push_race_reapplies_the_edit_and_keeps_the_other_commit(remote: Path) -> None:
+@pytest.mark.parametrize("scheme", ["path", "file://"])  # file:// makes git really clone shallow
+def test_push_race_reapplies_the_edit_and_keeps_the_other_commit(remote: Path, scheme: str) -> None:
     landed: list[str] = []
 
     def someone_else_pushes(attempt: int) -> None:
@@ -221,9 +222,9 @@ def test_push_race_reapplies_the_edit_and_keeps_the_other_commit(remote: Path) -
             landed.append(land_commit(remote, MANIFEST_PATH, text=text, message="Clarify the testers route"))
 
     outcome = publish_change(
-        repo=str(remote), branch="main", path=MANIFEST_PATH, make_change=rollback_change,
-        message=lambda _edit: "rollguard: roll back", author="rollguard <rollguard@localhost>",
-        credentials=GitCredentials(), before_push=someone_else_pushes,
+        repo=f"file://{remote}" if scheme == "file://" else str(remote), branch="main", path=MANIFEST_PATH,
+        make_change=rollback_change, message=lambda _edit: "rollguard: roll back",
+        author="rollguard <rollguard@localhost>", credentials=GitCredentials(), before_push=someone_else_pushes,
     )  # fmt: skip
     assert outcome.state is PublishState.PUSHED and outcome.attempts == 2
     assert remote_log(remote) == ["rollguard: roll back", "Clarify the testers route", "Add the reviews manifests"]
@@ -259,3 +260,11 @@ def test_push_races_are_bounded(remote: Path) -> None:
         )  # fmt: skip
     assert remote_log(remote)[:3] == ["Other commit 3", "Other commit 2", "Other commit 1"]
     assert remote_file(remote) == ORIGINAL
+
+
+def test_status_refuses_a_split_that_does_not_add_up(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    remote = make_remote(tmp_path, {MANIFEST_PATH: ORIGINAL.replace("weight: 10     # canary", "weight: 30")})
+    weight_file = tmp_path / "canary-weight"
+    assert run(remote, "status", "--canary-weight-file", str(weight_file)) == ExitCode.USAGE
+    assert "add up to 120, not 100" in capfd.readouterr().err
+    assert not weight_file.exists()
