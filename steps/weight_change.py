@@ -71,7 +71,7 @@ def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(auth, "--git-username", default="x-access-token", help="user name sent with the token over HTTPS")
     add_flag(auth, "--git-ssh-key-file", help="SSH private key file for ssh:// or git@ repositories")
     add_flag(auth, "--git-known-hosts-file", help="known_hosts for SSH (default: accept a new host key once)")
-    add_flag(auth, "--git-timeout", default=60.0, type=positive_duration, help="time limit of each git command")
+    add_flag(auth, "--git-timeout", default="60s", type=positive_duration, help="time limit of each git command")
 
 
 def add_change_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,9 +82,14 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(git, "--push-retries", default=5, type=non_negative_int, help="re-applied pushes after a push race")
     add_switch(git, "--dry-run", help="print the diff of the file and change nothing")
     cluster = parser.add_argument_group("cluster (optional; Kubernetes API)")
-    add_flag(cluster, "--argocd-app", help="ArgoCD Application to refresh and sync right after the push")
+    add_flag(
+        cluster,
+        "--argocd-app",
+        help="ArgoCD Application to refresh and sync right after the push (if a sync is already running, "
+        "as when this runs as its PostSync hook, only a refresh is asked for and nothing is awaited)",
+    )
     add_flag(cluster, "--argocd-namespace", default="argocd", help="namespace of the ArgoCD Application")
-    add_flag(cluster, "--argocd-timeout", default=60.0, type=positive_duration, help="how long to wait for the sync")
+    add_flag(cluster, "--argocd-timeout", default="60s", type=positive_duration, help="how long to wait for the sync")
     add_switch(cluster, "--live-patch", help="after the push, also patch the live VirtualService's weights")
     add_flag(
         cluster, "--namespace", help="namespace of the live VirtualService (default: metadata.namespace in the file)"
@@ -92,7 +97,7 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(cluster, "--istio-api-version", default="v1beta1", help="networking.istio.io version for the live patch")
     add_flag(cluster, "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, in-cluster, ~/.kube/config)")
     add_flag(cluster, "--kube-context", help="kubeconfig context")
-    add_flag(cluster, "--kube-timeout", default=10.0, type=positive_duration, help="time limit of each API call")
+    add_flag(cluster, "--kube-timeout", default="10s", type=positive_duration, help="time limit of each API call")
     out = parser.add_argument_group("outputs")
     add_flag(out, "--result-file", help="write the outcome as JSON here")
     add_flag(out, "--commit-file", help="write the pushed commit SHA here (empty if nothing was pushed)")
