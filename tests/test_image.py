@@ -138,7 +138,7 @@ def test_requirements_are_closed_and_agree_with_pyproject() -> None:
         if r.marker is None
     }
     for name in ("kubernetes", "ruamel-yaml", "tenacity"):
-        assert declared[name].specifier.contains(pins[name]), f"{name}=={pins[name]} breaks pyproject's {declared[name]}"
+        assert declared[name].specifier.contains(pins[name]), f"{name}=={pins[name]} against {declared[name]}"
     for name in pins:
         requires = {normalize(r.name) for r in map(Requirement, metadata.distribution(name).requires or [])
                     if r.marker is None or r.marker.evaluate({"extra": ""})}  # fmt: skip
