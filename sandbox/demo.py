@@ -337,7 +337,7 @@ def collect_result(
     until = traffic_cut if traffic_cut is not None else release_end
     window_responses = [r for r in responses if start <= r.sent_at <= until]
     failed = sum(1 for r in window_responses if r.failed)
-    first_breach, alert_firing = _breach_and_alert(settings, sandbox, start, release_end)
+    first_breach, alert_firing = _breach_and_alert(settings, sandbox, start, time.time())
     return RunResult(
         scenario=settings.scenario, outcome=outcome, fault_start=fault_start, first_breach=first_breach,
         alert_firing=alert_firing, verdict_at=verdict.get("decided_at"), git_push=git_push, traffic_cut=traffic_cut,
@@ -444,7 +444,9 @@ def run_demo(settings: DemoSettings, console: Console) -> RunResult:
             workflow = run_release(sandbox, library, parameters, progress)
             release_end = time.time()
             router_view = wait_router_synced(sandbox, settings.sync_delay_s + 5)
-            time.sleep(max(settings.scrape_interval_s, 1.0))  # the last responses and scrape land
+            # The last responses land, and Prometheus scrapes twice more: its rate() over the 5xx series
+            # may cross the threshold only after rollguard decided on its own counters.
+            time.sleep(2 * settings.scrape_interval_s + 0.5)
         finally:
             watcher.stopped.set()
         supervisor.check()
