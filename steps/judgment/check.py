@@ -97,6 +97,10 @@ def _percent(value: float) -> str:
     return f"{value * 100:.2f}%"
 
 
+def _above(significant: bool) -> str:
+    return "above" if significant else "not above"
+
+
 def _statistical_error_rate(counts: Counts, limits: Limits, plan: LookPlan) -> MetricOutcome:
     if counts.phase is not Phase.OK:
         return MetricOutcome(CANARY_ERROR_RATE, counts.phase, threshold=limits.max_error_rate, detail=counts.detail)
@@ -104,8 +108,9 @@ def _statistical_error_rate(counts: Counts, limits: Limits, plan: LookPlan) -> M
         return MetricOutcome(CANARY_ERROR_RATE, Phase.OK, threshold=limits.max_error_rate, samples=0,
                              detail="no canary requests in the window yet")
     test = rate_above_limit(counts.errors, counts.requests, limits.max_error_rate, plan.alpha_per_test)
-    detail = (f"{counts.errors} of {counts.requests} canary requests failed ({_percent(test.estimate)}); "
-              f"true rate >= {_percent(test.lower_bound)} at level {test.alpha:.2g}, p = {test.p_value:.3g}")
+    detail = (f"{counts.errors} of {counts.requests} canary requests failed ({_percent(test.estimate)}, limit "
+              f"{_percent(limits.max_error_rate)}); lower confidence bound {_percent(test.lower_bound)} is "
+              f"{_above(test.significant)} the limit (p = {test.p_value:.2g}, per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
     return MetricOutcome(CANARY_ERROR_RATE, phase, test.estimate, limits.max_error_rate, detail, counts.requests)
 
@@ -125,9 +130,9 @@ def _statistical_comparison(canary: Counts, stable: Counts, limits: Limits, plan
                              plan.alpha_per_test)
     difference = test.estimate_difference
     detail = (f"canary {_percent(test.canary.estimate)} ({canary.errors}/{canary.requests}) vs stable "
-              f"{_percent(test.stable_estimate)} ({stable.errors}/{stable.requests}); canary >= "
-              f"{_percent(test.canary.lower_bound)} > stable <= {_percent(test.stable_upper_bound)} + "
-              f"{_percent(increase)} is {'proven' if test.significant else 'not proven'}")
+              f"{_percent(test.stable_estimate)} ({stable.errors}/{stable.requests}), allowed increase "
+              f"{_percent(increase)}; canary's lower bound {_percent(test.canary.lower_bound)} is "
+              f"{_above(test.significant)} stable's upper bound {_percent(test.stable_upper_bound)} + the increase")
     phase = (Phase.FAILED if test.significant else Phase.SUSPECT if difference > increase else Phase.OK)
     return MetricOutcome(name, phase, difference, increase, detail, canary.requests)
 
@@ -143,8 +148,9 @@ def _statistical_latency(counts: Counts, p99: PointValue, limits: Limits, plan: 
     allowed = 1.0 - limits.latency_quantile
     test = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_per_test)
     detail = (f"{counts.slow} of {counts.requests} canary requests slower than {limit_ms:g} ms "
-              f"({_percent(test.estimate)}, allowed {_percent(allowed)}); true share >= "
-              f"{_percent(test.lower_bound)} at level {test.alpha:.2g}")
+              f"({_percent(test.estimate)}, allowed {_percent(allowed)}, i.e. p99 <= {limit_ms:g} ms); lower "
+              f"confidence bound {_percent(test.lower_bound)} is {_above(test.significant)} the allowed share "
+              f"(per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
     return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests)
 

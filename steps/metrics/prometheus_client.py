@@ -6,6 +6,8 @@ prometheus-api-client (and requests under it) is imported on first use, so `--he
 
 from __future__ import annotations
 
+import ast
+import json
 import logging
 import math
 import re
@@ -68,7 +70,6 @@ class RefusedQueryError(Exception):
 
 
 _STATUS_IN_MESSAGE = re.compile(r"HTTP Status Code (\d+)")
-_ERROR_IN_BODY = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
 
 
 class PrometheusQuerier:
@@ -103,13 +104,12 @@ class PrometheusQuerier:
         try:
             return self._connect().custom_query(query)
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise TransientQueryError(_short(exc)) from None
+            raise TransientQueryError(f"{_short(exc)} (timeout {self.timeout_s:g}s)") from None
         except PrometheusApiClientException as exc:
             text = str(exc)
             status_match = _STATUS_IN_MESSAGE.search(text)
             status = int(status_match.group(1)) if status_match else 0
-            body = _ERROR_IN_BODY.search(text)
-            message = f"HTTP {status}: {body.group(1) if body else text[:200]}"
+            message = f"HTTP {status}: {_error_from_body(text)}"
             if 400 <= status < 500:
                 raise RefusedQueryError(message) from None
             raise TransientQueryError(message) from None
@@ -186,6 +186,16 @@ def _samples(data: Any) -> tuple[Sample, ...]:
         labels = tuple(sorted((str(key), str(value)) for key, value in item["metric"].items()))
         samples.append(Sample(labels, float(item["value"][1])))
     return tuple(samples)
+
+
+def _error_from_body(text: str) -> str:
+    """Prometheus's own error message from the client's "HTTP Status Code 400 (b'{...}')" text."""
+    start, end = text.find("("), text.rfind(")")
+    try:
+        body = ast.literal_eval(text[start + 1:end])
+        return str(json.loads(body)["error"])
+    except (ValueError, SyntaxError, TypeError, KeyError):
+        return text[:200]
 
 
 def _labels_text(labels: Labels) -> str:
