@@ -245,3 +245,25 @@ def test_prometheus_killed_mid_analysis_retries_then_error_policy(prometheus: An
     assert "unreachable after 3 attempts" in verdict["reason"]
     assert "attempt 1 of 3, retrying" in log and "attempt 2 of 3, retrying" in log
     assert [check["outcome"] for check in verdict["checks"]][-3:] == ["error", "error", "error"]
+
+
+def test_every_flag_can_come_from_the_environment(env: IstioEnvironment, tmp_path: Path) -> None:
+    """Argo parameters map onto ROLLGUARD_<NAME> variables: a run configured by environment alone."""
+    import os
+
+    start_traffic(env, "envonly", TrafficProfile(requests_per_s=0))
+    verdict_file = tmp_path / "verdict.json"
+    variables = {
+        "ROLLGUARD_PROMETHEUS_URL": env.url, "ROLLGUARD_NAMESPACE": NAMESPACE, "ROLLGUARD_SERVICE": "envonly",
+        "ROLLGUARD_STABLE_VERSION": "v1", "ROLLGUARD_CANARY_VERSION": "v2", "ROLLGUARD_INTERVAL": "500ms",
+        "ROLLGUARD_DURATION": "2s", "ROLLGUARD_ON_NO_DATA": "inconclusive", "ROLLGUARD_CONSECUTIVE": "true",
+        "ROLLGUARD_VERDICT_FILE": str(verdict_file),
+    }
+    completed = subprocess.run([str(Path(sys.executable).parent / "rollguard"), "analyze"],
+                               env={**os.environ, **variables}, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == ExitCode.INCONCLUSIVE, completed.stderr
+    verdict = json.loads(verdict_file.read_text())
+    settings = verdict["settings"]
+    assert (settings["service"], settings["interval"], settings["duration"]) == ("envonly", "500ms", "2s")
+    assert settings["on_no_data"] == "inconclusive" and settings["consecutive"] is True
+    assert len(verdict["checks"]) == 1 and "no canary series" in verdict["reason"]

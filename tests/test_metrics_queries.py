@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rollguard.steps.metrics import istio_queries
 from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
@@ -176,3 +178,20 @@ def test_classify_answers() -> None:
     several = classify("q", (Sample((("pod", "a"),), 1.0), Sample((("pod", "b"),), 2.0)), expect_one=True)
     assert several.status is QueryStatus.MULTIPLE and "2 series" in several.detail
     assert math.isnan(several.value)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["200", "500", "503"]), st.sampled_from(["a", "b"]),
+                  st.integers(0, 1000), st.integers(0, 1000)),
+        max_size=8, unique_by=lambda item: (item[0], item[1]),
+    )
+)
+def test_counts_are_never_negative_and_add_up(pairs: list[tuple[str, str, int, int]]) -> None:
+    """Whatever happened between two snapshots (growth, resets, new series), counts are sane."""
+    before = CounterSnapshot(0.0, {series(REQ, code, pod=pod): float(old) for code, pod, old, _ in pairs})
+    after = CounterSnapshot(1.0, {series(REQ, code, pod=pod): float(new) for code, pod, _, new in pairs})
+    counts = counts_between(before, after, 500.0)
+    expected = sum(new - old if new >= old else new for _, _, old, new in pairs)
+    assert counts.requests == expected
+    assert 0 <= counts.errors <= counts.requests
