@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from git_remote import (
     MANIFEST_PATH,
     commit_author,
     commit_message,
+    git,
     land_commit,
     make_remote,
     remote_file,
@@ -268,3 +270,27 @@ def test_status_refuses_a_split_that_does_not_add_up(tmp_path: Path, capfd: pyte
     assert run(remote, "status", "--canary-weight-file", str(weight_file)) == ExitCode.USAGE
     assert "add up to 120, not 100" in capfd.readouterr().err
     assert not weight_file.exists()
+
+
+def test_crlf_file_keeps_its_line_endings_in_the_commit(tmp_path: Path) -> None:
+    crlf = ORIGINAL.replace("\n", "\r\n")
+    remote = make_remote(tmp_path, {MANIFEST_PATH: crlf})
+    assert run(remote, "rollback") == ExitCode.OK
+    pushed = subprocess.run(
+        ["git", "--git-dir", str(remote), "show", f"main:{MANIFEST_PATH}"], capture_output=True, check=True
+    ).stdout  # bytes: text mode would hide the CRs
+    assert pushed == set_split(ORIGINAL, "reviews", "v1", "v2", 0).text.replace("\n", "\r\n").encode()
+    stat = git("--git-dir", str(remote), "show", "--numstat", "--format=", "main")
+    assert stat.split()[:2] == ["2", "2"]
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    remote = make_remote(tmp_path, {MANIFEST_PATH: ORIGINAL})
+    land_commit(remote, MANIFEST_PATH, text="", message="empty it")
+    work = tmp_path / "latin1"
+    git("clone", "--quiet", str(remote), str(work))
+    (work / MANIFEST_PATH).write_bytes(ORIGINAL.replace("Traffic", "Tr\xe4ffic").encode("latin-1"))
+    git("commit", "--quiet", "-am", "latin-1", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    assert run(remote, "rollback") == ExitCode.USAGE
+    assert "is not UTF-8 text" in capfd.readouterr().err

@@ -195,7 +195,14 @@ class GitWorkspace:
         file = self._file(path)
         if not file.is_file():
             raise FileNotInRepo(f"{path} is not in branch {self.branch!r} of {self.safe_url}; check --path")
-        return file.read_text(encoding="utf-8")
+        try:
+            # Bytes, then decode: text mode would turn CRLF into LF and rewrite every line on commit.
+            return file.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FileNotInRepo(
+                f"{path} in branch {self.branch!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                "rollguard edits YAML text files"
+            ) from None
 
     def write(self, path: str, text: str) -> None:
         """Replace a file's text in the clone (bytes exactly as given; no newline translation)."""
