@@ -1,8 +1,9 @@
 """The committed WorkflowTemplate YAML, run end to end by the local executor with the real step commands.
 
-Real git (a bare repository as the GitOps remote) and the real `rollguard` steps; Prometheus is a
-closed loopback port, which analyze turns into a verdict through its `--on-error` policy. So these
-runs check the wiring Argo would follow: parameters, output files, `when` branches, the exit handler.
+Real git (a bare repository as the GitOps remote) and the real `rollguard` steps. Most runs point
+analyze at a closed loopback port, which it turns into a verdict through its `--on-error` policy;
+the healthy release runs against a real Prometheus scraping synthetic Istio traffic. These runs
+check the wiring Argo would follow: parameters, output files, `when` branches, recursion, exit handler.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
 from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
 from rollguard.sandbox.ports import free_port
+from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.steps.traffic.virtualservice import read_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,3 +136,27 @@ def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path,
     assert second.phase is Phase.SUCCEEDED, second.message
     assert set(ran(second)) == {"status"}  # judge (analyze, rollback) skipped
     assert git(remote, "rev-parse", "main") == head
+
+
+@pytest.mark.slow
+def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -> None:
+    healthy = TrafficProfile(requests_per_s=60, error_rate=0.0, latency_ms=20)
+    with istio_environment() as env:
+        env.traffic.set("podinfo", "v1", healthy)
+        env.traffic.set("podinfo", "v2", healthy)
+        env.wait_for_requests("podinfo", "v1")
+        env.wait_for_requests("podinfo", "v2")
+        result = run(
+            tmp_path, "canary-release", prometheus_url=env.url, interval="500ms", duration="2s", min_requests="10"
+        )
+    assert result.phase is Phase.SUCCEEDED, result.message
+    paths = [node.display_name for node in result.nodes if node.phase is not Phase.SKIPPED]
+    # 10 % -> pass -> 50 % -> pass -> 100 %: two analyses, two promotions, no analysis at 100 %.
+    assert [p.split(".")[-1] for p in paths if p.split(".")[-1] in ("deploy", "analyze", "promote")] == [
+        "deploy", "analyze", "promote", "analyze", "promote"]  # fmt: skip
+    assert "release.judge.advance.judge.advance.promote" in paths
+    assert not any(p.endswith(("rollback", "rollback-inconclusive", "rollback-unfinished")) for p in paths)
+    assert split_in(remote) == (0, 100)
+    subjects = git(remote, "log", "--format=%s", "main").splitlines()
+    # The seed already sends 10 %, so deploy 10 pushes nothing; then one commit per promotion.
+    assert len(subjects) == 3 and "50 %" in subjects[1] and "100 %" in subjects[0]
