@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from rollguard.sandbox.demo import non_negative_duration
 from rollguard.sandbox.environment import SandboxSettings, start_sandbox
 from rollguard.sandbox.processes import SandboxError, Supervisor, install_signal_handlers, stop_process_group
 from rollguard.steps.exit_codes import ExitCode
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--dir", type=Path, default=Path(".rollguard-sandbox"),
              help="directory of the sandbox's data, logs and state file")
     add_flag(parser, "--rps", default=5.0, type=non_negative_float, help="background requests per second (0: none)")
+    add_flag(parser, "--sync-delay", default="0s", type=non_negative_duration,
+             help="router's delay before applying a pushed split (30s or 3m emulate ArgoCD polling)")
     add_flag(parser, "--router-port", type=int, help="fixed port of the router (default: a free one)")
     add_flag(parser, "--prometheus-port", type=int, help="fixed port of Prometheus (default: a free one)")
 
@@ -41,7 +44,7 @@ def up(args: argparse.Namespace) -> int:
         raise UsageError(f"--dir {args.dir} is not empty; choose an empty or new directory")
     install_signal_handlers()
     settings = SandboxSettings(workdir=args.dir.resolve() / "data", router_port=args.router_port,
-                               prometheus_port=args.prometheus_port)
+                               prometheus_port=args.prometheus_port, sync_delay_s=args.sync_delay)
     with Supervisor(args.dir.resolve() / "logs", tie_to_parent=False) as supervisor:
         sandbox = start_sandbox(settings, supervisor)
         if args.rps > 0:

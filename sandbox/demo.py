@@ -42,6 +42,7 @@ from rollguard.steps.options import (
     fraction,
     non_negative_float,
     non_negative_int,
+    parse_duration,
     positive_duration,
 )
 
@@ -88,38 +89,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="faulty: canary answers HTTP 500s; slow: p99 over 500 ms; healthy: promoted to 100 %%")
     add_flag(parser, "--report-dir", type=Path, help="where results.json and the logs go (default ./reports/demo-TIME)")
     add_flag(parser, "--rps", default=50.0, type=non_negative_float, help="user requests per second")
-    add_flag(parser, "--interval", default=1.0, type=positive_duration, help="analysis interval")
-    add_flag(parser, "--analysis-duration", default=20.0, type=positive_duration,
+    add_flag(parser, "--interval", default="1s", type=positive_duration, help="analysis interval")
+    add_flag(parser, "--analysis-duration", default="20s", type=positive_duration,
              help="bake time of each analysis step (a failure ends it early)")
-    add_flag(parser, "--window", default=10.0, type=positive_duration, help="PromQL window of the checks and alerts")
+    add_flag(parser, "--window", default="10s", type=positive_duration, help="PromQL window of the checks and alerts")
     add_flag(parser, "--schedule", default="10,50,100", help="canary weights of the release")
     add_flag(parser, "--min-requests", default=50, type=non_negative_int, help="canary requests needed before a pass")
     add_flag(parser, "--max-error-rate", default=0.01, type=fraction, help="5xx threshold of analysis and alert")
     add_flag(parser, "--max-p99-latency-ms", default=500.0, type=non_negative_float, help="p99 threshold")
     add_flag(parser, "--error-rate", default=0.5, type=fraction, help="share of HTTP 500s of the faulty canary")
     add_flag(parser, "--latency-ms", default=700.0, type=non_negative_float, help="added latency of the slow canary")
-    add_flag(parser, "--alert-for", default=60.0, type=non_negative_float_duration(),
+    add_flag(parser, "--alert-for", default="1m", type=non_negative_duration,
              help="`for:` of the paging alert rule (what a team would set; the manual baseline's start)")
-    add_flag(parser, "--sync-delay", default=0.0, type=non_negative_float_duration(),
+    add_flag(parser, "--sync-delay", default="0s", type=non_negative_duration,
              help="router's delay before applying a pushed split (30s or 3m emulate ArgoCD polling)")
-    add_flag(parser, "--scrape-interval", default=1.0, type=positive_duration, help="Prometheus scrape interval")
+    add_flag(parser, "--scrape-interval", default="1s", type=positive_duration, help="Prometheus scrape interval")
     add_flag(parser, "--seed", default=7, type=non_negative_int, help="seed of the apps' and router's randomness")
     add_flag(parser, "--router-port", type=int, help="fixed port of the mesh router (default: a free one)")
     add_flag(parser, "--workflow-dir", type=Path,
              help="directory with the rendered canary-release.yaml (default: the installed workflows)")
 
 
-def non_negative_float_duration() -> Any:
+def non_negative_duration(text: str) -> float:
     """argparse type: a duration that may be zero (`0s`, `30s`, `1m`)."""
-    from rollguard.steps.options import parse_duration
-
-    def parse(text: str) -> float:
-        try:
-            return parse_duration(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return parse
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace) -> DemoSettings:

@@ -19,7 +19,7 @@ from rollguard.sandbox.alert_rules import AlertSettings, write_rules
 from rollguard.sandbox.demo_app import Behaviour
 from rollguard.sandbox.git_remote import MANIFEST_PATH, GitRemote, GitRemoteError, create_remote
 from rollguard.sandbox.ports import free_port, port_is_free
-from rollguard.sandbox.processes import Child, SandboxError, Supervisor
+from rollguard.sandbox.processes import Child, SandboxError, Supervisor, stop_process_group
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
 from rollguard.sandbox.prometheus_server import PrometheusError, PrometheusServer, ScrapeJob
 from rollguard.sandbox.router import ADMIN_PATH
@@ -104,8 +104,6 @@ class Sandbox:
         """Stop the load generator gracefully so its last responses are written."""
         if self.load is None:
             return
-        from rollguard.sandbox.processes import stop_process_group
-
         stop_process_group(self.load.process.pid, self.load.process, grace_s=10.0)
         self.supervisor.children = [c for c in self.supervisor.children if c is not self.load]
         self.load = None

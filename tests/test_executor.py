@@ -301,3 +301,39 @@ def test_raw_input_artifact_is_written_before_the_step(tmp_path: Path) -> None:
     assert [e.text for e in events if e.kind is EventKind.LOG] == ['{"verdict": "fail"}']
     notes = [e.text for e in events if e.kind is EventKind.NOTE]
     assert any("optional artifact 'kept-nowhere'" in note for note in notes)
+
+
+WORKFLOW_REF = """
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata: {generateName: hook-}
+spec:
+  workflowTemplateRef: {name: slow-or-fast}
+  arguments:
+    parameters: [{name: seconds, value: "5"}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: slow-or-fast}
+spec:
+  entrypoint: main
+  arguments:
+    parameters: [{name: seconds, value: "0"}]
+  templates:
+    - name: main
+      timeout: 500ms
+      container:
+        image: x
+        command: [PYTHON, -c, "import sys, time; time.sleep(float(sys.argv[1]))"]
+        args: ["{{workflow.parameters.seconds}}"]
+"""
+
+
+def test_workflow_from_template_ref_and_step_timeout(tmp_path: Path) -> None:
+    path = _write(tmp_path, "hook.yaml", WORKFLOW_REF)
+    library = load_files([path])
+    executor = LocalExecutor(library, on_event=lambda _event: None)
+    result = executor.run("hook-", {})
+    assert result.phase is Phase.FAILED
+    assert "timed out after 0.5 s" in result.message
+    assert LocalExecutor(library, on_event=lambda _event: None).run("hook-", {"seconds": "0"}).phase is Phase.SUCCEEDED
