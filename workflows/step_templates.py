@@ -20,7 +20,7 @@ from hera.workflows import (
     RetryStrategy,
     SecretEnv,
 )
-from hera.workflows.models import ValueFrom
+from hera.workflows.models import Backoff, ValueFrom
 
 from rollguard.workflows.parameters import FlagParameter, RenderError, command_parameters
 
@@ -97,6 +97,7 @@ class StepOptions:
     image: str = DEFAULT_IMAGE
     git_token_secret: str | None = "rollguard-git"
     retry_limit: int = 2
+    retry_backoff: str = "2s"  # first wait; doubled for each further retry (2 s, 4 s)
     verdict_artifact: bool = True
 
 
@@ -174,7 +175,10 @@ def step_template(command: str, options: StepOptions) -> Container:
                 name="verdict", path=by_name["verdict-file"].reference, optional=True, archive=NoneArchiveStrategy()
             )
         )
-    retry = RetryStrategy(limit=str(options.retry_limit)) if spec.retry_safe and options.retry_limit > 0 else None
+    retry = None
+    if spec.retry_safe and options.retry_limit > 0:
+        backoff = Backoff(duration=options.retry_backoff, factor=2)
+        retry = RetryStrategy(limit=str(options.retry_limit), backoff=backoff)
     return Container(
         name=command,
         image=options.image,

@@ -30,7 +30,8 @@ and `semaphore`, none used here):
   ignored locally.
 - `inputs.artifacts[]` `raw.data` at a templated `path`, `optional: true` (rollback's reason file;
   locally the file is already there, so writing it or not gives the same result).
-- `retryStrategy.limit` (deploy, promote, rollback, status; Argo's default retryPolicy OnFailure).
+- `retryStrategy.limit` and `backoff` (`duration`, `factor`) on deploy, promote, rollback, status;
+  Argo's default retryPolicy (OnFailure).
 """
 
 from __future__ import annotations
