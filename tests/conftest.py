@@ -26,14 +26,14 @@ def prometheus() -> Iterator[Callable[..., PrometheusServer]]:
 
 
 @pytest.fixture(scope="module")
-def istio_env() -> Iterator[IstioEnvironment]:
+def shared_istio_env() -> Iterator[IstioEnvironment]:
     """One synthetic exporter + Prometheus per test module; traffic stops between tests."""
     with istio_environment(seed=7) as environment:
         yield environment
 
 
 @pytest.fixture
-def env(istio_env: IstioEnvironment) -> Iterator[IstioEnvironment]:
+def istio_env(shared_istio_env: IstioEnvironment) -> Iterator[IstioEnvironment]:
     """The module's environment, with all simulated traffic stopped after the test."""
-    yield istio_env
-    istio_env.traffic.reset()
+    yield shared_istio_env
+    shared_istio_env.traffic.reset()

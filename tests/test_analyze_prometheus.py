@@ -50,9 +50,9 @@ def metric_phases(verdict: dict[str, Any], metric: str) -> list[str]:
     return [m["phase"] for check in verdict["checks"] for m in check["metrics"] if m["metric"] == metric]
 
 
-def test_healthy_canary_passes(env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    start_traffic(env, "healthy", HEALTHY)
-    code, verdict, log = analyze(env, "healthy", tmp_path, capsys, "--duration", "5s", "--min-requests", "100")
+def test_healthy_canary_passes(istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    start_traffic(istio_env, "healthy", HEALTHY)
+    code, verdict, log = analyze(istio_env, "healthy", tmp_path, capsys, "--duration", "5s", "--min-requests", "100")
     assert code == ExitCode.OK, verdict["reason"]
     assert verdict["verdict"] == "pass"
     assert (tmp_path / "healthy.word").read_text() == "pass"
@@ -74,11 +74,11 @@ def test_healthy_canary_passes(env: IstioEnvironment, tmp_path: Path, capsys: py
 
 
 def test_all_errors_fail_within_a_few_checks(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start_traffic(env, "broken", HEALTHY)
-    env.traffic.set("broken", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
-    code, verdict, _ = analyze(env, "broken", tmp_path, capsys, "--duration", "2m")
+    start_traffic(istio_env, "broken", HEALTHY)
+    istio_env.traffic.set("broken", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
+    code, verdict, _ = analyze(istio_env, "broken", tmp_path, capsys, "--duration", "2m")
     assert code == ExitCode.FAIL
     assert (tmp_path / "broken.word").read_text() == "fail"
     assert verdict["failed_check"]["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
@@ -90,11 +90,11 @@ def test_all_errors_fail_within_a_few_checks(
 
 
 def test_latency_only_regression_fails(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start_traffic(env, "sluggish", TrafficProfile(requests_per_s=40, latency_ms=30, slow_rate=1.0,
+    start_traffic(istio_env, "sluggish", TrafficProfile(requests_per_s=40, latency_ms=30, slow_rate=1.0,
                                                   slow_latency_ms=900))
-    code, verdict, _ = analyze(env, "sluggish", tmp_path, capsys, "--duration", "2m")
+    code, verdict, _ = analyze(istio_env, "sluggish", tmp_path, capsys, "--duration", "2m")
     assert code == ExitCode.FAIL
     assert verdict["failed_check"]["metric"] == "canary_p99_latency_ms"
     assert verdict["failed_check"]["threshold"] == 500.0
@@ -103,11 +103,11 @@ def test_latency_only_regression_fails(
 
 
 def test_two_point_regression_at_low_traffic_fails_once_enough_requests_exist(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """2.5 % errors against stable's 0.5 %: too few requests say nothing; a few hundred say fail."""
-    start_traffic(env, "regressed", TrafficProfile(requests_per_s=80, error_rate=0.025))
-    code, verdict, _ = analyze(env, "regressed", tmp_path, capsys, "--duration", "45s")
+    start_traffic(istio_env, "regressed", TrafficProfile(requests_per_s=80, error_rate=0.025))
+    code, verdict, _ = analyze(istio_env, "regressed", tmp_path, capsys, "--duration", "45s")
     assert code == ExitCode.FAIL, verdict["reason"]
     assert verdict["failed_check"]["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
     failing = verdict["checks"][-1]
@@ -118,10 +118,10 @@ def test_two_point_regression_at_low_traffic_fails_once_enough_requests_exist(
 
 
 def test_no_traffic_is_inconclusive_never_pass(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start_traffic(env, "idle", TrafficProfile(requests_per_s=0))
-    code, verdict, log = analyze(env, "idle", tmp_path, capsys, "--duration", "3s")
+    start_traffic(istio_env, "idle", TrafficProfile(requests_per_s=0))
+    code, verdict, log = analyze(istio_env, "idle", tmp_path, capsys, "--duration", "3s")
     assert code == ExitCode.INCONCLUSIVE
     assert verdict["verdict"] == "inconclusive"
     assert "no data" in verdict["reason"] and "no canary series" in verdict["reason"]
@@ -129,20 +129,20 @@ def test_no_traffic_is_inconclusive_never_pass(
 
 
 def test_no_traffic_with_fail_policy_fails_at_once(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start_traffic(env, "idle2", TrafficProfile(requests_per_s=0))
-    code, verdict, _ = analyze(env, "idle2", tmp_path, capsys, "--duration", "1m", "--on-no-data", "fail")
+    start_traffic(istio_env, "idle2", TrafficProfile(requests_per_s=0))
+    code, verdict, _ = analyze(istio_env, "idle2", tmp_path, capsys, "--duration", "1m", "--on-no-data", "fail")
     assert code == ExitCode.FAIL
     assert len(verdict["checks"]) == 1
     assert verdict["failed_check"]["metric"] == "canary_error_rate"
 
 
 def test_too_little_traffic_is_inconclusive(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start_traffic(env, "trickle", TrafficProfile(requests_per_s=3))
-    code, verdict, _ = analyze(env, "trickle", tmp_path, capsys, "--duration", "3s", "--min-requests", "500")
+    start_traffic(istio_env, "trickle", TrafficProfile(requests_per_s=3))
+    code, verdict, _ = analyze(istio_env, "trickle", tmp_path, capsys, "--duration", "3s", "--min-requests", "500")
     assert code == ExitCode.INCONCLUSIVE
     assert "too little traffic" in verdict["reason"]
 
@@ -154,13 +154,13 @@ def write_metrics(tmp_path: Path, text: str) -> str:
 
 
 def test_nan_custom_metric_follows_the_no_data_policy(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.traffic.set_gauge("rollguard_test_ratio", float("nan"), service="nanny")
-    start_traffic(env, "nanny", HEALTHY)
+    istio_env.traffic.set_gauge("rollguard_test_ratio", float("nan"), service="nanny")
+    start_traffic(istio_env, "nanny", HEALTHY)
     metrics = write_metrics(tmp_path, '- name: ratio\n  query: max(rollguard_test_ratio{service="{{ service }}"})\n'
                                       "  min: 0.5\n")
-    code, verdict, log = analyze(env, "nanny", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
+    code, verdict, log = analyze(istio_env, "nanny", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
                                  "--on-no-data", "inconclusive")
     assert code == ExitCode.INCONCLUSIVE
     assert "ratio: the query returned NaN" in verdict["reason"]
@@ -169,14 +169,14 @@ def test_nan_custom_metric_follows_the_no_data_policy(
 
 
 def test_several_series_count_against_the_error_budget(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.traffic.set_gauge("rollguard_test_depth", 1.0, service="twins", pod="a")
-    env.traffic.set_gauge("rollguard_test_depth", 2.0, service="twins", pod="b")
-    start_traffic(env, "twins", HEALTHY)
+    istio_env.traffic.set_gauge("rollguard_test_depth", 1.0, service="twins", pod="a")
+    istio_env.traffic.set_gauge("rollguard_test_depth", 2.0, service="twins", pod="b")
+    start_traffic(istio_env, "twins", HEALTHY)
     metrics = write_metrics(tmp_path, '- name: depth\n  query: rollguard_test_depth{service="{{ service }}"}\n'
                                       "  max: 10\n")
-    code, verdict, _ = analyze(env, "twins", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
+    code, verdict, _ = analyze(istio_env, "twins", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
                                "--max-consecutive-errors", "1")
     assert code == ExitCode.INCONCLUSIVE
     assert "2 checks in a row could not be judged" in verdict["reason"]
@@ -185,13 +185,13 @@ def test_several_series_count_against_the_error_budget(
 
 
 def test_custom_metric_breach_fails_after_the_failure_limit(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.traffic.set_gauge("rollguard_test_queue", 250.0, service="queued")
-    start_traffic(env, "queued", HEALTHY)
+    istio_env.traffic.set_gauge("rollguard_test_queue", 250.0, service="queued")
+    start_traffic(istio_env, "queued", HEALTHY)
     metrics = write_metrics(tmp_path, '- name: queue\n  query: max(rollguard_test_queue{service="{{ service }}"})\n'
                                       "  max: 100\n")
-    code, verdict, _ = analyze(env, "queued", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
+    code, verdict, _ = analyze(istio_env, "queued", tmp_path, capsys, "--duration", "1m", "--metrics-file", metrics,
                                "--failure-limit", "2")
     assert code == ExitCode.FAIL
     assert verdict["failed_check"] == {"metric": "queue", "value": 250.0, "threshold": 100.0,
@@ -200,10 +200,10 @@ def test_custom_metric_breach_fails_after_the_failure_limit(
 
 
 def test_threshold_rule_fails_after_n_failed_checks(
-    env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    start_traffic(env, "plain", TrafficProfile(requests_per_s=40, error_rate=1.0))
-    code, verdict, _ = analyze(env, "plain", tmp_path, capsys, "--duration", "1m", "--judge", "threshold",
+    start_traffic(istio_env, "plain", TrafficProfile(requests_per_s=40, error_rate=1.0))
+    code, verdict, _ = analyze(istio_env, "plain", tmp_path, capsys, "--duration", "1m", "--judge", "threshold",
                                "--failure-limit", "3", "--consecutive")
     assert code == ExitCode.FAIL
     assert "3 failed checks in a row" in verdict["reason"]
@@ -248,14 +248,14 @@ def test_prometheus_killed_mid_analysis_retries_then_error_policy(prometheus: An
     assert [check["outcome"] for check in verdict["checks"]][-3:] == ["error", "error", "error"]
 
 
-def test_every_flag_can_come_from_the_environment(env: IstioEnvironment, tmp_path: Path) -> None:
+def test_every_flag_can_come_from_the_environment(istio_env: IstioEnvironment, tmp_path: Path) -> None:
     """Argo parameters map onto ROLLGUARD_<NAME> variables: a run configured by environment alone."""
     import os
 
-    start_traffic(env, "envonly", TrafficProfile(requests_per_s=0))
+    start_traffic(istio_env, "envonly", TrafficProfile(requests_per_s=0))
     verdict_file = tmp_path / "verdict.json"
     variables = {
-        "ROLLGUARD_PROMETHEUS_URL": env.url, "ROLLGUARD_NAMESPACE": NAMESPACE, "ROLLGUARD_SERVICE": "envonly",
+        "ROLLGUARD_PROMETHEUS_URL": istio_env.url, "ROLLGUARD_NAMESPACE": NAMESPACE, "ROLLGUARD_SERVICE": "envonly",
         "ROLLGUARD_STABLE_VERSION": "v1", "ROLLGUARD_CANARY_VERSION": "v2", "ROLLGUARD_INTERVAL": "500ms",
         "ROLLGUARD_DURATION": "2s", "ROLLGUARD_ON_NO_DATA": "inconclusive", "ROLLGUARD_CONSECUTIVE": "true",
         "ROLLGUARD_VERDICT_FILE": str(verdict_file),
