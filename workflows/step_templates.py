@@ -24,7 +24,7 @@ from hera.workflows.models import Backoff, ValueFrom
 
 from rollguard.workflows.parameters import FlagParameter, RenderError, command_parameters
 
-DEFAULT_IMAGE = "ghcr.io/rollguard/rollguard:0.1.0"
+DEFAULT_IMAGE = "rollguard:0.1.0"  # what `docker build -f images/Dockerfile -t rollguard:0.1.0 .` makes
 GIT_TOKEN_ENV = "ROLLGUARD_GIT_TOKEN"
 
 # What rollback records when no verdict file came through (analyze crashed, or the exit handler).
