@@ -279,17 +279,19 @@ def test_analysis_shape_skips_when_the_canary_has_no_traffic(docs: dict[str, dic
 def evaluate(condition: str, values: dict[str, str]) -> bool:
     """The subset of Argo's `when` the templates use: `&&` of `==`, `!=`, `<`, `>` comparisons."""
     text = REFERENCE.sub(lambda match: values[match.group(1)], condition)
-    result = True
+    outcomes = []
     for clause in text.split("&&"):
         left, operator, right = re.fullmatch(r"\s*(.*?)\s*(==|!=|<|>)\s*(.*?)\s*", clause).groups()
         left, right = left.strip("'"), right.strip("'")
-        result &= {
-            "==": left == right,
-            "!=": left != right,
-            "<": float(left) < float(right) if operator == "<" else False,
-            ">": float(left) > float(right) if operator == ">" else False,
-        }[operator]
-    return result
+        if operator == "==":
+            outcomes.append(left == right)
+        elif operator == "!=":
+            outcomes.append(left != right)
+        elif operator == "<":
+            outcomes.append(float(left) < float(right))
+        else:
+            outcomes.append(float(left) > float(right))
+    return all(outcomes)
 
 
 @pytest.mark.parametrize(
