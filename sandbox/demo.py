@@ -14,6 +14,7 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,13 +74,14 @@ class DemoSettings:
     seed: int
     workflow_dir: Path | None = None
     router_port: int | None = None
+    background_error_rate: float = 0.0
 
     def behaviour(self) -> Behaviour | None:
         """The canary's fault in this scenario (None: healthy, no fault)."""
         if self.scenario == "faulty":
             return Behaviour(error_rate=self.error_rate)
         if self.scenario == "slow":
-            return Behaviour(latency_ms=self.latency_ms)
+            return Behaviour(error_rate=self.background_error_rate, latency_ms=self.latency_ms)
         return None
 
 
@@ -104,6 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--sync-delay", default="0s", type=non_negative_duration,
              help="router's delay before applying a pushed split (30s or 3m emulate ArgoCD polling)")
     add_flag(parser, "--scrape-interval", default="1s", type=positive_duration, help="Prometheus scrape interval")
+    add_flag(parser, "--background-error-rate", default=0.0, type=fraction,
+             help="share of HTTP 500s that both versions serve all along (noise a healthy canary must survive)")
     add_flag(parser, "--seed", default=7, type=non_negative_int, help="seed of the apps' and router's randomness")
     add_flag(parser, "--router-port", type=int, help="fixed port of the mesh router (default: a free one)")
     add_flag(parser, "--workflow-dir", type=Path,
@@ -132,6 +136,7 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         error_rate=args.error_rate, latency_ms=args.latency_ms, alert_for_s=args.alert_for,
         sync_delay_s=args.sync_delay, scrape_interval_s=args.scrape_interval, seed=args.seed,
         workflow_dir=args.workflow_dir, router_port=args.router_port,
+        background_error_rate=args.background_error_rate,
     )
 
 
@@ -401,8 +406,14 @@ def print_summary(console: Console, result: RunResult, results_path: Path) -> No
     console.print(f"results: {results_path}")
 
 
-def run_demo(settings: DemoSettings, console: Console) -> RunResult:
-    """One whole demo run; everything started is stopped before it returns or raises."""
+def run_demo(
+    settings: DemoSettings, console: Console, inspect: Callable[[Sandbox, RunResult], None] | None = None
+) -> RunResult:
+    """One whole demo run; everything started is stopped before it returns or raises.
+
+    `inspect` (the experiment's hook) is called with the still-running sandbox and the collected result,
+    so it can read more from Prometheus before everything stops.
+    """
     run_dir = settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}"
     run_dir.mkdir(parents=True, exist_ok=True)
     template_file = workflow_path(settings)
@@ -423,6 +434,9 @@ def run_demo(settings: DemoSettings, console: Console) -> RunResult:
             progress.say(f"  {name:13} {url}")
         parameters = workflow_parameters(library, settings, sandbox, run_dir)
         responses_path = run_dir / "responses.csv"
+        if settings.background_error_rate > 0:
+            sandbox.set_background_errors(settings.background_error_rate)
+            progress.say(f"Background noise: both versions answer {settings.background_error_rate:.1%} with HTTP 500")
         sandbox.start_load(settings.rps, responses_path)
         progress.say(f"Load: {settings.rps:g} requests/s through the router; waiting until Prometheus sees both "
                      "versions")
@@ -450,6 +464,8 @@ def run_demo(settings: DemoSettings, console: Console) -> RunResult:
         verdict = _read_verdict(Path(parameters.get("verdict-file", run_dir / "verdict.json")))
         result = collect_result(settings, sandbox, fault_start, release_start, release_end, router_view,
                                 read_responses(responses_path), verdict, workflow)
+        if inspect is not None:
+            inspect(sandbox, result)
     results_path = append_result(settings.report_dir, result)
     print_summary(console, result, results_path)
     if workflow.phase is not Phase.SUCCEEDED:

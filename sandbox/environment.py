@@ -86,6 +86,11 @@ class Sandbox:
                                                   "latency_ms": behaviour.latency_ms})
         return time.time()
 
+    def set_background_errors(self, error_rate: float) -> None:
+        """Make both versions answer `error_rate` of requests with HTTP 500 (noise, not a fault)."""
+        for url in (self.stable_url, self.canary_url):
+            _post_json(f"{url}/control", {"error_rate": error_rate, "latency_ms": 0.0})
+
     def weights(self) -> dict[str, object]:
         """The router's applied weights and its change log."""
         return _get_json(self.router_url + ADMIN_PATH)
