@@ -27,7 +27,16 @@ from urllib.parse import urlparse
 
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.judgment.check import CheckInputs, Counts, CustomValue, Limits, PointValue, judge_check
-from rollguard.steps.judgment.outcomes import CheckOutcome, Decision, Judge, Phase, Policy, Step, Verdict
+from rollguard.steps.judgment.outcomes import (
+    CheckOutcome,
+    Decision,
+    Judge,
+    MetricOutcome,
+    Phase,
+    Policy,
+    Step,
+    Verdict,
+)
 from rollguard.steps.judgment.run_decision import RunJudge, RunLimits
 from rollguard.steps.judgment.statistical import LookPlan
 from rollguard.steps.metrics import istio_queries
@@ -239,9 +248,11 @@ class Reader:
                        "p99_latency_ms": _finite(results["canary_p99_latency_ms"].value)},
             "stable": {**stable_json, "error_rate": _finite(results["stable_error_rate"].value),
                        "p99_latency_ms": _finite(results["stable_p99_latency_ms"].value)},
-            "queries": {name: {"status": result.status.value, "value": _finite(result.value),
-                               "attempts": result.attempts, "detail": result.detail}
-                        for name, result in results.items() if not name.endswith("_counters")},
+            # Only queries that needed retries or gave no plain value: keeps the verdict small.
+            "query_problems": {name: {"status": result.status.value, "attempts": result.attempts,
+                                      "detail": result.detail}
+                               for name, result in results.items()
+                               if result.status is not QueryStatus.VALUE or result.attempts > 1},
         }
         return inputs, readings
 
@@ -327,6 +338,26 @@ def _log_check(outcome: CheckOutcome, planned: int, readings: dict[str, Any]) ->
              outcome.canary_requests, counts(stable), stable_p99, metrics, problems)
 
 
+def _metric_record(metric: MetricOutcome) -> dict[str, object]:
+    """A metric's check record; the explanation only where something is not plainly ok."""
+    record = metric.as_json()
+    if metric.phase is Phase.OK:
+        del record["detail"]
+    return record
+
+
+def render_verdict(document: dict[str, Any]) -> str:
+    """The verdict as JSON: readable top-level fields, and one line per check (a 2m/1s run stays small)."""
+    parts = []
+    for key, value in document.items():
+        if key == "checks" and value:
+            lines = ",\n".join("    " + json.dumps(check, separators=(",", ":")) for check in value)
+            parts.append(f'  "checks": [\n{lines}\n  ]')
+        else:
+            parts.append(f"  {json.dumps(key)}: " + json.dumps(value, indent=2).replace("\n", "\n  "))
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def _verdict_document(
     settings: Settings, decision: Decision, started_at: float, checks: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -376,7 +407,7 @@ def analyze(settings: Settings) -> Decision:
             checks.append({
                 "index": index, "at": started_at + elapsed, "elapsed_s": round(elapsed, 3),
                 "outcome": outcome.summary, **readings,
-                "metrics": [metric.as_json() for metric in outcome.metrics],
+                "metrics": [_metric_record(metric) for metric in outcome.metrics],
             })
             decision = judge.observe(outcome)
             # A slow check skips the slots it overran; the last planned look is always final.
@@ -393,7 +424,7 @@ def analyze(settings: Settings) -> Decision:
 def _write_verdict(settings: Settings, decision: Decision, started_at: float, checks: list[dict[str, Any]]) -> None:
     assert decision.verdict is not None
     document = _verdict_document(settings, decision, started_at, checks)
-    _write_atomically(Path(settings.args.verdict_file), json.dumps(document, indent=2) + "\n")
+    _write_atomically(Path(settings.args.verdict_file), render_verdict(document))
     if settings.args.verdict_word_file:
         _write_atomically(Path(settings.args.verdict_word_file), decision.verdict.value)
     log.info("VERDICT %s: %s (verdict file %s)", decision.verdict.value.upper(), decision.reason,
