@@ -75,6 +75,7 @@ class DemoSettings:
     workflow_dir: Path | None = None
     router_port: int | None = None
     background_error_rate: float = 0.0
+    judge: str = "statistical"
 
     def behaviour(self) -> Behaviour | None:
         """The canary's fault in this scenario (None: healthy, no fault)."""
@@ -173,6 +174,7 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
         "duration": format_duration(settings.analysis_duration_s),
         "window": format_duration(settings.window_s),
         "schedule": settings.schedule,
+        "judge": settings.judge,
         "min-requests": str(settings.min_requests),
         "max-error-rate": repr(settings.max_error_rate),
         "max-p99-latency-ms": f"{settings.max_p99_ms:g}",
