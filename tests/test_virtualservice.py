@@ -174,6 +174,12 @@ def test_weights_shared_through_an_anchor_are_refused_not_corrupted() -> None:
         set_split(text, "reviews", "v1", "v2", 0)
 
 
+def test_weight_from_a_merge_key_is_refused() -> None:
+    text = FIXTURE.replace("      weight: 10     # canary", "      <<: {weight: 10}")
+    with pytest.raises(InvalidWeights, match="comes from a YAML merge key"):
+        set_split(text, "reviews", "v1", "v2", 0)
+
+
 def test_duplicate_subset_in_one_route_is_ambiguous() -> None:
     text = FIXTURE.replace(
         "      weight: 10     # canary\n",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -12,11 +13,12 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from rollguard.steps.traffic.virtualservice import load_documents, read_split, set_split
+from rollguard.steps.traffic.virtualservice import ManifestError, load_documents, read_split, set_split
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8).map(lambda s: f"x{s}")
 SUBSET_NAMES = ["v1", "v2", "v3", "stable", "canary", "blue", "green"]
 WEIGHT = re.compile(r"weight: \d+")
+FIXTURE_TEXT = (Path(__file__).parent / "fixtures" / "istio.yml").read_text(encoding="utf-8")
 
 
 def quoted(draw: st.DrawFn, text: str) -> Any:
@@ -145,3 +147,45 @@ def test_only_weight_values_change(case: tuple[str, str, str, str, int, int]) ->
     assert read_split(edit.text, name, stable, canary) == (100 - canary_weight, canary_weight)
     assert not set_split(edit.text, name, stable, canary, canary_weight).changed
     assert len([line for line in text.splitlines() if "weight:" in line]) >= 2 * weighted
+
+
+JUNK = st.one_of(
+    st.none(),
+    st.integers(-5, 500),
+    st.booleans(),
+    st.text(alphabet="abv12 ", max_size=4),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.sampled_from(["weight", "subset", "host", "route"]), st.integers(0, 100), max_size=2),
+)
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += paths(value, (*prefix, index))
+    return found
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_damaged_manifests_fail_only_with_a_manifest_error(data: st.DataObject) -> None:
+    """Any subtree of the fixture replaced by junk: the edit works or raises a ManifestError, never crashes."""
+    documents = [plain(doc) for doc in load_documents(FIXTURE_TEXT)]
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.integers(0, len(documents) - 1))
+        where = data.draw(st.sampled_from(paths(documents[index])[1:]))
+        node = documents[index]
+        for key in where[:-1]:
+            node = node[key]
+        node[where[-1]] = data.draw(JUNK)
+    stream = io.StringIO()
+    YAML(typ="rt").dump_all(documents, stream)
+    try:
+        set_split(stream.getvalue(), "reviews", "v1", "v2", data.draw(st.integers(0, 100)))
+        read_split(stream.getvalue(), "reviews", "v1", "v2")
+    except ManifestError:
+        pass

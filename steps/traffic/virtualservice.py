@@ -213,6 +213,11 @@ def _integer_weight(entry: Any, subset: str | None, route_line: int) -> int:
 
 def _weight_site(entry: Any, subset: str, route_line: int) -> WeightSite:
     value = _integer_weight(entry, subset, route_line)
+    if "weight" not in entry.lc.data:  # inherited through a YAML merge key (<<): no position of its own
+        raise InvalidWeights(
+            f"the weight of subset {subset!r} at {_human_line(_line_of(entry))} comes from a YAML merge key (<<); "
+            "write `weight:` explicitly in the destination so rollguard can change it"
+        )
     line, column = entry.lc.value("weight")
     return WeightSite(line=int(line), column=int(column), value=value)
 
@@ -234,6 +239,20 @@ def _same_host(first: str, second: str) -> bool:
     return False
 
 
+def _rule_host(rule: Mapping[str, Any]) -> str | None:
+    spec = rule.get("spec")
+    host = spec.get("host") if isinstance(spec, Mapping) else None
+    return host if isinstance(host, str) else None
+
+
+def _rule_subsets(rule: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    spec = rule.get("spec")
+    subsets = spec.get("subsets") if isinstance(spec, Mapping) else None
+    if not isinstance(subsets, Sequence) or isinstance(subsets, str):
+        return []
+    return [item for item in subsets if isinstance(item, Mapping)]
+
+
 def _check_subsets_declared(
     documents: list[Any], virtual_service: str, routes: list[tuple[Any, int, int]], subsets: tuple[str, str]
 ) -> list[str]:
@@ -244,30 +263,18 @@ def _check_subsets_declared(
             f"no DestinationRule in this file, so subsets {subsets[0]!r} and {subsets[1]!r} of VirtualService "
             f"{virtual_service!r} could not be checked; make sure a DestinationRule elsewhere declares them"
         ]
-    described = ", ".join(f"{_name_of(rule)!r} (host {rule.get('spec', {}).get('host')!r})" for rule in rules)
+    described = ", ".join(f"{_name_of(rule)!r} (host {_rule_host(rule)!r})" for rule in rules)
     for route, stable_position, canary_position in routes:
         entries = _destinations(route)
         for subset, position in zip(subsets, (stable_position, canary_position), strict=True):
             host = _destination_host(entries[position])
-            matching = [
-                rule
-                for rule in rules
-                if isinstance(rule.get("spec"), Mapping)
-                and isinstance(rule["spec"].get("host"), str)
-                and host is not None
-                and _same_host(rule["spec"]["host"], host)
-            ]
+            matching = [rule for rule in rules if host is not None and _same_host(_rule_host(rule) or "", host)]
             if not matching:
                 raise UndeclaredSubset(
                     f"subset {subset!r} (host {host!r}) is not declared: no DestinationRule in this file is for "
                     f"host {host!r}; DestinationRules here: {described}"
                 )
-            declared = [
-                item.get("name")
-                for rule in matching
-                for item in (rule["spec"].get("subsets") or [])
-                if isinstance(item, Mapping)
-            ]
+            declared = [item.get("name") for rule in matching for item in _rule_subsets(rule)]
             if subset not in declared:
                 raise UndeclaredSubset(
                     f"subset {subset!r} is not declared by DestinationRule {_name_of(matching[0])!r} "
