@@ -466,7 +466,7 @@ def apply_split_to_routes(
         if positions is None:
             new_routes.append(route)
             continue
-        entries = [dict(entry) for entry in route["route"]]
+        entries = [dict(entry) if isinstance(entry, Mapping) else entry for entry in route["route"]]
         wanted = {positions[0]: 100 - canary_weight, positions[1]: canary_weight}
         if any(entries[position].get("weight") != weight for position, weight in wanted.items()):
             changed += 1
