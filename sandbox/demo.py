@@ -340,7 +340,7 @@ def collect_result(
     until = traffic_cut if traffic_cut is not None else release_end
     window_responses = [r for r in responses if start <= r.sent_at <= until]
     failed = sum(1 for r in window_responses if r.failed)
-    first_breach, alert_firing = _breach_and_alert(settings, sandbox, start, time.time())
+    first_breach, alert_firing = breach_and_alert(settings, sandbox, start, time.time())
     return RunResult(
         scenario=settings.scenario, outcome=outcome, fault_start=fault_start, first_breach=first_breach,
         alert_firing=alert_firing, verdict_at=verdict.get("decided_at"), git_push=git_push, traffic_cut=traffic_cut,
@@ -360,7 +360,7 @@ def collect_result(
     )
 
 
-def _breach_and_alert(settings: DemoSettings, sandbox: Sandbox, start: float, end: float) -> tuple[float | None,
+def breach_and_alert(settings: DemoSettings, sandbox: Sandbox, start: float, end: float) -> tuple[float | None,
                                                                                                   float | None]:
     """First time the scenario's threshold query exceeded its threshold, and the alert's first firing."""
     alert = sandbox.settings.alert
