@@ -200,9 +200,12 @@ def change_split(
             dry_run=args.dry_run,
         )
     except ManifestError as exc:
-        raise UsageError(f"{args.path} (branch {args.branch} of {report.repo}): {exc}. Nothing was changed") from None
+        where = f"{args.path} (branch {args.branch} of {report.repo})"
+        raise _usage(args, report, f"{where}: {exc}. Nothing was changed") from None
     except (BranchNotFound, FileNotInRepo) as exc:
-        raise UsageError(str(exc)) from None
+        raise _usage(args, report, str(exc)) from None
+    except UsageError as exc:  # the step's plan refused the move (e.g. promote backwards)
+        raise _usage(args, report, str(exc)) from None
     except GitError as exc:
         return _fail(args, report, f"{exc}")
     _record_publish(report, outcome)
@@ -360,6 +363,13 @@ def _argocd_sync(
         log.warning("%s", result.detail)
         return []
     return [f"{pushed}, but {result.detail}"]
+
+
+def _usage(args: argparse.Namespace, report: StepReport, problem: str) -> UsageError:
+    """The UsageError to raise, after recording it in the result file (nothing was changed)."""
+    report.error = problem
+    _write_outputs(args, report)
+    return UsageError(problem)
 
 
 def _fail(args: argparse.Namespace, report: StepReport, problem: str) -> int:

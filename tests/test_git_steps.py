@@ -294,3 +294,11 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path, capfd: pytest.Captur
     git("push", "--quiet", "origin", "main", cwd=work)
     assert run(remote, "rollback") == ExitCode.USAGE
     assert "is not UTF-8 text" in capfd.readouterr().err
+
+
+def test_refusal_is_recorded_in_the_result_file(remote: Path, tmp_path: Path) -> None:
+    result_file = tmp_path / "result.json"
+    assert run(remote, "rollback", "--virtual-service", "nope", "--result-file", str(result_file)) == 2
+    result = json.loads(result_file.read_text())
+    assert result["changed"] is False and result["commit"] is None
+    assert "no VirtualService named 'nope'" in result["error"]
