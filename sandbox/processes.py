@@ -149,12 +149,12 @@ class Supervisor:
         for child in list(self.children):
             code = child.process.poll()
             if code is not None:
-                raise ChildDied(f"{child.name} (pid {child.process.pid}) died with exit code {code}: "
+                raise ChildDied(f"{child.name} (pid {child.process.pid}) {describe_exit(code)}; its last output: "
                                 f"{child.log_tail()}")
         for name, poll in list(self.watched):
             code = poll()
             if code is not None:
-                raise ChildDied(f"{name} died with exit code {code}")
+                raise ChildDied(f"{name} {describe_exit(code)}")
 
     def stop_all(self) -> None:
         """Stop every child (SIGTERM to its process group, SIGKILL after 5 s) and run the clean-ups."""
@@ -184,6 +184,16 @@ class Supervisor:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop_all()
+
+
+def describe_exit(code: int) -> str:
+    """`died with exit code 3` or `was killed by SIGKILL` (Popen's negative codes are signals)."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"died with exit code {code}"
 
 
 def stop_process_group(pid: int, process: subprocess.Popen[bytes] | None = None, grace_s: float = 5.0) -> None:

@@ -172,7 +172,7 @@ def test_router_dying_mid_run_stops_everything(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()  # its children get SIGTERM (parent-death signal); assert_nothing_left checks
     assert process.returncode == 4
-    assert "router" in stderr and "died" in stderr
+    assert "a sandbox component died: router" in stderr and "killed by SIGKILL" in stderr
     assert_nothing_left(tmp_path)
 
 
