@@ -43,6 +43,7 @@ from rollguard.steps.traffic.virtualservice import (
 )
 
 if TYPE_CHECKING:  # the Kubernetes client takes 0.4 s to import; only cluster actions load it
+    from rollguard.steps.gitops.argocd import SyncRequest
     from rollguard.steps.gitops.kube_api import KubeApi
 
 log = logging.getLogger("rollguard.steps")
@@ -269,7 +270,7 @@ def _namespace_from_file(text: str, name: str) -> str | None:
 
 
 def _act_on_cluster(args: argparse.Namespace, report: StepReport, outcome: PublishOutcome[SplitEdit]) -> list[str]:
-    """Live patch (always converges, even with nothing pushed), then ArgoCD sync (only for a new commit)."""
+    """ArgoCD sync request (only for a new commit), live patch (always converges), then wait for the sync."""
     problems: list[str] = []
     wants_argocd = bool(args.argocd_app) and outcome.state is PublishState.PUSHED
     if not (args.live_patch or wants_argocd):
@@ -286,12 +287,17 @@ def _act_on_cluster(args: argparse.Namespace, report: StepReport, outcome: Publi
     log.debug("Kubernetes API %s (%s)", api_client.configuration.host, source)
     api = KubeApi(api_client, timeout_s=args.kube_timeout)
     try:
+        # Ask ArgoCD for the refresh first: the sooner it knows the new commit, the shorter the window in
+        # which its self-heal could still compare the patched live object with the old revision.
+        request: SyncRequest | None = None
+        if wants_argocd:
+            request, problems = _argocd_request(args, report, outcome, api, pushed)
+        elif args.argocd_app:
+            report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
         if args.live_patch:
             problems += _live_patch(args, report, outcome, api, pushed)
-        if args.argocd_app and not wants_argocd:
-            report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
-        if wants_argocd:
-            problems += _argocd_sync(args, report, outcome, api, pushed)
+        if request is not None:
+            problems += _argocd_wait(args, report, request, api, pushed)
     finally:
         api_client.close()
     return problems
@@ -341,20 +347,33 @@ def _live_patch(
     return []
 
 
-def _argocd_sync(
+def _argocd_request(
     args: argparse.Namespace, report: StepReport, outcome: PublishOutcome[SplitEdit], api: KubeApi, pushed: str
-) -> list[str]:
-    from rollguard.steps.gitops.argocd import ArgoCdError, SyncState, application_ref, sync_application
+) -> tuple[SyncRequest | None, list[str]]:
+    from rollguard.steps.gitops.argocd import ArgoCdError, application_ref, request_sync
     from rollguard.steps.gitops.kube_api import KubeApiError
 
     ref = application_ref(args.argocd_namespace, args.argocd_app)
     try:
-        result = sync_application(
-            api, ref, outcome.commit or outcome.head, timeout_s=args.argocd_timeout, reason=f"rollguard {report.action}"
-        )
+        revision = outcome.commit or outcome.head
+        return request_sync(api, ref, revision, reason=f"rollguard {report.action}"), []
     except (ArgoCdError, KubeApiError) as exc:
         report.argocd = {"outcome": "failed", "detail": str(exc)}
-        return [f"{pushed}, but ArgoCD could not be asked to sync: {exc}"]
+        return None, [f"{pushed}, but ArgoCD could not be asked to sync: {exc}"]
+
+
+def _argocd_wait(
+    args: argparse.Namespace, report: StepReport, request: SyncRequest, api: KubeApi, pushed: str
+) -> list[str]:
+    from rollguard.steps.gitops.argocd import SyncState, application_ref, wait_for_sync
+    from rollguard.steps.gitops.kube_api import KubeApiError
+
+    ref = application_ref(args.argocd_namespace, args.argocd_app)
+    try:
+        result = wait_for_sync(api, ref, request, timeout_s=args.argocd_timeout)
+    except KubeApiError as exc:
+        report.argocd = {"outcome": "failed", "detail": str(exc)}
+        return [f"{pushed}, ArgoCD was asked to sync, but its progress could not be read: {exc}"]
     report.argocd = {"outcome": result.state.value, "detail": result.detail, "waited_s": round(result.waited_s, 3)}
     if result.state is SyncState.SYNCED:
         log.info("%s", result.detail)

@@ -250,6 +250,7 @@ def _advance_argo(store: _Store) -> None:
         if behaviour.mode == "sync":
             status = app.setdefault("status", {})
             status["sync"] = {"status": "Synced", "revision": behaviour.requested_revision}
+            status["synced_at"] = now  # not an ArgoCD field: lets tests order events
             status["operationState"] = {
                 "phase": "Succeeded",
                 "message": "successfully synced (all tasks run)",

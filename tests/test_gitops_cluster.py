@@ -182,7 +182,7 @@ def rollback(remote: Path, kubeconfig: Path, result_file: Path, *extra: str) -> 
     ])  # fmt: skip
 
 
-def test_rollback_pushes_then_patches_live_then_syncs_argocd(
+def test_rollback_pushes_asks_argocd_patches_live_then_waits_for_the_sync(
     fake_api: FakeKubeApi, kubeconfig: Path, tmp_path: Path
 ) -> None:
     remote = make_remote(tmp_path)
@@ -197,8 +197,11 @@ def test_rollback_pushes_then_patches_live_then_syncs_argocd(
     assert result["argocd"]["outcome"] == "synced"
     assert result["pushed_at"] <= result["live_patch"]["patched_at"]
     patches = fake_api.patches()
-    assert ["/virtualservices/" in p.path for p in patches] == [True, False]  # live patch first, then ArgoCD
-    assert patches[1].body["operation"]["sync"]["revision"] == sha
+    # ArgoCD is asked first (so it learns the new commit before its self-heal sees the patched object),
+    # then the live object is patched, then rollguard waits for the sync.
+    assert ["/applications/" in p.path for p in patches] == [True, False]
+    assert patches[0].body["operation"]["sync"]["revision"] == sha
+    assert patches[1].at < fake_api.get("argoproj.io", "argocd", "applications", "reviews")["status"]["synced_at"]
     assert live_weights(fake_api) == [100, 0]
 
 

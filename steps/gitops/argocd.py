@@ -75,17 +75,19 @@ def _synced_revisions(app: dict[str, Any]) -> tuple[str | None, list[str], str |
     return sync.get("revision"), list(sync.get("revisions") or []), sync.get("status")
 
 
-def sync_application(
-    api: KubeApi,
-    ref: ObjectRef,
-    revision: str,
-    *,
-    timeout_s: float = 60.0,
-    poll_interval_s: float = 0.25,
-    reason: str = "rollguard",
-    conflict_retries: int = 5,
-) -> SyncOutcome:
-    """Ask ArgoCD to refresh and sync `ref` to `revision`; wait (bounded) until it reports it synced."""
+@dataclass(frozen=True)
+class SyncRequest:
+    """What request_sync did: asked for a sync (then wait for it), or found one running (do not wait)."""
+
+    revision: str
+    requested_at: float  # time.monotonic() when the request was made
+    already_running: SyncOutcome | None  # set when an operation was in progress: the final outcome
+
+
+def request_sync(
+    api: KubeApi, ref: ObjectRef, revision: str, *, reason: str = "rollguard", conflict_retries: int = 5
+) -> SyncRequest:
+    """Patch the Application: refresh annotation, plus a sync operation to `revision` unless one is running."""
     started = time.monotonic()
     try:
         for _attempt in range(conflict_retries + 1):
@@ -101,26 +103,34 @@ def sync_application(
                         "hook; asked for a refresh only and not waiting (that would deadlock). "
                         f"Git has {revision[:12]}; the live patch or the next sync applies it"
                     )
-                    return SyncOutcome(SyncState.SYNC_ALREADY_RUNNING, detail, None, time.monotonic() - started)
+                    outcome = SyncOutcome(SyncState.SYNC_ALREADY_RUNNING, detail, None, time.monotonic() - started)
+                    return SyncRequest(revision, started, outcome)
                 operation = {
                     "initiatedBy": {"username": "rollguard"},
                     "info": [{"name": "reason", "value": reason}],
                     "sync": {"revision": revision, "syncStrategy": {"hook": {}}},
                 }
                 api.merge_patch(ref, {"metadata": refresh, "operation": operation})
-                break
+                log.info("asked ArgoCD to refresh and sync Application %s to %s", ref.name, revision[:12])
+                return SyncRequest(revision, started, None)
             except Conflict:
                 log.info("Application %s changed while being patched (409); reading it again", ref.name)
-        else:
-            raise ArgoCdError(f"Application {ref.namespace}/{ref.name} kept changing; could not request a sync")
     except ObjectNotFound:
         raise ArgoCdError(
             f"ArgoCD Application {ref.name!r} not found in namespace {ref.namespace!r}; check --argocd-app and "
             "--argocd-namespace"
         ) from None
-    log.info("asked ArgoCD to refresh and sync Application %s to %s", ref.name, revision[:12])
+    raise ArgoCdError(f"Application {ref.namespace}/{ref.name} kept changing; could not request a sync")
+
+
+def wait_for_sync(
+    api: KubeApi, ref: ObjectRef, request: SyncRequest, *, timeout_s: float = 60.0, poll_interval_s: float = 0.25
+) -> SyncOutcome:
+    """Poll (bounded by `timeout_s` from the request) until status.sync reports the revision Synced."""
+    if request.already_running is not None:
+        return request.already_running
+    revision, started = request.revision, request.requested_at
     deadline = started + timeout_s
-    seen: str | None = None
     while True:
         app = api.get(ref)
         seen, revisions, status = _synced_revisions(app)
@@ -141,3 +151,18 @@ def sync_application(
             )
             return SyncOutcome(SyncState.TIMED_OUT, detail, seen, time.monotonic() - started)
         time.sleep(min(poll_interval_s, max(0.0, deadline - time.monotonic())))
+
+
+def sync_application(
+    api: KubeApi,
+    ref: ObjectRef,
+    revision: str,
+    *,
+    timeout_s: float = 60.0,
+    poll_interval_s: float = 0.25,
+    reason: str = "rollguard",
+    conflict_retries: int = 5,
+) -> SyncOutcome:
+    """Ask ArgoCD to refresh and sync `ref` to `revision`; wait (bounded) until it reports it synced."""
+    request = request_sync(api, ref, revision, reason=reason, conflict_retries=conflict_retries)
+    return wait_for_sync(api, ref, request, timeout_s=timeout_s, poll_interval_s=poll_interval_s)

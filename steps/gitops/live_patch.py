@@ -1,6 +1,8 @@
 """Patch the weights of the live VirtualService directly, for an immediate traffic cut after the push.
 
-Safe because Git already holds the same weights, so ArgoCD's self-heal will not flip them back. A
+Safe because Git already holds the same weights, so ArgoCD's self-heal will not flip them back (with
+--argocd-app, rollguard asks ArgoCD to refresh just before patching, so it compares the live object
+with the new commit rather than with the revision it had cached). A
 JSON merge patch replaces whole lists, so the live object is read, only the weights of its weighted
 routes are changed, and the whole `spec.http` list is sent back with the resourceVersion that was
 read: if anything else wrote the object in between, the API answers 409 and the read is repeated.
