@@ -107,6 +107,8 @@ def bad_canary_run(traffic: SyntheticTraffic, server: PrometheusServer, index: i
     for judge, analysis in analyses.items():
         verdict = analysis.finish(timeout_s=150)
         result[judge] = verdict["decided_at"] - fault_at if verdict["verdict"] == "fail" else verdict["verdict"]
+        if verdict.get("checks"):
+            result[f"{judge}_errors"] = verdict["checks"][-1]["canary"].get("errors") or 0
     traffic.forget(service)
     return result
 
@@ -179,6 +181,9 @@ def main() -> None:
                 print(f"100% bad canary -> verdict, judge {judge}: p50 {percentile(times, 0.5):.2f}s, "
                       f"p95 {percentile(times, 0.95):.2f}s, max {max(times):.2f}s over {len(times)} failing runs"
                       f"{f'; not fail: {other}' if other else ''} (goal p95 <= 3 s)", flush=True)
+                errors = [int(run[f"{judge}_errors"]) for run in bad if f"{judge}_errors" in run]
+                print(f"    canary 5xx counted at the verdict: median {statistics.median(errors):g}, "
+                      f"min {min(errors)}, max {max(errors)}", flush=True)
             else:
                 print(f"100% bad canary, judge {judge}: no run failed: {other}", flush=True)
 
