@@ -42,7 +42,8 @@ K8S_ONLY_CONTAINER = {
 SUPPORTED_CONTAINER = {"command", "args", "env"}
 SUPPORTED_STEP = {"name", "template", "templateRef", "arguments", "when", "continueOn"}
 SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff"}
-SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom", "globalName"}
+SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom"}
+SUPPORTED_ARGUMENT = {"name", "value", "description"}
 
 
 @dataclass
@@ -143,6 +144,8 @@ def check_definition(definition: WorkflowDefinition, ignored: list[str]) -> None
         raise UnsupportedFeature("workflowTemplateRef", where, "only a Workflow may refer to a WorkflowTemplate")
     for parameter in (spec.get("arguments") or {}).get("parameters") or []:
         _check_parameter(parameter, f"{where} arguments")
+        if "valueFrom" in parameter:
+            raise UnsupportedFeature("valueFrom on a workflow argument", f"{where} argument {parameter['name']!r}")
     if (spec.get("arguments") or {}).get("artifacts"):
         raise UnsupportedFeature("arguments.artifacts", where)
     for template in spec.get("templates") or []:
@@ -192,6 +195,8 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
                 raise UnsupportedFeature(f"{section}.{key}", where)
         for parameter in block.get("parameters") or []:
             _check_parameter(parameter, f"{where} {section}")
+            if section == "inputs" and "valueFrom" in parameter:
+                raise UnsupportedFeature("valueFrom on an input parameter", f"{where} input {parameter['name']!r}")
         if section == "outputs" and "container" not in template and block.get("artifacts"):
             raise UnsupportedFeature("outputs.artifacts of a steps template", where)
         _check_artifacts(block.get("artifacts") or [], f"{where} {section}", ignored, section == "inputs")
@@ -238,6 +243,12 @@ def _check_step(step: dict[str, Any], where: str) -> None:
     for key in arguments:
         if key != "parameters":
             raise UnsupportedFeature(f"arguments.{key}", step_where)
+    for parameter in arguments.get("parameters") or []:
+        if "name" not in parameter:
+            raise ExecutorError(f"{step_where}: an argument without a name")
+        for key in parameter:
+            if key not in SUPPORTED_ARGUMENT:
+                raise UnsupportedFeature(f"argument field {key}", f"{step_where} argument {parameter['name']!r}")
     continue_on = step.get("continueOn") or {}
     for key in continue_on:
         if key not in ("failed", "error"):
