@@ -378,6 +378,10 @@ def breach_and_alert(settings: DemoSettings, sandbox: Sandbox, start: float, end
     return first_breach, (firing[0].at if firing else None)
 
 
+def _number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def print_summary(console: Console, result: RunResult, results_path: Path) -> None:
     """The short summary: outcome, breach -> cut, fault -> cut, failed requests."""
     def seconds(value: float | None) -> str:
@@ -392,8 +396,8 @@ def print_summary(console: Console, result: RunResult, results_path: Path) -> No
                     "incomplete": "[bold yellow]incomplete[/]"}[result.outcome.value]
     table.add_row("outcome", outcome_text)
     table.add_row("verdict", f"{result.verdict or '—'}" + (
-        f" ({result.failed_check.get('metric')} = {result.failed_check.get('value')}, threshold "
-        f"{result.failed_check.get('threshold')})" if isinstance(result.failed_check, dict) else ""))
+        f" ({result.failed_check.get('metric')} = {_number(result.failed_check.get('value'))}, threshold "
+        f"{_number(result.failed_check.get('threshold'))})" if isinstance(result.failed_check, dict) else ""))
     table.add_row("first threshold breach → traffic cut", seconds(result.breach_to_cut_s()))
     table.add_row("fault start → traffic cut", seconds(result.fault_to_cut_s()))
     table.add_row("failed user requests", str(result.failed_requests))
