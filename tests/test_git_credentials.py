@@ -137,6 +137,15 @@ def test_wrong_token_fails_clearly_without_the_secret(git_server: tuple[GitHttpS
     assert remote_log(remote) == ["Add the reviews manifests"]
 
 
+def test_git_tracing_cannot_leak_the_token(git_server: tuple[GitHttpServer, Path]) -> None:
+    server, _remote = git_server
+    tracing = {"GIT_TRACE": "1", "GIT_CURL_VERBOSE": "1", "GIT_TRACE_CURL": "1"}
+    completed = rollguard(*rollback_args(server.url()), env={"ROLLGUARD_GIT_TOKEN": BAD_TOKEN, **tracing})
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 4
+    assert BAD_TOKEN not in output and base64.b64encode(f"x-access-token:{BAD_TOKEN}".encode()).decode() not in output
+
+
 def test_wrong_token_file_fails_without_the_secret(git_server: tuple[GitHttpServer, Path], tmp_path: Path) -> None:
     server, _remote = git_server
     token_file = tmp_path / "token"

@@ -114,8 +114,10 @@ def git_environment(credentials: GitCredentials, helper_dir: Path) -> dict[str, 
     """
     env = dict(os.environ)
     env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", "GCM_INTERACTIVE": "never"})
-    for variable in (TOKEN_ENV, "GIT_ASKPASS", "SSH_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND"):
+    for variable in (TOKEN_ENV, "GIT_ASKPASS", "SSH_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_CURL_VERBOSE"):
         env.pop(variable, None)
+    for variable in [name for name in env if name.startswith("GIT_TRACE")]:
+        env.pop(variable)  # git's traces print HTTP headers, including the Authorization one
     if credentials.token:
         script = helper_dir / "askpass.sh"
         script.write_text(_ASKPASS_SCRIPT, encoding="utf-8")
