@@ -193,3 +193,21 @@ def test_supervisor_stops_everything_it_started(tmp_path: Path) -> None:
         process = supervising.children[0].process
     assert process.poll() is not None
     assert not wait_listening(port, 0.3), "something still listens on the app's port"
+
+
+def test_sandbox_alert_fires_on_a_failing_canary(tmp_path: Path) -> None:
+    """The shipped paging rule, evaluated by the sandbox's real Prometheus, fires on a canary serving 500s."""
+    from rollguard.sandbox.alert_rules import ERROR_ALERT, AlertSettings
+    from rollguard.sandbox.demo_app import Behaviour
+    from rollguard.sandbox.environment import SandboxSettings, start_sandbox
+    from rollguard.sandbox.prometheus_queries import instant
+
+    settings = SandboxSettings(workdir=tmp_path / "sandbox", alert=AlertSettings(window="5s", for_s=2.0))
+    with Supervisor(tmp_path / "logs") as supervising:
+        sandbox = start_sandbox(settings, supervising)
+        assert "for: 2s" in (settings.workdir / "alert-rules.yml").read_text()
+        sandbox.start_load(50, tmp_path / "responses.csv")
+        sandbox.wait_for_traffic()
+        sandbox.set_canary(Behaviour(error_rate=1.0))
+        query = f'ALERTS{{alertname="{ERROR_ALERT}",alertstate="firing"}}'
+        _wait_for(lambda: bool(instant(sandbox.prometheus_url, query)), 40, f"{ERROR_ALERT} firing")
