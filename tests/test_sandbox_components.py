@@ -211,3 +211,28 @@ def test_sandbox_alert_fires_on_a_failing_canary(tmp_path: Path) -> None:
         sandbox.set_canary(Behaviour(error_rate=1.0))
         query = f'ALERTS{{alertname="{ERROR_ALERT}",alertstate="firing"}}'
         _wait_for(lambda: bool(instant(sandbox.prometheus_url, query)), 40, f"{ERROR_ALERT} firing")
+
+
+def test_router_sync_delay_emulates_argocd_polling(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    port = free_port()
+    supervisor.start("router", [PY, "-m", "rollguard.sandbox.router", "--port", str(port), "--git-dir",
+                                str(remote.path), "--stable-url", stable, "--canary-url", canary,
+                                "--sync-delay", "1.5"],
+                     port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+    admin = f"http://127.0.0.1:{port}{ADMIN_PATH}"
+    push_split(remote, tmp_path / "clone", 100, 0)
+    _wait_for(lambda: json.loads(_get(admin)[2])["canary"] == 0, 10, "applying 100/0 after the delay")
+    change = json.loads(_get(admin)[2])["changes"][-1]
+    assert change["applied_at"] - change["detected_at"] >= 1.5
+
+
+def test_alert_rules_use_the_analysis_query_verbatim() -> None:
+    from rollguard.sandbox.alert_rules import AlertSettings, rules_text
+    from rollguard.steps.metrics.istio_queries import error_rate_query, p99_latency_query
+
+    text = rules_text(AlertSettings(window="10s", max_error_rate=0.01, max_p99_ms=500.0, for_s=60.0))
+    assert f"({error_rate_query('demo', 'podinfo', 'v2', '10s')}) > 0.01" in text
+    assert f"({p99_latency_query('demo', 'podinfo', 'v2', '10s')}) > 500.0" in text
+    assert text.count("for: 1m") == 2
