@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("rolled_back", "promoted", "inconclusive", "no_cut", "error")
 FAULTY_SCENARIOS = ("faulty", "slow")
 
 

@@ -15,6 +15,7 @@ _MOMENTS = (
     ("alert_firing", "alert fired", "tab:purple", "-."),
     ("verdict_at", "verdict", "tab:blue", ":"),
     ("traffic_cut", "traffic cut", "tab:green", "-"),
+    ("threshold_rule_decided_at", "plain threshold rule would decide", "tab:gray", (0, (1, 3))),
 )
 
 
@@ -32,7 +33,7 @@ def plot_timeline(records: Sequence[RunRecord], threshold: float, path: Path, *,
     shown = list(records)[:MAX_PANELS]
     columns = 1 if len(shown) <= 3 else 2
     rows = max(1, math.ceil(len(shown) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, 2.6 * rows + 0.6), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, 2.6 * rows + 1.2), squeeze=False)
     for index, axis in enumerate(axes.flat):
         if index >= len(shown):
             axis.set_visible(False)
@@ -42,12 +43,13 @@ def plot_timeline(records: Sequence[RunRecord], threshold: float, path: Path, *,
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend) or 1, frameon=False)
+    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend) or 1), frameon=False,
+                  fontsize=8)
     title = "Canary error rate and rollback moments (t = 0: fault starts)"
     if len(records) > MAX_PANELS:
         title += f" — first {MAX_PANELS} of {len(records)} runs"
     figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.97))
+    figure.tight_layout(rect=(0, 0.1 if rows < 3 else 0.05, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -55,12 +57,16 @@ def plot_timeline(records: Sequence[RunRecord], threshold: float, path: Path, *,
 
 
 def _draw_run(axis: object, record: RunRecord, threshold: float, series_key: str) -> None:
-    origin = record.fault_start or 0.0
+    origin = record.fault_start or record.extra.get("release_start") or 0.0
     series = record.extra.get(series_key) or []
+    threshold = float(record.extra.get("threshold", threshold))
+    in_ms = record.extra.get("series_unit") == "ms"
+    scale, unit, name = (1.0, "ms", "canary p99 latency (ms)") if in_ms else (100.0, "%", "canary 5xx rate (%)")
     times = [float(t) - origin for t, _ in series]
-    rates = [float(v) * 100 for _, v in series]
-    axis.plot(times, rates, color="tab:red", linewidth=1.6, label="canary 5xx rate (%)")  # type: ignore[attr-defined]
-    axis.axhline(threshold * 100, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:.1%}")  # type: ignore[attr-defined]
+    values = [float(v) * scale for _, v in series]
+    axis.plot(times, values, color="tab:red", linewidth=1.6, label=name)  # type: ignore[attr-defined]
+    shown = f"{threshold:g} ms" if in_ms else f"{threshold:.1%}"
+    axis.axhline(threshold * scale, color="grey", linestyle="--", linewidth=1, label=f"threshold {shown}")  # type: ignore[attr-defined]
     axis.axvline(0, color="black", linewidth=1, label="fault starts")  # type: ignore[attr-defined]
     for attribute, label, colour, style in _MOMENTS:
         moment = getattr(record, attribute)
@@ -76,6 +82,6 @@ def _draw_run(axis: object, record: RunRecord, threshold: float, series_key: str
         fontsize=9,
     )
     axis.set_xlabel("seconds since the fault started", fontsize=8)  # type: ignore[attr-defined]
-    axis.set_ylabel("5xx %", fontsize=8)  # type: ignore[attr-defined]
+    axis.set_ylabel(unit, fontsize=8)  # type: ignore[attr-defined]
     axis.set_ylim(bottom=0)  # type: ignore[attr-defined]
     axis.grid(alpha=0.3)  # type: ignore[attr-defined]
