@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -446,10 +447,14 @@ def run(args: argparse.Namespace) -> int:
         log.info("query %s: %s", name, query)
     for metric in settings.custom_metrics:
         log.info("query custom:%s (line %d): %s", metric.name, metric.line, metric.query)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # SIGTERM (Argo stopping the step) ends like Ctrl-C: an inconclusive verdict is still written.
+    # Signal handlers can only be set from the main thread; elsewhere the default stays.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
     try:
         decision = analyze(settings)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     assert decision.verdict is not None
     return EXIT_CODES[decision.verdict]
