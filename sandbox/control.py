@@ -62,6 +62,11 @@ def up(args: argparse.Namespace) -> int:
     for name, url in state["urls"].items():
         print(f"  {name:13} {url}")
     print(f"  canary fault: curl -X POST {state['urls']['canary_app']}/control -d '{{\"error_rate\": 0.5}}'")
+    print("  a release by hand: rollguard run-local workflows/canary-release.yaml "
+          f"-p repo={state['urls']['git_remote']} -p path=k8s/istio.yml -p virtual-service=podinfo "
+          f"-p namespace=demo -p service=podinfo -p stable-version=v1 -p canary-version=v2 "
+          f"-p prometheus-url={state['urls']['prometheus']} -p interval=1s -p duration=20s -p window=10s "
+          "-p min-requests=20")
     print(f"stop it with: rollguard sandbox down --dir {args.dir}")
     return ExitCode.OK
 
