@@ -475,12 +475,12 @@ def run_demo(
     results_path = append_result(settings.report_dir, result)
     print_summary(console, result, results_path)
     if workflow.phase is not Phase.SUCCEEDED:
-        console.print(f"[yellow]workflow ended {workflow.phase.value}: {workflow.message}[/]")
+        console.print(Text(f"workflow ended {workflow.phase.value}: {workflow.message}", style="yellow"))
     return result
 
 
 def run(args: argparse.Namespace) -> int:
-    """`rollguard demo`: 0 when the release ended as the scenario expects, 4 otherwise or on a fault."""
+    """`rollguard demo`: 0 when the release ended as the scenario expects, 1 when not, 4 on a fault."""
     settings = settings_from(args)
     console = Console(highlight=False, soft_wrap=True)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -488,11 +488,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_demo(settings, console)
     except ChildDied as exc:
-        errors.print(f"[bold red]rollguard demo: a sandbox component died:[/] {exc}; everything else was stopped",
-                     markup=True)
+        errors.print(Text.assemble(("rollguard demo: a sandbox component died: ", "bold red"),
+                                   f"{exc}; everything else was stopped"))
         return ExitCode.ERROR
     except SandboxError as exc:
-        errors.print(f"[bold red]rollguard demo: error:[/] {exc}; everything started was stopped")
+        errors.print(Text.assemble(("rollguard demo: error: ", "bold red"), f"{exc}; everything started was stopped"))
         return ExitCode.ERROR
     expected = Outcome.PROMOTED if settings.scenario == "healthy" else Outcome.ROLLED_BACK
     if result.outcome is not expected:
