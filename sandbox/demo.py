@@ -291,6 +291,8 @@ def run_release(
         error = outcome["error"]
         if isinstance(error, ExecutorAborted):
             raise SandboxError(str(error))
+        if isinstance(error, ExecutorError):
+            raise SandboxError(f"{RELEASE_TEMPLATE} cannot run locally: {error}")
         raise error
     return outcome["result"]
 
