@@ -46,6 +46,7 @@ from rollguard.steps.options import (
     parse_duration,
     positive_duration,
 )
+from rollguard.steps.schedule import parse_schedule
 
 SCENARIOS = ("faulty", "slow", "healthy")
 RELEASE_TEMPLATE = "canary-release"
@@ -129,6 +130,7 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         raise UsageError(f"--scenario {args.scenario!r} does not exist; choose one of {', '.join(SCENARIOS)}")
     if args.rps <= 0:
         raise UsageError("--rps must be greater than zero")
+    parse_schedule(args.schedule)  # UsageError naming --schedule
     report_dir = args.report_dir or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     return DemoSettings(
         scenario=args.scenario, report_dir=report_dir, rps=args.rps, interval_s=args.interval,
