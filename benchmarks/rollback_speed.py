@@ -7,7 +7,8 @@ Each run first puts the remote back at 90/10 (a commit from another clone), then
      start -> live VirtualService patched (result `live_patch.patched_at`);
   3. with --live-patch and --argocd-app (the fake ArgoCD reports the sync 0.1 s after it is asked):
      start -> ArgoCD reports the pushed revision synced (process exit).
-The remote is a local bare repository. Prints median / p95 / max; asserts nothing.
+The remote is a local bare repository. For scale, the start-up of `rollguard rollback --help` is
+printed too. Prints median / p95 / max; asserts nothing.
 
     .venv/bin/python benchmarks/rollback_speed.py [--runs 15]
 """
@@ -130,7 +131,13 @@ def main() -> None:
                 )
                 assert result["argocd"]["outcome"] == "synced", result["argocd"]
                 to_synced.append(result["_exit"] - started)
+    startup: list[float] = []
+    for _ in range(options.runs):
+        started = time.time()
+        subprocess.run([ROLLGUARD, "rollback", "--help"], env=ENV, capture_output=True, check=True, timeout=60)
+        startup.append(time.time() - started)
     print(f"rollguard rollback against a local bare repository ({options.runs} runs each, {os.cpu_count()} CPUs)")
+    print(describe("`rollguard rollback --help` (Python start-up)", startup))
     print(describe("start -> pushed commit (Git only)", to_push))
     print(describe("start -> process exit (Git only)", to_exit))
     print(describe("start -> live VirtualService patched", to_live))

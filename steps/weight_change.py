@@ -12,9 +12,9 @@ import argparse
 import json
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,8 @@ from rollguard.steps.traffic.virtualservice import (
 )
 
 if TYPE_CHECKING:  # the Kubernetes client takes 0.4 s to import; only cluster actions load it
+    from kubernetes.client import ApiClient
+
     from rollguard.steps.gitops.argocd import SyncRequest
     from rollguard.steps.gitops.kube_api import KubeApi
 
@@ -165,9 +167,28 @@ def change_split(
         dry_run=args.dry_run,
     )
     credentials = credentials_from(args)
+    connection: Future[KubeConnection] | None = None
     if (args.live_patch or args.argocd_app) and not args.dry_run:
-        # Import the Kubernetes client while git works, so the live patch follows the push at once.
-        threading.Thread(target=_import_kubernetes_client, name="import-kubernetes", daemon=True).start()
+        # Import and configure the Kubernetes client (0.4 s) while git works: the live patch follows the push.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubernetes-client")
+        connection = pool.submit(_connect_kubernetes, args)
+        pool.shutdown(wait=False)
+    try:
+        return _change_split(args, action, plan, message, report, credentials, connection)
+    finally:
+        if connection is not None:
+            connection.add_done_callback(_close_connection)
+
+
+def _change_split(
+    args: argparse.Namespace,
+    action: str,
+    plan: Callable[[int, int], WeightPlan],
+    message: Callable[[SplitEdit, WeightPlan], str],
+    report: StepReport,
+    credentials: GitCredentials,
+    connection: Future[KubeConnection] | None,
+) -> int:
     plans: list[WeightPlan] = []
 
     def make_change(text: str) -> SplitEdit:
@@ -234,16 +255,35 @@ def change_split(
             edit.before_canary_weight,
             f" after {outcome.attempts - 1} push race(s)" if outcome.attempts > 1 else "",
         )
-    problems = _act_on_cluster(args, report, outcome)
+    problems = _act_on_cluster(args, report, outcome, connection)
     if problems:
         return _fail(args, report, "; ".join(problems))
     _write_outputs(args, report)
     return ExitCode.OK
 
 
-def _import_kubernetes_client() -> None:
+@dataclass(frozen=True)
+class KubeConnection:
+    """A configured Kubernetes API client, made in the background while git works."""
+
+    api_client: ApiClient
+    api: KubeApi
+    source: str  # where the configuration came from, for the log
+
+
+def _connect_kubernetes(args: argparse.Namespace) -> KubeConnection:
+    """Load the Kubernetes client configuration; raises KubeConfigError."""
     import rollguard.steps.gitops.argocd
-    import rollguard.steps.gitops.live_patch  # noqa: F401 - imported for its side effect: loaded modules
+    import rollguard.steps.gitops.live_patch  # noqa: F401 - loaded here so the main thread finds them imported
+    from rollguard.steps.gitops.kube_api import KubeApi, load_api_client
+
+    api_client, source = load_api_client(args.kubeconfig, args.kube_context)
+    return KubeConnection(api_client, KubeApi(api_client, timeout_s=args.kube_timeout), source)
+
+
+def _close_connection(connection: Future[KubeConnection]) -> None:
+    if not connection.cancelled() and connection.exception() is None:
+        connection.result().api_client.close()
 
 
 def _record_publish(report: StepReport, outcome: PublishOutcome[SplitEdit]) -> None:
@@ -269,37 +309,39 @@ def _namespace_from_file(text: str, name: str) -> str | None:
     return None
 
 
-def _act_on_cluster(args: argparse.Namespace, report: StepReport, outcome: PublishOutcome[SplitEdit]) -> list[str]:
+def _act_on_cluster(
+    args: argparse.Namespace,
+    report: StepReport,
+    outcome: PublishOutcome[SplitEdit],
+    connection: Future[KubeConnection] | None,
+) -> list[str]:
     """ArgoCD sync request (only for a new commit), live patch (always converges), then wait for the sync."""
     problems: list[str] = []
     wants_argocd = bool(args.argocd_app) and outcome.state is PublishState.PUSHED
-    if not (args.live_patch or wants_argocd):
+    if not (args.live_patch or wants_argocd) or connection is None:
         if args.argocd_app:
             report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
         return problems
-    from rollguard.steps.gitops.kube_api import KubeApi, KubeConfigError, load_api_client
+    from rollguard.steps.gitops.kube_api import KubeConfigError
 
     pushed = f"pushed {outcome.commit[:12]}" if outcome.commit else f"Git already had it at {outcome.head[:12]}"
     try:
-        api_client, source = load_api_client(args.kubeconfig, args.kube_context)
+        connected = connection.result()
     except KubeConfigError as exc:
         return [f"{pushed}, but {exc}"]
-    log.debug("Kubernetes API %s (%s)", api_client.configuration.host, source)
-    api = KubeApi(api_client, timeout_s=args.kube_timeout)
-    try:
-        # Ask ArgoCD for the refresh first: the sooner it knows the new commit, the shorter the window in
-        # which its self-heal could still compare the patched live object with the old revision.
-        request: SyncRequest | None = None
-        if wants_argocd:
-            request, problems = _argocd_request(args, report, outcome, api, pushed)
-        elif args.argocd_app:
-            report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
-        if args.live_patch:
-            problems += _live_patch(args, report, outcome, api, pushed)
-        if request is not None:
-            problems += _argocd_wait(args, report, request, api, pushed)
-    finally:
-        api_client.close()
+    log.debug("Kubernetes API %s (%s)", connected.api_client.configuration.host, connected.source)
+    api = connected.api
+    # Ask ArgoCD for the refresh first: the sooner it knows the new commit, the shorter the window in
+    # which its self-heal could still compare the patched live object with the old revision.
+    request: SyncRequest | None = None
+    if wants_argocd:
+        request, problems = _argocd_request(args, report, outcome, api, pushed)
+    elif args.argocd_app:
+        report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
+    if args.live_patch:
+        problems += _live_patch(args, report, outcome, api, pushed)
+    if request is not None:
+        problems += _argocd_wait(args, report, request, api, pushed)
     return problems
 
 

@@ -275,6 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
     store: _Store
     token: str | None
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # like a real API server: no 40 ms Nagle/delayed-ACK stall per response
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

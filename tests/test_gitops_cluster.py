@@ -258,3 +258,15 @@ def test_live_patch_failure_after_the_push_exits_4(fake_api: FakeKubeApi, kubeco
     result = json.loads(result_file.read_text())
     assert result["commit"] == remote_head(remote)  # Git has the rollback even though the live patch failed
     assert result["error"].startswith(f"pushed {remote_head(remote)[:12]}, but the live patch failed")
+
+
+@pytest.mark.parametrize("content", [None, "clusters: [unclosed\n"])
+def test_unusable_kubeconfig_after_the_push_exits_4(tmp_path: Path, content: str | None, capfd) -> None:
+    remote = make_remote(tmp_path)
+    kubeconfig = tmp_path / "kubeconfig"
+    if content is not None:
+        kubeconfig.write_text(content)
+    assert rollback(remote, kubeconfig, tmp_path / "result.json", "--live-patch") == ExitCode.ERROR
+    err = capfd.readouterr().err
+    assert f"pushed {remote_head(remote)[:12]}, but" in err
+    assert ("does not exist" if content is None else "configuration is unusable") in err

@@ -76,7 +76,9 @@ def load_api_client(
         default = Path(config.KUBE_CONFIG_DEFAULT_LOCATION).expanduser()
         if default.is_file():
             return config.new_client_from_config(config_file=str(default), context=context), f"kubeconfig {default}"
-    except config.ConfigException as exc:
+    except KubeConfigError:
+        raise
+    except Exception as exc:  # ConfigException, YAML errors, unreadable files: all mean "fix the configuration"
         raise KubeConfigError(f"Kubernetes client configuration is unusable: {exc}") from None
     raise KubeConfigError(
         "no Kubernetes configuration: pass --kubeconfig (or set KUBECONFIG), or run in a pod with a service account"
