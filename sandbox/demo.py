@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT, AlertSettings, error_rate_expr, p99_expr
-from rollguard.sandbox.demo_app import Behaviour
+from rollguard.sandbox.demo_app import Behaviour, describe
 from rollguard.sandbox.environment import ROUTER_JOB, Sandbox, SandboxSettings, start_sandbox
 from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.loader import Library
@@ -455,7 +455,7 @@ def run_demo(
         fault_start = None
         if behaviour is not None:
             fault_start = sandbox.set_canary(behaviour)
-            progress.say(f"[bold red]Fault injected[/] into the canary: {behaviour}")
+            progress.say(f"[bold red]Fault injected[/] into the canary: {describe(behaviour)}")
         progress.say(f"[bold]Running {RELEASE_TEMPLATE}[/] with the local executor (schedule {settings.schedule})")
         watcher = WeightWatcher(sandbox, progress)
         watcher.start()

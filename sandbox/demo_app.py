@@ -43,6 +43,16 @@ class Behaviour:
         return cls(float(error_rate), float(latency_ms))
 
 
+def describe(behaviour: Behaviour) -> str:
+    """The behaviour in words: `HTTP 500 on 50 % of requests, +700 ms`, or `healthy`."""
+    parts = []
+    if behaviour.error_rate > 0:
+        parts.append(f"HTTP 500 on {behaviour.error_rate:.0%} of requests")
+    if behaviour.latency_ms > 0:
+        parts.append(f"+{behaviour.latency_ms:g} ms on every request")
+    return ", ".join(parts) or "healthy"
+
+
 class DemoApp:
     """State shared by the request threads: the current behaviour and a seeded random source."""
 

@@ -473,8 +473,9 @@ class LocalExecutor:
             text = f"skipped ({node.message})"
         else:
             text = node.phase.value + (f" ({node.message})" if node.message else "")
-            if node.outputs:
-                text += " outputs " + ", ".join(f"{k}={v[:60]!r}" for k, v in node.outputs.items())
+            shown = {k: v for k, v in node.outputs.items() if "\n" not in v and len(v) <= 60}
+            if shown:
+                text += " outputs " + ", ".join(f"{k}={v!r}" for k, v in shown.items())
         self.on_event(Event(kind, node.display_name, text, node))
 
 
