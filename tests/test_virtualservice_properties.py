@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from rollguard.steps.traffic.virtualservice import ManifestError, load_documents, read_split, set_split
+from rollguard.steps.traffic.virtualservice import (
+    ManifestError,
+    apply_split_to_routes,
+    load_documents,
+    read_split,
+    set_split,
+)
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8).map(lambda s: f"x{s}")
 SUBSET_NAMES = ["v1", "v2", "v3", "stable", "canary", "blue", "green"]
@@ -144,6 +150,15 @@ def test_only_weight_values_change(case: tuple[str, str, str, str, int, int]) ->
                         if subset in (stable, canary):
                             entry["weight"] = canary_weight if subset == canary else 100 - canary_weight
     assert after == expected
+    # The live patch computes the same routes from the live object as the Git edit writes to the file.
+    wanted = next(d for d in expected if d.get("kind") == "VirtualService" and d["metadata"]["name"] == name)
+    original_live = next(
+        plain(d)
+        for d in load_documents(text)
+        if d and d.get("kind") == "VirtualService" and d["metadata"]["name"] == name
+    )
+    patched, _changed = apply_split_to_routes(original_live["spec"]["http"], stable, canary, canary_weight)
+    assert patched == wanted["spec"]["http"]
     assert read_split(edit.text, name, stable, canary) == (100 - canary_weight, canary_weight)
     assert not set_split(edit.text, name, stable, canary, canary_weight).changed
     assert len([line for line in text.splitlines() if "weight:" in line]) >= 2 * weighted
