@@ -111,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     add_flag(output, "--verdict-file", default="/tmp/verdict.json", help="where the verdict JSON is written")
     add_flag(output, "--verdict-word-file", help="optional file for the single word pass|fail|inconclusive")
+    add_flag(output, "--verdict-summary-file",
+             help="optional file for the verdict without the per-check list (small enough for an Argo parameter)")
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def validate(args: argparse.Namespace) -> Settings:
     if planned_looks > MAX_PLANNED_LOOKS:
         raise UsageError(f"--duration {format_duration(args.duration)} / --interval {format_duration(args.interval)} "
                          f"gives {planned_looks} checks; use a longer --interval")
-    for flag in ("verdict_file", "verdict_word_file"):
+    for flag in ("verdict_file", "verdict_word_file", "verdict_summary_file"):
         value = getattr(args, flag)
         if value is not None and not _writable_dir(Path(value).parent):
             raise UsageError(f"--{flag.replace('_', '-')} {value}: directory {Path(value).parent} does not exist "
@@ -380,6 +382,16 @@ def _verdict_document(
     }
 
 
+def summary_of(document: dict[str, Any]) -> dict[str, Any]:
+    """The verdict without its per-check list (the count and the last check stay): a bounded size,
+    whatever the bake time, for Argo output parameters and the rollback commit's evidence."""
+    checks = document.get("checks") or []
+    summary = {key: value for key, value in document.items() if key != "checks"}
+    summary["check_count"] = len(checks)
+    summary["last_check"] = checks[-1] if checks else None
+    return summary
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -428,6 +440,8 @@ def _write_verdict(settings: Settings, decision: Decision, started_at: float, ch
     _write_atomically(Path(settings.args.verdict_file), render_verdict(document))
     if settings.args.verdict_word_file:
         _write_atomically(Path(settings.args.verdict_word_file), decision.verdict.value)
+    if settings.args.verdict_summary_file:
+        _write_atomically(Path(settings.args.verdict_summary_file), render_verdict(summary_of(document)))
     log.info("VERDICT %s: %s (verdict file %s)", decision.verdict.value.upper(), decision.reason,
              settings.args.verdict_file)
 

@@ -78,9 +78,16 @@ def test_all_errors_fail_within_a_few_checks(
 ) -> None:
     start_traffic(istio_env, "broken", HEALTHY)
     istio_env.traffic.set("broken", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
-    code, verdict, _ = analyze(istio_env, "broken", tmp_path, capsys, "--duration", "2m")
+    summary_file = tmp_path / "summary.json"
+    code, verdict, _ = analyze(istio_env, "broken", tmp_path, capsys, "--duration", "2m",
+                               "--verdict-summary-file", str(summary_file))
     assert code == ExitCode.FAIL
     assert (tmp_path / "broken.word").read_text() == "fail"
+    summary = json.loads(summary_file.read_text())
+    assert "checks" not in summary and summary["check_count"] == len(verdict["checks"])
+    assert summary["last_check"] == verdict["checks"][-1]
+    assert {k: summary[k] for k in ("verdict", "reason", "failed_check", "started_at", "decided_at")} == {
+        k: verdict[k] for k in ("verdict", "reason", "failed_check", "started_at", "decided_at")}
     assert verdict["failed_check"]["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
     assert verdict["failed_check"]["threshold"] is not None
     # Stopped at the first decisive failure, long before the 121 planned checks of the bake time

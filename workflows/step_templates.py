@@ -72,7 +72,10 @@ STEP_SPECS: dict[str, StepSpec] = {
         "analyze",
         outputs=(
             OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing="error"),
-            OutputFile("verdict-json", "verdict-file", None, missing=MISSING_VERDICT_JSON),
+            # The summary (no per-check list) stays small whatever the bake time: workflow parameters
+            # live in the Workflow object, which etcd caps. The full verdict is the artifact.
+            OutputFile("verdict-json", "verdict-summary-file", "/tmp/rollguard-verdict-summary.json",
+                       missing=MISSING_VERDICT_JSON),
         ),
     ),
     "rollback": StepSpec(
