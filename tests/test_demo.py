@@ -76,13 +76,17 @@ def only_run(report_dir: Path) -> tuple[dict, Path]:
 
 
 def test_faulty_canary_is_rolled_back_with_evidence(tmp_path: Path) -> None:
-    completed = demo(tmp_path, "--scenario", "faulty", "--schedule", "10,100", *FAST)
+    # A 3 s sync delay (ArgoCD-like) keeps the canary failing for a few scrapes after the push, so
+    # Prometheus's own rate() query surely crosses the threshold: without it the cut can come first.
+    completed = demo(tmp_path, "--scenario", "faulty", "--schedule", "10,100", "--sync-delay", "3s", *FAST)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     run, run_dir = only_run(tmp_path)
     assert run["scenario"] == "faulty" and run["outcome"] == "rolled_back"
     for key in ("fault_start", "first_breach", "verdict_at", "git_push", "traffic_cut"):
         assert isinstance(run[key], float), key
     assert run["fault_start"] < run["verdict_at"] < run["git_push"] < run["traffic_cut"]
+    assert run["traffic_cut"] - run["git_push"] >= 3.0
+    assert run["fault_start"] <= run["first_breach"] < run["traffic_cut"]
     assert run["failed_requests"] > 0
     assert "rolled back" in completed.stdout and "failed user requests" in completed.stdout
 
