@@ -163,7 +163,8 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
                                   scrape_interval_s=settings.scrape_interval_s,
                                   evaluation_interval_s=settings.scrape_interval_s, rule_files=[rules],
                                   port=settings.prometheus_port, workdir=workdir / "prometheus",
-                                  start_timeout_s=settings.start_timeout_s)
+                                  start_timeout_s=settings.start_timeout_s,
+                                  die_with_parent=supervisor.tie_to_parent)
     try:
         prometheus.start()
     except PrometheusError as exc:

@@ -39,7 +39,7 @@ if sys.platform == "linux":
         _prctl = None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the supervising process dies, even by SIGKILL."""
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -106,7 +106,7 @@ class Supervisor:
                 tie = self.tie_to_parent and threading.current_thread() is threading.main_thread()
                 process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True, env={**os.environ, **(env or {})},
-                                           preexec_fn=_die_with_parent if tie else None)
+                                           preexec_fn=die_with_parent if tie else None)
             except OSError as exc:
                 raise SandboxError(f"{name}: cannot start {argv[0]}: {exc}") from None
         child = Child(name, argv, process, log_path)

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from types import TracebackType
 from ruamel.yaml import YAML
 
 from rollguard.sandbox.ports import free_port, port_is_free
+from rollguard.sandbox.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class PrometheusServer:
     port: int | None = None
     start_timeout_s: float = 30.0
     workdir: Path | None = None
+    die_with_parent: bool = True  # SIGTERM to prometheus if this process dies, even by SIGKILL (Linux)
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _owned_dir: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
@@ -136,8 +139,11 @@ class PrometheusServer:
             "--log.level=warn",
         ]
         log_file = self.log_path.open("ab")
+        # The parent-death signal is tied to the thread that forks: only ask for it from the main thread.
+        tie = self.die_with_parent and threading.current_thread() is threading.main_thread()
         self.process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent if tie else None,
         )
         log_file.close()
         self._wait_ready()

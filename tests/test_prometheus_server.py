@@ -71,3 +71,38 @@ def test_port_in_use_is_a_clear_error() -> None:
     with PrometheusServer([]) as first:
         with pytest.raises(PrometheusError, match="already in use"):
             PrometheusServer([], port=first.port, start_timeout_s=15).start()
+
+
+def test_prometheus_stops_when_its_parent_is_killed(tmp_path) -> None:
+    """A SIGKILLed demo (no cleanup code runs) must not leave its Prometheus behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from rollguard.sandbox.prometheus_server import PrometheusServer\n"
+        "server = PrometheusServer([]).start()\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        alive = True
+        while alive and time.monotonic() < deadline:
+            try:
+                os.kill(child_pid, 0)
+                with open(f"/proc/{child_pid}/stat") as stat:
+                    alive = stat.read().split()[2] != "Z"  # a zombie has exited
+            except (ProcessLookupError, FileNotFoundError):
+                alive = False
+            time.sleep(0.1)
+        assert not alive, "prometheus outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
