@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.console import Console
 
 from rollguard.experiment.records import RunRecord
-from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT, AlertSettings
+from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT
 from rollguard.sandbox.demo import DemoSettings, breach_and_alert
-from rollguard.sandbox.environment import Sandbox, SandboxSettings, start_sandbox
+from rollguard.sandbox.environment import Sandbox, start_sandbox
 from rollguard.sandbox.loadgen import read_responses
 from rollguard.sandbox.processes import SandboxError, Supervisor
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
@@ -54,11 +54,7 @@ def run_manual(index: int, settings: DemoSettings, timeout_s: float, console: Co
     if settings.scenario not in ("faulty", "slow"):
         raise SandboxError("manual mode measures a person reverting a broken canary: use --scenario faulty or slow")
     run_dir = settings.report_dir / f"manual-{index}-{time.strftime('%Y%m%d-%H%M%S')}"
-    alert = AlertSettings(window=format_duration(settings.window_s), max_error_rate=settings.max_error_rate,
-                          max_p99_ms=settings.max_p99_ms, for_s=settings.alert_for_s)
-    sandbox_settings = SandboxSettings(workdir=run_dir / "sandbox", scrape_interval_s=settings.scrape_interval_s,
-                                       sync_delay_s=settings.sync_delay_s, alert=alert, seed=settings.seed + index,
-                                       router_port=settings.router_port)
+    sandbox_settings = settings.sandbox_settings(run_dir / "sandbox", seed=settings.seed + index)
     alert_name = LATENCY_ALERT if settings.scenario == "slow" else ERROR_ALERT
     with Supervisor(run_dir / "logs") as supervisor:
         sandbox = start_sandbox(sandbox_settings, supervisor)

@@ -78,6 +78,14 @@ class DemoSettings:
     background_error_rate: float = 0.0
     judge: str = "statistical"
 
+    def sandbox_settings(self, workdir: Path, seed: int | None = None) -> SandboxSettings:
+        """The sandbox these settings run in: scrape, sync delay, router port, and the paging alerts."""
+        alert = AlertSettings(window=format_duration(self.window_s), max_error_rate=self.max_error_rate,
+                              max_p99_ms=self.max_p99_ms, for_s=self.alert_for_s)
+        return SandboxSettings(workdir=workdir, scrape_interval_s=self.scrape_interval_s,
+                               sync_delay_s=self.sync_delay_s, alert=alert,
+                               seed=self.seed if seed is None else seed, router_port=self.router_port)
+
     def behaviour(self) -> Behaviour | None:
         """The canary's fault in this scenario (None: healthy, no fault)."""
         if self.scenario == "faulty":
@@ -432,11 +440,7 @@ def run_demo(
     except (ExecutorError, UsageError) as exc:
         raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
     progress = Progress(console)
-    alert = AlertSettings(window=format_duration(settings.window_s), max_error_rate=settings.max_error_rate,
-                          max_p99_ms=settings.max_p99_ms, for_s=settings.alert_for_s)
-    sandbox_settings = SandboxSettings(workdir=run_dir / "sandbox", scrape_interval_s=settings.scrape_interval_s,
-                                       sync_delay_s=settings.sync_delay_s, alert=alert, seed=settings.seed,
-                                       router_port=settings.router_port)
+    sandbox_settings = settings.sandbox_settings(run_dir / "sandbox")
     with Supervisor(run_dir / "logs") as supervisor:
         progress.say(f"[bold]Starting the sandbox[/] (logs in {run_dir / 'logs'})")
         sandbox = start_sandbox(sandbox_settings, supervisor)
