@@ -6,6 +6,7 @@ The Dockerfile's structure, a setuptools build of exactly the build stage's cont
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata as metadata
 import json
 import shutil
@@ -32,6 +33,9 @@ STEP_MODULES = [
 OPTIONAL_IMPORTS = {"kubernetes-validate"}
 # Requirements of kubernetes that only its async copy (kubernetes/aio, deleted in the image) needs.
 ASYNC_ONLY = {"aiohttp", "aiohttp-retry"}
+# prometheus-api-client needs dateparser only for its date-range helpers (utils.parse_datetime);
+# rollguard calls PrometheusConnect.custom_query alone (test below: nothing imports dateparser).
+UNUSED_BY_STEPS = {"dateparser"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -107,6 +111,18 @@ def test_every_copy_source_exists_and_dockerignore_keeps_them() -> None:
                 assert source.rstrip("/").split("/")[0] not in ignored, f"{source} is excluded by .dockerignore"
 
 
+def source_imports() -> set[str]:
+    """Top-level names of every module the step code imports anywhere, also inside functions (lazy imports)."""
+    names: set[str] = set()
+    for path in (REPO / "steps").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
 def test_requirements_cover_every_import_of_the_step_commands() -> None:
     code = (
         "import importlib, json, sys\n"
@@ -115,7 +131,8 @@ def test_requirements_cover_every_import_of_the_step_commands() -> None:
         "print(json.dumps(sorted({n.split('.')[0] for n in set(sys.modules) - before})))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    imported = json.loads(done.stdout)
+    imported = sorted(set(json.loads(done.stdout)) | source_imports())
+    assert "prometheus_api_client" in imported, "lazy imports inside functions must be seen too"
     assert not any(name in ("aiohttp",) for name in imported)
     assert "kubernetes.aio" not in done.stdout
     owners = metadata.packages_distributions()
@@ -142,8 +159,23 @@ def test_requirements_are_closed_and_agree_with_pyproject() -> None:
     for name in pins:
         requires = {normalize(r.name) for r in map(Requirement, metadata.distribution(name).requires or [])
                     if r.marker is None or r.marker.evaluate({"extra": ""})}  # fmt: skip
-        missing = requires - set(pins) - ASYNC_ONLY
+        missing = requires - set(pins) - ASYNC_ONLY - UNUSED_BY_STEPS
         assert not missing, f"{name} needs {sorted(missing)}, which --no-deps would leave out"
+
+
+def test_the_query_path_never_imports_what_the_image_leaves_out() -> None:
+    code = (
+        "import sys\n"
+        "from rollguard.steps.metrics.prometheus_client import PrometheusQuerier\n"
+        "querier = PrometheusQuerier('http://127.0.0.1:9', timeout_s=0.2, attempts=1)\n"
+        "try:\n"
+        "    querier._query_once('up')\n"
+        "except Exception:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dateparser', 'numpy', 'pandas')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 def test_subprocess_check_that_kubernetes_aio_is_never_imported() -> None:
