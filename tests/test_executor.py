@@ -57,7 +57,7 @@ spec:
                 - {name: text, value: "{{steps.produce.outputs.parameters.written}}"}
           - name: never
             template: echo
-            when: "{{steps.produce.outputs.parameters.written}} == goodbye"
+            when: "'{{steps.produce.outputs.parameters.written}}' == 'goodbye'"
             arguments:
               parameters:
                 - {name: text, value: nope}
@@ -239,8 +239,15 @@ def test_when_conditions() -> None:
     assert evaluate_when("10 > 9 && (0 == 1 || !false)", "t")
     assert not evaluate_when("10 < 9", "t")
     assert evaluate_when("10 == 10.0", "t")
-    with pytest.raises(ExpressionError, match="needs two numbers"):
-        evaluate_when("pass > fail", "t")
+    # As govaluate (Argo's expression library): quoted values stay strings.
+    assert not evaluate_when("'1.0' == '1'", "t")
+    assert not evaluate_when("'10' == 10", "t")
+    assert not evaluate_when("'9' < '10'", "t")  # alphabetical
+    assert evaluate_when("pass > fail", "t")
+    with pytest.raises(ExpressionError, match="two numbers or two strings"):
+        evaluate_when("'a' < 1", "t")
+    with pytest.raises(ExpressionError, match="cannot parse"):
+        evaluate_when("my-app == x", "t")
     with pytest.raises(ExpressionError, match="cannot evaluate"):
         evaluate_when("pass ==", "t")
     with pytest.raises(ExpressionError, match="not true or false"):
@@ -337,3 +344,66 @@ def test_workflow_from_template_ref_and_step_timeout(tmp_path: Path) -> None:
     assert result.phase is Phase.FAILED
     assert "timed out after 0.5 s" in result.message
     assert LocalExecutor(library, on_event=lambda _event: None).run("hook-", {"seconds": "0"}).phase is Phase.SUCCEEDED
+
+
+PARALLEL_SLEEP = """
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: parallel-sleep}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: left, template: nap}
+      - {name: right, template: nap}
+  - name: nap
+    container:
+      image: python:3.11
+      command: [PYTHON, -c, "import time; print('napping', flush=True); time.sleep(37.25)"]
+"""
+
+
+def _naps_running() -> int:
+    import subprocess as sp
+
+    found = sp.run(["pgrep", "-f", "time.sleep.37.25"], capture_output=True, text=True)
+    return len(found.stdout.split())
+
+
+def test_ctrl_c_in_a_parallel_group_stops_every_step(tmp_path: Path) -> None:
+    import signal
+    import subprocess as sp
+    import time
+
+    path = _write(tmp_path, "parallel.yaml", PARALLEL_SLEEP)
+    run = sp.Popen([PY, "-m", "rollguard.steps.cli", "run-local", str(path)], stdout=sp.PIPE, stderr=sp.STDOUT,
+                   text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while _naps_running() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _naps_running() == 2, "the two parallel steps did not start"
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=20)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0
+    deadline = time.monotonic() + 10
+    while _naps_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _naps_running() == 0, "a step of the parallel group outlived Ctrl-C"
+
+
+@pytest.mark.parametrize("field", ["retryStrategy: {limit: 2}", "timeout: 10s", "activeDeadlineSeconds: 5"])
+def test_retry_and_timeouts_on_a_steps_template_are_refused(tmp_path: Path, field: str) -> None:
+    text = (
+        "kind: WorkflowTemplate\nmetadata: {name: odd}\nspec:\n  entrypoint: main\n  templates:\n"
+        f"  - name: main\n    {field}\n    steps:\n    - - {{name: a, template: leaf}}\n"
+        "  - name: leaf\n    container: {image: x, command: [echo]}\n"
+    )
+    path = tmp_path / "odd.yaml"
+    path.write_text(text)
+    with pytest.raises(UnsupportedFeature, match="on a steps template"):
+        load_files([path])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from rollguard.sandbox.executor.errors import ExpressionError, UnsupportedFeature
 
@@ -39,7 +40,7 @@ class _Token:
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<op>&&|\|\||==|!=|<=|>=|=~|!~|<|>|!)|(?P<lp>\()|(?P<rp>\))"
-    r"|'(?P<sq>[^']*)'|\"(?P<dq>[^\"]*)\"|(?P<num>-?\d+(?:\.\d+)?(?![\w.-]))|(?P<word>[^\s()&|=!<>'\"]+))"
+    r"|'(?P<sq>[^']*)'|\"(?P<dq>[^\"]*)\"|(?P<num>-?\d+(?:\.\d+)?(?![\w.-]))|(?P<word>[A-Za-z_][\w.]*))"
 )
 
 
@@ -148,44 +149,26 @@ class _Parser:
         raise self.fail(f"unexpected {token.text!r}")
 
     def compare(self, left: Value, operator: str, right: Value) -> bool:
-        left_number, right_number = _as_number(left), _as_number(right)
-        if left_number is not None and right_number is not None:
-            a: Value = left_number
-            b: Value = right_number
-        elif operator in ("==", "!="):
-            a, b = _as_text(left), _as_text(right)
+        """Compare as govaluate (Argo's `when` library) does: numbers with numbers, strings with strings.
+
+        A quoted '10' stays a string: '9' < '10' is False (alphabetical) and '10' == 10 is False.
+        """
+        if operator in ("==", "!="):
+            same = type(left) is type(right) and left == right
+            return same if operator == "==" else not same
+        if isinstance(left, float) and isinstance(right, float):
+            a: Any = left
+            b: Any = right
+        elif isinstance(left, str) and isinstance(right, str):
+            a, b = left, right
         else:
-            raise self.fail(f"{operator} needs two numbers, got {left!r} and {right!r}")
-        if operator == "==":
-            return a == b
-        if operator == "!=":
-            return a != b
-        assert isinstance(a, float) and isinstance(b, float)
+            raise self.fail(f"{operator} compares two numbers or two strings, got {left!r} and {right!r}")
         return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[operator]
 
     def truth(self, value: Value) -> bool:
         if isinstance(value, bool):
             return value
         raise self.fail(f"{value!r} is not true or false; compare it, e.g. `{value} == something`")
-
-
-def _as_number(value: Value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _as_text(value: Value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else str(value)
-    return value
 
 
 def evaluate_when(condition: str, where: str) -> bool:

@@ -24,12 +24,12 @@ K8S_ONLY_SPEC = {
     "serviceAccountName", "ttlStrategy", "podGC", "workflowMetadata", "podMetadata", "securityContext",
     "nodeSelector", "tolerations", "affinity", "imagePullSecrets", "archiveLogs", "podDisruptionBudget",
     "automountServiceAccountToken", "executor", "priority", "priorityClassName", "schedulerName",
-    "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName", "activeDeadlineSeconds", "parallelism",
+    "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName",
 }
 SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef"}
 K8S_ONLY_TEMPLATE = {
     "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
-    "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken", "parallelism",
+    "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken",
     "archiveLocation", "hostAliases",
 }
 SUPPORTED_TEMPLATE = {
@@ -200,13 +200,17 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
         if section == "outputs" and "container" not in template and block.get("artifacts"):
             raise UnsupportedFeature("outputs.artifacts of a steps template", where)
         _check_artifacts(block.get("artifacts") or [], f"{where} {section}", ignored, section == "inputs")
+    if "container" not in template:
+        for key in ("retryStrategy", "timeout", "activeDeadlineSeconds"):
+            if key in template:  # honoured on container steps only
+                raise UnsupportedFeature(f"{key} on a steps template", where)
     retry = template.get("retryStrategy")
     if retry is not None:
         for key in retry:
             if key not in SUPPORTED_RETRY:
                 raise UnsupportedFeature(f"retryStrategy.{key}", where)
         for key in (retry.get("backoff") or {}):
-            if key not in ("duration", "factor", "maxDuration"):
+            if key not in ("duration", "factor"):
                 raise UnsupportedFeature(f"retryStrategy.backoff.{key}", where)
         if retry.get("retryPolicy", "OnFailure") not in ("OnFailure", "Always", "OnError"):
             raise UnsupportedFeature(f"retryPolicy {retry.get('retryPolicy')}", where)

@@ -12,7 +12,8 @@ A container step runs `command + args` with its `env` on top of this process's e
 image is not used. A command `rollguard` runs this installation's CLI (`python -m
 rollguard.steps.cli`). An env value from a Secret or ConfigMap (`valueFrom`) is taken from this
 process's environment variable of the same name (unset and optional: left unset). Ctrl-C stops the
-running step's process group and ends the run without the exit handler, like `argo terminate`.
+running steps' process groups (every step of a parallel group too) and ends the run without the
+exit handler, like `argo terminate`. Step processes also die with this process, even on SIGKILL.
 """
 
 from __future__ import annotations
@@ -33,10 +34,8 @@ from typing import Any
 from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
-from rollguard.sandbox.processes import stop_process_group
+from rollguard.sandbox.processes import die_with_parent, stop_process_group
 from rollguard.steps.options import parse_duration
-
-MAX_BACKOFF_S = 60.0
 
 
 class Phase(str, Enum):
@@ -266,7 +265,11 @@ class LocalExecutor:
                 with ThreadPoolExecutor(max_workers=len(items)) as pool:
                     futures = [pool.submit(self._run_step, scope, item, dict(step_variables), display, where)
                                for item in items]
-                    results = [future.result() for future in futures]
+                    try:
+                        results = [future.result() for future in futures]
+                    except BaseException:  # Ctrl-C lands here: stop the group's processes, or the pool waits
+                        self.abort("interrupted")
+                        raise
             for item, (node, tolerated) in zip(items, results, strict=True):
                 step_name = str(item["name"])
                 prefix = f"steps.{step_name}"
@@ -377,7 +380,7 @@ class LocalExecutor:
                 break
             attempt += 1
             self.on_event(Event(EventKind.NOTE, display, f"retry {attempt} of {limit} in {delay_s:.1f} s"))
-            time.sleep(min(delay_s, MAX_BACKOFF_S))
+            time.sleep(delay_s)
             delay_s *= factor
         self._read_outputs(node, template, variables, where)
         self._finish(node)
@@ -410,7 +413,10 @@ class LocalExecutor:
         try:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, env=environment, cwd=self.cwd,
-                                       start_new_session=True)
+                                       start_new_session=True,
+                                       # dies with us even on SIGKILL; safe from a worker thread, which
+                                       # waits for the process (the signal follows the forking thread)
+                                       preexec_fn=die_with_parent)
         except OSError as exc:
             return NodeResult(display, template, Phase.ERROR, message=f"cannot start {argv[0]}: {exc}",
                               started_at=started, finished_at=time.time())
