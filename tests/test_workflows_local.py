@@ -8,6 +8,7 @@ check the wiring Argo would follow: parameters, output files, `when` branches, r
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -98,6 +99,9 @@ def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> N
     messages = git(remote, "log", "--format=%B", "main")
     assert "could not be judged" in messages  # the verdict's reason, carried to the rollback commit
     assert result.exit_handler is not None and "rollback-unfinished" not in ran(result)
+    # rollback's reason file is a file of its own: analyze's full verdict (with its checks) survives.
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["verdict"] == "fail" and verdict["checks"], "the verdict file was overwritten"
 
 
 def test_release_holds_the_split_on_inconclusive_under_stop(remote: Path, tmp_path: Path) -> None:

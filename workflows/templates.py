@@ -61,9 +61,10 @@ INCONCLUSIVE_POLICIES = ("rollback", "promote", "stop")
 
 # Parameters a workflow wires from step outputs instead of taking from the user.
 WIRED = {"deploy": {"weight"}, "promote": {"weight"}, "rollback": {"reason-file", "reason"}}
-# rollback reads the verdict from the path analyze wrote it to: on one machine (the local executor)
-# that is the very file; in a pod of its own, the raw artifact puts the verdict JSON there first.
-REASON_FILE = "{{workflow.parameters.verdict-file}}"
+# rollback's reason file: the raw input artifact writes the verdict summary there before the step
+# runs. A path of its own, next to the verdict file: on one machine (the local executor) it must not
+# overwrite analyze's full verdict.
+REASON_FILE = "{{workflow.parameters.verdict-file}}.reason.json"
 
 
 @dataclass(frozen=True)
