@@ -61,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--target", default="sandbox", choices=list(TARGETS),
              help="sandbox: the local sandbox; cluster: watch a real cluster's Prometheus and VirtualService")
     add_flag(parser, "--report-dir", type=Path, required=True, help="where results and the report go")
-    add_flag(parser, "--threshold-interval", default="5s", type=positive_duration,
-             help="interval of the plain threshold rule (--judge both)")
+    add_flag(parser, "--threshold-interval", type=positive_duration,
+             help="interval of the plain threshold rule (--judge both; default: the analysis --interval, so both "
+                  "judges look equally often)")
     add_flag(parser, "--threshold-failures", default=3, type=positive_int,
              help="failed checks after which the plain threshold rule fails the canary")
     add_switch(parser, "--threshold-consecutive", help="the plain rule counts only failed checks in a row")
@@ -131,7 +132,8 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.judge == "both":
         settings["threshold_rule"] = (
             f"fail after {args.threshold_failures} failed checks{' in a row' if args.threshold_consecutive else ''}, "
-            f"every {args.threshold_interval:g}s; decisions after rollguard's cut are extrapolated (fault persists)"
+            f"every {args.threshold_interval or args.interval:g}s; checks after rollguard's cut are extrapolated "
+            "(the fault persists)"
         )
     return settings
 
@@ -222,7 +224,8 @@ def _runner(args: argparse.Namespace, runs_dir: Path, console: Console) -> Calla
 
     rule = None
     if args.judge == "both":
-        rule = ThresholdRule(args.threshold_interval, args.threshold_failures, args.threshold_consecutive)
+        rule = ThresholdRule(args.threshold_interval or args.interval, args.threshold_failures,
+                             args.threshold_consecutive)
     return lambda index, scenario: run_one(index, base, scenario, args.judge, rule, runs_dir)
 
 

@@ -76,13 +76,17 @@ def replay(
 
     Up to `observed_until` (rollguard's cut, or the end of the release) each tick uses the query's real
     value at that time. Past it, when `fault_persists` (the canary was never fixed, only its traffic
-    moved), every tick at or after the first breach `breach_at` fails: the plain rule's best case.
+    moved), every tick at or after the first breach `breach_at` (or, without one, after the data) fails:
+    the plain rule's best case.
     """
-    horizon = max(observed_until, breach_at or start) + (rule.failure_limit + 1) * rule.interval_s
+    # rollguard may cut before Prometheus's rate() shows the breach (a new series needs two samples):
+    # then the persisting fault shows at the latest right after the data ends.
+    persisting_from = breach_at if breach_at is not None else observed_until
+    horizon = max(observed_until, persisting_from) + (rule.failure_limit + 1) * rule.interval_s
     points: list[tuple[float, float | None]] = []
     for at in check_times(start, horizon, rule.interval_s):
         if at <= observed_until:
             points.append((at, value_at(prometheus_url, query, at)))
-        elif fault_persists and breach_at is not None and at >= breach_at:
+        elif fault_persists and at >= persisting_from:
             points.append((at, math.inf))
     return decision_time(points, threshold, rule, observed_until=observed_until)

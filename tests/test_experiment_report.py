@@ -63,6 +63,11 @@ def test_goals_fail_when_a_run_is_slow_and_when_a_healthy_run_is_rolled_back() -
     by_goal = {check.goal: check.met for check in check_goals(slow)}
     assert by_goal["proposal: every automated rollback within 60 s of the fault"] is False
     assert by_goal["rollguard: fault → cut p95 ≤ 8 s"] is False
+    never_cut = _faulty(22, breach=2.0, cut=3.0)
+    never_cut.traffic_cut, never_cut.outcome = None, "no_cut"
+    by_goal = {check.goal: check.met for check in check_goals([*fast, never_cut])}
+    assert by_goal["rollguard: breach → cut p95 ≤ 3 s"] is False, "a run that never rolled back met the goal"
+    assert by_goal["rollguard: fault → cut p95 ≤ 8 s"] is False
     false_rollback = RunRecord(run=21, scenario="healthy", outcome="rolled_back")
     assert any(check.met is False and "false rollbacks" in check.goal for check in check_goals([false_rollback]))
 
