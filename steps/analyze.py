@@ -43,7 +43,13 @@ from rollguard.steps.judgment.statistical import LookPlan
 from rollguard.steps.metrics import istio_queries
 from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
-from rollguard.steps.metrics.prometheus_client import PrometheusQuerier, QueryResult, QueryStatus
+from rollguard.steps.metrics.prometheus_client import (
+    PrometheusQuerier,
+    QueryResult,
+    QueryStatus,
+    redacted_url,
+    split_credentials,
+)
 from rollguard.steps.options import (
     UsageError,
     add_flag,
@@ -145,9 +151,11 @@ class Settings:
 def validate(args: argparse.Namespace) -> Settings:
     """Check every flag before any query, so bad input exits 2 with nothing written."""
     url = urlparse(args.prometheus_url)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise UsageError(f"--prometheus-url {args.prometheus_url!r} must be an http:// or https:// URL with a host, "
-                         "e.g. http://prometheus.monitoring:9090")
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise UsageError(f"--prometheus-url {redacted_url(args.prometheus_url)!r} must be an http:// or https:// URL "
+                         "with a host, e.g. http://prometheus.monitoring:9090")
+    # Basic-auth credentials in the URL go to Prometheus only: logs and the verdict show the clean URL.
+    args.prometheus_url, args._prometheus_auth = split_credentials(args.prometheus_url)
     for flag in ("namespace", "service", "stable_version", "canary_version"):
         if not str(getattr(args, flag)).strip():
             raise UsageError(f"--{flag.replace('_', '-')} must not be empty")
@@ -399,7 +407,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def analyze(settings: Settings) -> Decision:
     """Run the checks until a decision; write the verdict file(s); return the decision."""
     args = settings.args
-    querier = PrometheusQuerier(args.prometheus_url, timeout_s=args.query_timeout, attempts=args.query_attempts)
+    querier = PrometheusQuerier(args.prometheus_url, auth=getattr(args, "_prometheus_auth", None),
+                                timeout_s=args.query_timeout, attempts=args.query_attempts)
     reader = Reader(settings, querier)
     judge = RunJudge(settings.run_limits)
     planned = settings.plan.planned_looks
