@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import signal
 import tempfile
 import threading
@@ -54,6 +53,7 @@ from rollguard.steps.options import (
     UsageError,
     add_flag,
     add_switch,
+    check_output_files,
     format_duration,
     fraction,
     non_negative_float,
@@ -169,11 +169,9 @@ def validate(args: argparse.Namespace) -> Settings:
     if planned_looks > MAX_PLANNED_LOOKS:
         raise UsageError(f"--duration {format_duration(args.duration)} / --interval {format_duration(args.interval)} "
                          f"gives {planned_looks} checks; use a longer --interval")
-    for flag in ("verdict_file", "verdict_word_file", "verdict_summary_file"):
-        value = getattr(args, flag)
-        if value is not None and not _writable_dir(Path(value).parent):
-            raise UsageError(f"--{flag.replace('_', '-')} {value}: directory {Path(value).parent} does not exist "
-                             "or is not writable")
+    check_output_files(args, "verdict_file", "verdict_word_file", "verdict_summary_file")
+    if args.window < 1:
+        raise UsageError(f"--window {format_duration(args.window)} is too short for a rate; use at least 1s (e.g. 1m)")
     window = format_duration(args.window)
     builtins = {
         "namespace": args.namespace, "service": args.service, "version": args.canary_version,
@@ -301,10 +299,6 @@ def _point(result: QueryResult) -> PointValue:
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def _writable_dir(path: Path) -> bool:
-    return path.is_dir() and os.access(path, os.W_OK)
 
 
 def _write_atomically(path: Path, text: str) -> None:

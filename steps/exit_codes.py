@@ -16,4 +16,4 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad flags, bad input files: nothing was changed, no verdict written
     INCONCLUSIVE = 3  # analyze: verdict inconclusive
     ERROR = 4  # a fault at run time (push refused, API unreachable); state is logged
-    INTERRUPTED = 130  # Ctrl-C / SIGTERM; whatever was started has been stopped
+    INTERRUPTED = 130  # Ctrl-C / SIGTERM (every command); whatever was started has been stopped

@@ -156,3 +156,16 @@ def add_switch(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: 
     except ValueError as exc:
         raise UsageError(f"{variable} (flag {flag}): {exc}") from None
     parser.add_argument(flag, action="store_true", default=default, help=f"{help} (env {variable})")
+
+
+def check_output_files(args: argparse.Namespace, *destinations: str) -> None:
+    """Refuse, before anything is changed, an output file (e.g. `result_file`) whose directory is missing
+    or not writable: a step must not push a commit and then fail to report it."""
+    for destination in destinations:
+        value = getattr(args, destination, None)
+        if not value:
+            continue
+        directory = os.path.dirname(os.path.abspath(value))
+        if not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
+            flag = "--" + destination.replace("_", "-")
+            raise UsageError(f"{flag} {value}: directory {directory} does not exist or is not writable")

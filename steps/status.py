@@ -15,7 +15,7 @@ from pathlib import Path
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.git_repo import BranchNotFound, FileNotInRepo, GitError, GitWorkspace, display_url
 from rollguard.steps.logs import configure
-from rollguard.steps.options import UsageError, add_flag, add_switch
+from rollguard.steps.options import UsageError, add_flag, add_switch, check_output_files
 from rollguard.steps.traffic.virtualservice import ManifestError, find_split, read_split
 from rollguard.steps.weight_change import add_repository_arguments, credentials_from
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print `stable v1 90 %, canary v2 10 %` for the VirtualService in Git."""
     configure("status", verbose=args.verbose)
+    check_output_files(args, "canary_weight_file", "result_file")
     credentials = credentials_from(args)
     try:
         with GitWorkspace(args.repo, args.branch, credentials, timeout_s=args.git_timeout) as workspace:

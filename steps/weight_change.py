@@ -32,7 +32,14 @@ from rollguard.steps.gitops.git_repo import (
     parse_author,
     publish_change,
 )
-from rollguard.steps.options import UsageError, add_flag, add_switch, non_negative_int, positive_duration
+from rollguard.steps.options import (
+    UsageError,
+    add_flag,
+    add_switch,
+    check_output_files,
+    non_negative_int,
+    positive_duration,
+)
 from rollguard.steps.traffic.virtualservice import (
     ManifestError,
     SplitEdit,
@@ -166,6 +173,7 @@ def change_split(
         virtual_service=args.virtual_service,
         dry_run=args.dry_run,
     )
+    check_output_files(args, "result_file", "commit_file")  # before the push, not after it
     credentials = credentials_from(args)
     connection: Future[KubeConnection] | None = None
     if (args.live_patch or args.argocd_app) and not args.dry_run:
