@@ -323,9 +323,13 @@ def _act_on_cluster(
     outcome: PublishOutcome[SplitEdit],
     connection: Future[KubeConnection] | None,
 ) -> list[str]:
-    """ArgoCD sync request (only for a new commit), live patch (always converges), then wait for the sync."""
+    """ArgoCD sync request, live patch (always converges), then wait for the sync.
+
+    The sync is asked for even when this run pushed nothing: a retried step whose first attempt pushed
+    and then failed to reach ArgoCD must still get its commit onto the cluster.
+    """
     problems: list[str] = []
-    wants_argocd = bool(args.argocd_app) and outcome.state is PublishState.PUSHED
+    wants_argocd = bool(args.argocd_app)
     if not (args.live_patch or wants_argocd) or connection is None:
         if args.argocd_app:
             report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
@@ -344,8 +348,6 @@ def _act_on_cluster(
     request: SyncRequest | None = None
     if wants_argocd:
         request, problems = _argocd_request(args, report, outcome, api, pushed)
-    elif args.argocd_app:
-        report.argocd = {"outcome": "skipped", "detail": "nothing was pushed, so there is nothing to sync"}
     if args.live_patch:
         problems += _live_patch(args, report, outcome, api, pushed)
     if request is not None:
@@ -406,7 +408,8 @@ def _argocd_request(
     ref = application_ref(args.argocd_namespace, args.argocd_app)
     try:
         revision = outcome.commit or outcome.head
-        return request_sync(api, ref, revision, reason=f"rollguard {report.action}"), []
+        return request_sync(api, ref, revision, reason=f"rollguard {report.action}",
+                            pushed_now=outcome.state is PublishState.PUSHED), []
     except (ArgoCdError, KubeApiError) as exc:
         report.argocd = {"outcome": "failed", "detail": str(exc)}
         return None, [f"{pushed}, but ArgoCD could not be asked to sync: {exc}"]

@@ -4,6 +4,7 @@ as library calls and through `rollguard rollback` end to end with a real bare Gi
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from git_remote import MANIFEST_PATH, make_remote, remote_head
 from rollguard.sandbox.ports import free_port
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.gitops.argocd import ArgoCdError, SyncState, application_ref, sync_application
+from rollguard.steps.gitops.argocd import (
+    ArgoCdError,
+    SyncState,
+    application_ref,
+    request_sync,
+    sync_application,
+    wait_for_sync,
+)
 from rollguard.steps.gitops.kube_api import KubeApi, KubeApiError, ObjectNotFound, load_api_client
 from rollguard.steps.gitops.live_patch import LivePatchError, LivePatchState, patch_live_split, virtual_service_ref
 
@@ -115,6 +123,22 @@ def test_argocd_running_operation_is_not_waited_for(fake_api: FakeKubeApi, kube:
     (patch,) = fake_api.patches("applications")
     assert "operation" not in patch.body  # only the refresh annotation
     assert patch.body["metadata"]["annotations"] == {"argocd.argoproj.io/refresh": "normal"}
+
+
+def test_a_running_sync_of_our_own_commit_is_waited_for(fake_api: FakeKubeApi, kube: KubeApi) -> None:
+    """A Git webhook made ArgoCD start syncing rollguard's commit first: wait for it (not the hook case)."""
+    ref = application_ref("argocd", "reviews")
+    app = application_object()
+    app["status"]["operationState"] = {"phase": "Running", "operation": {"sync": {"revision": SHA}}}
+    fake_api.put(app)
+    request = request_sync(kube, ref, SHA, pushed_now=False)  # not our push: could be the hook's sync
+    assert request.already_running is not None
+    request = request_sync(kube, ref, SHA, pushed_now=True)
+    assert request.already_running is None, "our own commit's sync was taken for the PostSync hook"
+    finished = application_object(revision=SHA)
+    threading.Timer(0.3, fake_api.put, [finished]).start()
+    outcome = wait_for_sync(kube, ref, request, timeout_s=10, poll_interval_s=0.05)
+    assert outcome.state is SyncState.SYNCED
 
 
 def test_argocd_sync_not_confirmed_in_time(fake_api: FakeKubeApi, kube: KubeApi) -> None:
@@ -241,14 +265,18 @@ def test_repeated_rollback_still_converges_the_live_object(
     result_file = tmp_path / "result.json"
     assert rollback(remote, kubeconfig, result_file) == ExitCode.OK  # Git only
     head = remote_head(remote)
+    fake_api.set_argocd_behaviour("argocd", "reviews", "sync", delay_s=0.1)
     assert rollback(remote, kubeconfig, result_file, "--live-patch", "--argocd-app", "reviews") == ExitCode.OK
     result = json.loads(result_file.read_text())
     assert remote_head(remote) == head and result["changed"] is False
-    assert result["live_patch"]["outcome"] == "patched" and result["argocd"]["outcome"] == "skipped"
+    # Nothing to push, yet ArgoCD is still asked: a retried step whose first try pushed must reach the cluster.
+    assert result["live_patch"]["outcome"] == "patched" and result["argocd"]["outcome"] == "synced"
+    (sync_request,) = [p for p in fake_api.patches("applications") if "operation" in p.body]
+    assert sync_request.body["operation"]["sync"]["revision"] == head
     assert live_weights(fake_api) == [100, 0]
     assert rollback(remote, kubeconfig, result_file, "--live-patch") == ExitCode.OK
     assert json.loads(result_file.read_text())["live_patch"]["outcome"] == "already"
-    assert len(fake_api.patches()) == 1
+    assert len(fake_api.patches("virtualservices")) == 1
 
 
 def test_live_patch_failure_after_the_push_exits_4(fake_api: FakeKubeApi, kubeconfig: Path, tmp_path: Path) -> None:

@@ -70,6 +70,16 @@ def _running_operation(app: dict[str, Any]) -> str | None:
     return None
 
 
+def _running_revision(app: dict[str, Any]) -> str | None:
+    """The revision the running (or queued) sync operation goes to, when it names one."""
+    state = (app.get("status") or {}).get("operationState") or {}
+    for operation in (state.get("operation"), app.get("operation")):
+        revision = ((operation or {}).get("sync") or {}).get("revision")
+        if revision:
+            return str(revision)
+    return None
+
+
 def _synced_revisions(app: dict[str, Any]) -> tuple[str | None, list[str], str | None]:
     sync = (app.get("status") or {}).get("sync") or {}
     return sync.get("revision"), list(sync.get("revisions") or []), sync.get("status")
@@ -85,9 +95,15 @@ class SyncRequest:
 
 
 def request_sync(
-    api: KubeApi, ref: ObjectRef, revision: str, *, reason: str = "rollguard", conflict_retries: int = 5
+    api: KubeApi, ref: ObjectRef, revision: str, *, reason: str = "rollguard", conflict_retries: int = 5,
+    pushed_now: bool = True,
 ) -> SyncRequest:
-    """Patch the Application: refresh annotation, plus a sync operation to `revision` unless one is running."""
+    """Patch the Application: refresh annotation, plus a sync operation to `revision` unless one is running.
+
+    A running sync to `revision` itself, when this step just pushed it (`pushed_now`), is ArgoCD already
+    acting on rollguard's commit (a Git webhook): it is waited for like our own. Any other running sync
+    is the PostSync-hook case: waiting for it would deadlock, so only a refresh is asked for.
+    """
     started = time.monotonic()
     try:
         for _attempt in range(conflict_retries + 1):
@@ -96,6 +112,11 @@ def request_sync(
             refresh = {"resourceVersion": resource_version, "annotations": {REFRESH_ANNOTATION: "normal"}}
             running = _running_operation(app)
             try:
+                if running and pushed_now and _running_revision(app) == revision:
+                    api.merge_patch(ref, {"metadata": refresh})
+                    log.info("ArgoCD is already syncing Application %s to %s; waiting for it", ref.name,
+                             revision[:12])
+                    return SyncRequest(revision, started, None)
                 if running:
                     api.merge_patch(ref, {"metadata": refresh})
                     detail = (
