@@ -112,7 +112,9 @@ def _statistical_error_rate(counts: Counts, limits: Limits, plan: LookPlan) -> M
               f"{_percent(limits.max_error_rate)}); lower confidence bound {_percent(test.lower_bound)} is "
               f"{_above(test.significant)} the limit (p = {test.p_value:.2g}, per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
-    return MetricOutcome(CANARY_ERROR_RATE, phase, test.estimate, limits.max_error_rate, detail, counts.requests)
+    alone = rate_above_limit(counts.errors, counts.requests, limits.max_error_rate, plan.alpha_single).significant
+    return MetricOutcome(CANARY_ERROR_RATE, phase, test.estimate, limits.max_error_rate, detail, counts.requests,
+                         over_limit_at_this_check=alone)
 
 
 def _statistical_comparison(canary: Counts, stable: Counts, limits: Limits, plan: LookPlan) -> MetricOutcome:
@@ -134,7 +136,9 @@ def _statistical_comparison(canary: Counts, stable: Counts, limits: Limits, plan
               f"{_percent(increase)}; canary's lower bound {_percent(test.canary.lower_bound)} is "
               f"{_above(test.significant)} stable's upper bound {_percent(test.stable_upper_bound)} + the increase")
     phase = (Phase.FAILED if test.significant else Phase.SUSPECT if difference > increase else Phase.OK)
-    return MetricOutcome(name, phase, difference, increase, detail, canary.requests)
+    alone = rate_above_stable(canary.errors, canary.requests, stable.errors, stable.requests, increase,
+                              plan.alpha_single).significant
+    return MetricOutcome(name, phase, difference, increase, detail, canary.requests, over_limit_at_this_check=alone)
 
 
 def _statistical_latency(counts: Counts, p99: PointValue, limits: Limits, plan: LookPlan) -> MetricOutcome:
@@ -152,7 +156,8 @@ def _statistical_latency(counts: Counts, p99: PointValue, limits: Limits, plan: 
               f"confidence bound {_percent(test.lower_bound)} is {_above(test.significant)} the allowed share "
               f"(per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
-    return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests)
+    alone = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_single).significant
+    return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests, over_limit_at_this_check=alone)
 
 
 def _point_metric(name: str, point: PointValue, maximum: float, samples: int | None = None) -> MetricOutcome:

@@ -67,6 +67,9 @@ class MetricOutcome:
     threshold: float = math.nan
     detail: str = ""
     samples: int | None = None  # requests behind the value, when the value is a proportion of requests
+    # Over its limit with the run's confidence at this check taken alone (no allowance for repeated
+    # looks): not enough to fail, too much to pass when the bake time ends.
+    over_limit_at_this_check: bool = False
 
     def as_json(self) -> dict[str, object]:
         """JSON-ready form for the verdict file (NaN and infinities become null)."""
@@ -77,6 +80,7 @@ class MetricOutcome:
             "threshold": _finite_or_none(self.threshold),
             "samples": self.samples,
             "detail": self.detail,
+            "over_limit_at_this_check": self.over_limit_at_this_check,
         }
 
 

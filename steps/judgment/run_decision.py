@@ -100,9 +100,21 @@ class RunJudge:
                 f"need at least {self.limits.min_requests} (--min-requests)",
             )
         suspects = check.with_phase(Phase.SUSPECT)
+        convincing = [outcome for outcome in suspects if outcome.over_limit_at_this_check]
+        if convincing:
+            # Not proof over the whole analysis (that is what fails at once), but over the limit with the
+            # run's confidence at this last check alone: never a pass. A canary within its limits ends
+            # here with probability at most 1 - confidence per metric.
+            first = convincing[0]
+            return Decision.decide(
+                Verdict.INCONCLUSIVE,
+                f"bake time over; {first.metric} is over its limit with the run's confidence at the last check, "
+                f"though not proven over the whole analysis: {first.detail}",
+                first,
+            )
         if suspects:
-            # The statistical rule fails on evidence only; an estimate over the limit without it passes,
-            # and the reason says so (size --min-requests for the power you need).
+            # An estimate over the limit without that evidence (a handful of errors) passes, and the reason
+            # says so (size --min-requests for the power you need).
             return Decision.decide(
                 Verdict.PASS,
                 f"bake time over with {check.canary_requests} canary requests and no significant breach; note "

@@ -29,6 +29,11 @@ class LookPlan:
             raise ValueError("planned_looks and tests_per_look must be at least 1")
 
     @property
+    def alpha_single(self) -> float:
+        """The level of one test taken alone (no share-out): what the end-of-bake check uses."""
+        return 1.0 - self.confidence
+
+    @property
     def alpha_per_test(self) -> float:
         """False-alarm probability one test at one look may use."""
         return (1.0 - self.confidence) / (self.planned_looks * self.tests_per_look)
