@@ -152,11 +152,11 @@ class GitWorkspace:
             )
         except subprocess.TimeoutExpired:
             raise GitError(
-                f"`git {args[0]}` did not finish within {self.timeout_s:g} s (repository {self.safe_url})"
+                f"`git {_subcommand(args)}` did not finish within {self.timeout_s:g} s (repository {self.safe_url})"
             ) from None
-        if completed.returncode != 0 and args[0] != "push":
+        if completed.returncode != 0 and _subcommand(args) != "push":
             detail = self.scrubber.scrub((completed.stderr or completed.stdout).strip())
-            raise GitError(f"`git {args[0]}` failed for {self.safe_url}: {detail}{_hint(detail)}")
+            raise GitError(f"`git {_subcommand(args)}` failed for {self.safe_url}: {detail}{_hint(detail)}")
         return completed
 
     @property
@@ -350,3 +350,11 @@ def publish_change(
                 "Run the step again"
             ) from None
     raise AssertionError("unreachable: tenacity either returned or raised")  # pragma: no cover
+
+
+def _subcommand(args: Sequence[str]) -> str:
+    """The git sub-command of an argument list, skipping `-c key=value` options (for error messages)."""
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        index += 2 if args[index] == "-c" else 1
+    return args[index] if index < len(args) else "?"

@@ -56,7 +56,8 @@ def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
 
 
 def upper_tail(successes: int, trials: int, rate: float) -> float:
-    """P(X >= successes) for X ~ Binomial(trials, rate): the one-sided p-value of "rate is too low"."""
+    """P(X >= successes) for X ~ Binomial(trials, rate): the p-value of H0 "the true rate is at most `rate`"
+    (small when so many failures show the rate is higher)."""
     _check_counts(successes, trials)
     if successes <= 0:
         return 1.0
