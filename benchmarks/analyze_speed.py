@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rollguard.experiment.summary import percentile  # one definition: linear interpolation
 from rollguard.sandbox.prometheus_server import PrometheusServer, ScrapeJob
 from rollguard.sandbox.synthetic_traffic import SyntheticTraffic, TrafficProfile
 
@@ -83,11 +84,6 @@ def wait_scraped(server: PrometheusServer, service: str, deadline_s: float = 30.
                 return
         time.sleep(0.2)
     raise RuntimeError(f"Prometheus did not scrape {service} within {deadline_s}s")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
 
 
 def bad_canary_run(traffic: SyntheticTraffic, server: PrometheusServer, index: int, workdir: Path,

@@ -14,27 +14,20 @@ one after the other, then reads DIR/results.json and prints (does not assert):
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from rollguard.experiment.summary import percentile  # one definition: linear interpolation
 from rollguard.sandbox.results import read_results
-
-
-def _percentile(values: list[float], share: float) -> float:
-    """Nearest-rank percentile (p95 of 5 values is the largest)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(share * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _spread(values: list[float]) -> str:
     if not values:
         return "n/a"
-    return (f"p50 {statistics.median(values):5.2f} s  p95 {_percentile(values, 0.95):5.2f} s  "
+    return (f"p50 {statistics.median(values):5.2f} s  p95 {percentile(values, 0.95):5.2f} s  "
             f"max {max(values):5.2f} s  (n={len(values)})")
 
 

@@ -21,14 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+from rollguard.experiment.summary import percentile  # one definition: linear interpolation
 from rollguard.sandbox.git_remote import create_remote
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.processes import Supervisor, install_signal_handlers
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def open_loop(port: int, rps: float, seconds: float) -> list[float]:
@@ -111,8 +107,8 @@ def main() -> int:
         figures = {}
         for label, port in (("direct to app", app_ports["v1"]), ("through router", router_port)):
             latencies = open_loop(port, args.rps, args.seconds)
-            figures[label] = (statistics.median(latencies), _percentile(latencies, 0.95),
-                              _percentile(latencies, 0.99))
+            figures[label] = (statistics.median(latencies), percentile(latencies, 0.95),
+                              percentile(latencies, 0.99))
             p50, p95, p99 = figures[label]
             print(f"  {label:15} n={len(latencies):5d}  p50 {p50:6.2f}  p95 {p95:6.2f}  p99 {p99:6.2f}")
         added = [router - direct for router, direct in zip(figures["through router"], figures["direct to app"],
