@@ -28,8 +28,8 @@ from rollguard.steps.options import (
     add_flag,
     add_switch,
     env_name,
-    non_negative_int,
     positive_duration,
+    positive_int,
 )
 
 SCENARIOS = ("faulty", "slow", "healthy", "mixed")
@@ -38,14 +38,6 @@ JUDGES = ("statistical", "threshold", "both")
 TARGETS = ("sandbox", "cluster")
 BACKGROUND_ERROR_RATE = 0.005  # the "little background noise" healthy canaries must survive
 _DEMO_ONLY = {"--scenario", "--report-dir", "-h"}
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    value = non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

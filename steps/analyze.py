@@ -59,6 +59,7 @@ from rollguard.steps.options import (
     non_negative_float,
     non_negative_int,
     positive_duration,
+    positive_int,
 )
 
 log = logging.getLogger("rollguard.analyze")
@@ -67,13 +68,6 @@ STATISTICAL_TESTS_PER_LOOK = 3  # canary error rate, canary vs stable, canary la
 MAX_PLANNED_LOOKS = 100_000
 EXIT_CODES = {Verdict.PASS: ExitCode.OK, Verdict.FAIL: ExitCode.FAIL, Verdict.INCONCLUSIVE: ExitCode.INCONCLUSIVE}
 POLICIES = [policy.value for policy in Policy]
-
-
-def _positive_int(text: str) -> int:
-    value = non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "point values, fail after --failure-limit failed checks")
     add_flag(judging, "--confidence", default=0.99, type=fraction,
              help="statistical rule: a canary within its limits is failed with probability <= 1 - confidence")
-    add_flag(judging, "--failure-limit", default=3, type=_positive_int,
+    add_flag(judging, "--failure-limit", default=3, type=positive_int,
              help="threshold rule and custom metrics: failed checks that make the verdict fail")
     add_switch(judging, "--consecutive", help="count only failed checks in a row towards --failure-limit")
     add_flag(judging, "--on-no-data", default=Policy.CONTINUE.value, choices=POLICIES,
@@ -112,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(judging, "--max-consecutive-errors", default=4, type=non_negative_int,
              help="checks in a row that may fail to query before --on-error applies")
     add_flag(judging, "--query-timeout", default="5s", type=positive_duration, help="timeout of one query")
-    add_flag(judging, "--query-attempts", default=3, type=_positive_int,
+    add_flag(judging, "--query-attempts", default=3, type=positive_int,
              help="tries per query (exponential backoff from 200ms)")
     output = parser.add_argument_group("output")
     add_flag(output, "--verdict-file", default="/tmp/verdict.json", help="where the verdict JSON is written")

@@ -93,6 +93,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a count of runs, attempts, failed checks)."""
+    value = non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def percent_weight(text: str) -> int:
     """argparse type: a traffic weight, a whole number from 0 to 100."""
     try:
