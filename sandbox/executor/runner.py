@@ -422,6 +422,9 @@ class LocalExecutor:
                               started_at=started, finished_at=time.time())
         with self._lock:
             self._running[process.pid] = process
+            aborted = self._abort_reason is not None
+        if aborted:  # abort() ran between Popen and the registration: it could not see this process
+            stop_process_group(process.pid, None, grace_s=2.0)
         timed_out = threading.Event()
         timer = None
         if timeout_s is not None:
