@@ -377,8 +377,10 @@ def test_ctrl_c_in_a_parallel_group_stops_every_step(tmp_path: Path) -> None:
     import time
 
     path = _write(tmp_path, "parallel.yaml", PARALLEL_SLEEP)
+    # As from a terminal: SIGINT at its default, even when the test itself runs in a background job
+    # (where the shell starts everything with SIGINT ignored, and Python then installs no Ctrl-C handler).
     run = sp.Popen([PY, "-m", "rollguard.steps.cli", "run-local", str(path)], stdout=sp.PIPE, stderr=sp.STDOUT,
-                   text=True)
+                   text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         while _naps_running() < 2 and time.monotonic() < deadline:
