@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,35 +96,26 @@ class KubeApi:
 
     def get(self, ref: ObjectRef) -> dict[str, Any]:
         """The object as the API returns it (plain JSON data)."""
-        try:
-            return self._objects.get_namespaced_custom_object(
-                ref.group, ref.version, ref.namespace, ref.plural, ref.name, _request_timeout=self._timeout
-            )
-        except ApiException as exc:
-            raise _api_error("read", ref, exc) from None
-        except HTTPError as exc:
-            raise KubeApiError(
-                f"could not read {ref.describe()}: Kubernetes API {self.server} unreachable ({exc})"
-            ) from None
+        return self._call("read", ref, lambda: self._objects.get_namespaced_custom_object(
+            ref.group, ref.version, ref.namespace, ref.plural, ref.name, _request_timeout=self._timeout
+        ))
 
     def merge_patch(self, ref: ObjectRef, patch: dict[str, Any]) -> dict[str, Any]:
         """Apply a JSON merge patch (RFC 7386); include metadata.resourceVersion to get Conflict on a race."""
+        return self._call("patch", ref, lambda: self._objects.patch_namespaced_custom_object(
+            ref.group, ref.version, ref.namespace, ref.plural, ref.name, patch,
+            _request_timeout=self._timeout, _content_type="application/merge-patch+json",
+        ))
+
+    def _call(self, verb: str, ref: ObjectRef, request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run one API request, turning the client's exceptions into KubeApiError naming `verb` and `ref`."""
         try:
-            return self._objects.patch_namespaced_custom_object(
-                ref.group,
-                ref.version,
-                ref.namespace,
-                ref.plural,
-                ref.name,
-                patch,
-                _request_timeout=self._timeout,
-                _content_type="application/merge-patch+json",
-            )
+            return request()
         except ApiException as exc:
-            raise _api_error("patch", ref, exc) from None
+            raise _api_error(verb, ref, exc) from None
         except HTTPError as exc:
             raise KubeApiError(
-                f"could not patch {ref.describe()}: Kubernetes API {self.server} unreachable ({exc})"
+                f"could not {verb} {ref.describe()}: Kubernetes API {self.server} unreachable ({exc})"
             ) from None
 
 

@@ -7,6 +7,7 @@ requests must not look like a 33 % error rate "with confidence".
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 _TINY = 1e-300
 _EPSILON = 1e-15
@@ -86,14 +87,8 @@ def lower_bound(successes: int, trials: int, alpha: float) -> float:
     _check_alpha(alpha)
     if successes == 0:
         return 0.0
-    # upper_tail grows with the rate; find where it crosses alpha.
-    low, high = 0.0, 1.0
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2.0
-        if upper_tail(successes, trials, middle) > alpha:
-            high = middle
-        else:
-            low = middle
+    # upper_tail grows with the rate: the bound is the last rate at which it is still <= alpha.
+    low, _high = _bisect(lambda rate: upper_tail(successes, trials, rate) <= alpha)
     return low
 
 
@@ -103,15 +98,21 @@ def upper_bound(successes: int, trials: int, alpha: float) -> float:
     _check_alpha(alpha)
     if successes >= trials:
         return 1.0
-    # lower_tail falls as the rate grows; find where it crosses alpha.
+    # lower_tail falls as the rate grows: the bound is the first rate at which it is <= alpha.
+    _low, high = _bisect(lambda rate: lower_tail(successes, trials, rate) > alpha)
+    return high
+
+
+def _bisect(below_crossing: Callable[[float], bool]) -> tuple[float, float]:
+    """Narrow [0, 1] to the rate where `below_crossing` turns from true to false; (low, high) around it."""
     low, high = 0.0, 1.0
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2.0
-        if lower_tail(successes, trials, middle) > alpha:
+        if below_crossing(middle):
             low = middle
         else:
             high = middle
-    return high
+    return low, high
 
 
 def _check_counts(successes: int, trials: int) -> None:
