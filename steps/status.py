@@ -16,7 +16,7 @@ from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.git_repo import BranchNotFound, FileNotInRepo, GitError, GitWorkspace, display_url
 from rollguard.steps.logs import configure
 from rollguard.steps.options import UsageError, add_flag, add_switch, check_output_files
-from rollguard.steps.traffic.virtualservice import ManifestError, find_split, read_split
+from rollguard.steps.traffic.virtualservice import ManifestError, agreed_weights, find_split
 from rollguard.steps.weight_change import add_repository_arguments, credentials_from
 
 log = logging.getLogger("rollguard.steps")
@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return ExitCode.ERROR
     try:
-        stable, canary = read_split(text, args.virtual_service, args.stable_subset, args.canary_subset)
-        routes = len(find_split(text, args.virtual_service, args.stable_subset, args.canary_subset).routes)
+        split = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset)
+        stable, canary = agreed_weights(split, args.virtual_service)
+        routes = len(split.routes)
     except ManifestError as exc:
         raise UsageError(f"{args.path} (branch {args.branch} of {display_url(args.repo)}): {exc}") from None
     print(

@@ -13,7 +13,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,6 @@ from rollguard.steps.traffic.virtualservice import (
     ManifestError,
     SplitEdit,
     find_split,
-    load_documents,
     set_split,
     unified_diff,
 )
@@ -308,15 +307,6 @@ def _record_publish(report: StepReport, outcome: PublishOutcome[SplitEdit]) -> N
     report.warnings = list(edit.warnings)
 
 
-def _namespace_from_file(text: str, name: str) -> str | None:
-    for document in load_documents(text):
-        if isinstance(document, Mapping) and document.get("kind") == "VirtualService":
-            metadata = document.get("metadata") or {}
-            if metadata.get("name") == name and isinstance(metadata.get("namespace"), str):
-                return metadata["namespace"]
-    return None
-
-
 def _act_on_cluster(
     args: argparse.Namespace,
     report: StepReport,
@@ -361,7 +351,7 @@ def _live_patch(
     from rollguard.steps.gitops.kube_api import KubeApiError
     from rollguard.steps.gitops.live_patch import LivePatchError, patch_live_split, virtual_service_ref
 
-    namespace = args.namespace or _namespace_from_file(outcome.change.text, args.virtual_service)
+    namespace = args.namespace or outcome.change.namespace
     if not namespace:
         report.live_patch = {"outcome": "failed", "detail": "no namespace"}
         return [

@@ -41,6 +41,7 @@ def test_rollback_changes_exactly_the_two_weight_numbers() -> None:
     edit = set_split(FIXTURE, "reviews", "v1", "v2", 0)
     assert edit.changed and edit.routes_changed == 1
     assert (edit.before_stable_weight, edit.before_canary_weight) == (90, 10)
+    assert edit.namespace == "shop"  # the live patch's default namespace, from the VirtualService itself
     assert changed_lines(FIXTURE, edit.text) == [
         ("      weight: 90     # stable\n", "      weight: 100     # stable\n"),
         ("      weight: 10     # canary\n", "      weight: 0     # canary\n"),

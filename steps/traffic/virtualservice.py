@@ -78,6 +78,7 @@ class TrafficSplit:
     document_index: int
     routes: tuple[WeightedRoute, ...]
     warnings: tuple[str, ...]
+    namespace: str | None = None  # the VirtualService's metadata.namespace, when the file says it
 
     @property
     def stable_weight(self) -> int:
@@ -102,6 +103,7 @@ class SplitEdit:
     canary_weight: int
     routes_changed: int
     warnings: tuple[str, ...]
+    namespace: str | None = None  # the VirtualService's metadata.namespace, when the file says it
 
 
 def _yaml() -> YAML:
@@ -343,7 +345,9 @@ def find_split(yaml_text: str, virtual_service: str, stable_subset: str, canary_
                 other_weight=sum(others),
             )
         )
-    return TrafficSplit(document_index=document_index, routes=tuple(routes), warnings=tuple(warnings))
+    namespace = (document.get("metadata") or {}).get("namespace")
+    return TrafficSplit(document_index=document_index, routes=tuple(routes), warnings=tuple(warnings),
+                        namespace=namespace if isinstance(namespace, str) else None)
 
 
 def read_split(yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str) -> tuple[int, int]:
@@ -352,7 +356,11 @@ def read_split(yaml_text: str, virtual_service: str, stable_subset: str, canary_
     Raises a ManifestError (a ValueError) naming the problem if the file, the VirtualService, its
     routes, subsets or weights are not a valid two-way split adding up to 100.
     """
-    split = find_split(yaml_text, virtual_service, stable_subset, canary_subset)
+    return agreed_weights(find_split(yaml_text, virtual_service, stable_subset, canary_subset), virtual_service)
+
+
+def agreed_weights(split: TrafficSplit, virtual_service: str) -> tuple[int, int]:
+    """(stable, canary) of a located split, after checking each route adds up to 100 and all routes agree."""
     for route in split.routes:
         total = route.stable.value + route.canary.value + route.other_weight
         if total != 100:
@@ -429,6 +437,7 @@ def set_split(
             1 for r in split.routes if (r.stable.value, r.canary.value) != (stable_weight, canary_weight)
         ),
         warnings=split.warnings,
+        namespace=split.namespace,
     )
 
 
