@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
 def write_report(records: list[RunRecord], settings: dict[str, Any], args: argparse.Namespace,
                  *, interrupted: bool) -> None:
     """results.json/csv, report.md and timeline.png for the runs in hand."""
-    from rollguard.experiment.records import write_atomically
+    from rollguard.steps.output_files import write_atomically
 
     save_results(records, args.report_dir, settings)
     write_atomically(args.report_dir / "report.md", render_report(records, settings, interrupted=interrupted))

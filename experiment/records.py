@@ -9,11 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from rollguard.steps.output_files import write_atomically
 
 FAULTY_SCENARIOS = ("faulty", "slow")
 
@@ -108,21 +108,9 @@ def _between(start: float | None, end: float | None) -> float | None:
     return end - start
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: no half-written file, ever."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_results(records: list[RunRecord], report_dir: Path, settings: dict[str, Any]) -> None:
     """Write results.json (settings + one object per run) and results.csv (one row per run)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
     document = {"settings": settings, "runs": [{**record.to_row(), **record.extra} for record in records]}
     write_atomically(report_dir / "results.json", json.dumps(document, indent=2, sort_keys=False) + "\n")
     rows = [record.to_row() for record in records]

@@ -11,11 +11,12 @@ report directory is appended.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from rollguard.steps.output_files import write_atomically
 
 RESULTS_FILE = "results.json"
 
@@ -93,7 +94,5 @@ def append_result(report_dir: Path, run: RunResult) -> Path:
     runs = read_results(report_dir)
     runs.append({**run.to_json(), "run": len(runs) + 1})
     path = report_dir / RESULTS_FILE
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps({"runs": runs}, indent=2) + "\n")
     return path

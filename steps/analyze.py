@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from rollguard.steps.options import (
     positive_duration,
     positive_int,
 )
+from rollguard.steps.output_files import write_atomically
 
 log = logging.getLogger("rollguard.analyze")
 
@@ -295,14 +295,6 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a verdict."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(text)
-        temporary = Path(handle.name)
-    temporary.replace(path)
-
-
 def _format_value(metric: str, value: float) -> str:
     if not math.isfinite(value):
         return "n/a"
@@ -434,11 +426,11 @@ def analyze(settings: Settings) -> Decision:
 def _write_verdict(settings: Settings, decision: Decision, started_at: float, checks: list[dict[str, Any]]) -> None:
     assert decision.verdict is not None
     document = _verdict_document(settings, decision, started_at, checks)
-    _write_atomically(Path(settings.args.verdict_file), render_verdict(document))
+    write_atomically(Path(settings.args.verdict_file), render_verdict(document))
     if settings.args.verdict_word_file:
-        _write_atomically(Path(settings.args.verdict_word_file), decision.verdict.value)
+        write_atomically(Path(settings.args.verdict_word_file), decision.verdict.value)
     if settings.args.verdict_summary_file:
-        _write_atomically(Path(settings.args.verdict_summary_file), render_verdict(summary_of(document)))
+        write_atomically(Path(settings.args.verdict_summary_file), render_verdict(summary_of(document)))
     log.info("VERDICT %s: %s (verdict file %s)", decision.verdict.value.upper(), decision.reason,
              settings.args.verdict_file)
 
