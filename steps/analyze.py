@@ -35,6 +35,7 @@ from rollguard.steps.judgment.outcomes import (
     Policy,
     Step,
     Verdict,
+    finite_or_none,
 )
 from rollguard.steps.judgment.run_decision import RunJudge, RunLimits
 from rollguard.steps.judgment.statistical import LookPlan
@@ -136,7 +137,7 @@ class Settings:
         values["alpha_per_test"] = self.plan.alpha_per_test
         values["queries"] = self.queries
         values["custom_metrics"] = [
-            {"name": m.name, "query": m.query, "min": _finite(m.minimum), "max": _finite(m.maximum)}
+            {"name": m.name, "query": m.query, "min": finite_or_none(m.minimum), "max": finite_or_none(m.maximum)}
             for m in self.custom_metrics
         ]
         return values
@@ -247,10 +248,10 @@ class Reader:
             custom=custom,
         )
         readings = {
-            "canary": {**canary_json, "error_rate": _finite(results["canary_error_rate"].value),
-                       "p99_latency_ms": _finite(results["canary_p99_latency_ms"].value)},
-            "stable": {**stable_json, "error_rate": _finite(results["stable_error_rate"].value),
-                       "p99_latency_ms": _finite(results["stable_p99_latency_ms"].value)},
+            "canary": {**canary_json, "error_rate": finite_or_none(results["canary_error_rate"].value),
+                       "p99_latency_ms": finite_or_none(results["canary_p99_latency_ms"].value)},
+            "stable": {**stable_json, "error_rate": finite_or_none(results["stable_error_rate"].value),
+                       "p99_latency_ms": finite_or_none(results["stable_p99_latency_ms"].value)},
             # Only queries that needed retries or gave no plain value: keeps the verdict small.
             "query_problems": {name: {"status": result.status.value, "attempts": result.attempts,
                                       "detail": result.detail}
@@ -289,10 +290,6 @@ def _point(result: QueryResult) -> PointValue:
         QueryStatus.MULTIPLE: Phase.MULTIPLE, QueryStatus.ERROR: Phase.ERROR,
     }
     return PointValue(phases[result.status], result.value, result.detail)
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 def _format_value(metric: str, value: float) -> str:
@@ -361,8 +358,8 @@ def _verdict_document(
         "decided_at": time.time(),
         "failed_check": None if evidence is None else {
             "metric": evidence.metric,
-            "value": _finite(evidence.value),
-            "threshold": _finite(evidence.threshold),
+            "value": finite_or_none(evidence.value),
+            "threshold": finite_or_none(evidence.threshold),
             "detail": evidence.detail,
         },
         "checks": checks,

@@ -76,8 +76,8 @@ class MetricOutcome:
         return {
             "metric": self.metric,
             "phase": self.phase.value,
-            "value": _finite_or_none(self.value),
-            "threshold": _finite_or_none(self.threshold),
+            "value": finite_or_none(self.value),
+            "threshold": finite_or_none(self.threshold),
             "samples": self.samples,
             "detail": self.detail,
             "over_limit_at_this_check": self.over_limit_at_this_check,
@@ -134,5 +134,6 @@ class Decision:
         return cls(Step.DECIDED, verdict, reason, failed_check)
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """The value, or None for NaN and infinities (JSON has no NaN)."""
     return value if math.isfinite(value) else None
