@@ -4,7 +4,7 @@
 # binary (Debian package `prometheus`; PROMETHEUS_BIN points at another one).
 #
 #   ./run.sh demo [demo flags]   set up, then run a faulty canary release in the local sandbox
-#   ./run.sh test [pytest args]  set up, then lint (ruff, import contracts) and run the test suite
+#   ./run.sh test [pytest args]  set up, then lint (ruff, import contracts, mypy) and run the test suite
 #   ./run.sh setup               set up only
 #   ./run.sh bench               set up, then run the benchmark scripts (prints figures)
 set -euo pipefail
@@ -44,15 +44,26 @@ ensure_prometheus() {
 
 ensure_venv() {
   [ -x "$VENV/bin/python" ] || { say "creating virtualenv $VENV"; python3 -m venv "$VENV"; }
-  local stamp
-  stamp="$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)"
-  if [ "$(cat "$VENV/.rollguard-installed" 2>/dev/null)" != "$stamp" ]; then
+  # A strict editable install (a tree of links under build/) lets static tools (mypy, import-linter)
+  # follow the `rollguard` namespace; it links files, so a new or removed module needs a re-install:
+  # the stamp covers the packaging files and the list of code files.
+  local stamp deps_stamp
+  deps_stamp="$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)"
+  stamp="$deps_stamp $(find steps workflows sandbox experiment -type f -not -path '*/__pycache__/*' | sort | sha256sum | cut -d' ' -f1)"
+  local installed
+  installed="$(cat "$VENV/.rollguard-installed" 2>/dev/null || true)"
+  [ "$installed" = "$stamp" ] && return
+  local deps_flag=""
+  if [ "${installed%% *}" = "$deps_stamp" ]; then
+    deps_flag="--no-deps"   # only the file list changed: re-link, nothing to download
+  else
     say "installing rollguard and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
-    "$VENV/bin/python" -c 'import rollguard.steps.cli' || die "installing rollguard into $VENV failed (see pip's messages above)"
-    echo "$stamp" > "$VENV/.rollguard-installed"
   fi
+  "$VENV/bin/python" -m pip install -q $deps_flag -e '.[test]' --config-settings editable_mode=strict \
+    > "$VENV/pip-install.log" 2>&1 || { cat "$VENV/pip-install.log" >&2; die "pip could not install rollguard into $VENV (its messages are above)"; }
+  "$VENV/bin/python" -c 'import rollguard.steps.cli' || die "installing rollguard into $VENV failed (see $VENV/pip-install.log)"
+  echo "$stamp" > "$VENV/.rollguard-installed"
 }
 
 setup() { ensure_python; ensure_prometheus; ensure_venv; }
@@ -64,7 +75,9 @@ case "$command" in
   test)
     setup
     "$VENV/bin/ruff" check .
-    if [ -f .importlinter ]; then "$VENV/bin/lint-imports" --no-cache; fi
+    "$VENV/bin/lint-imports" --no-cache
+    "$VENV/bin/mypy" -p rollguard.steps -p rollguard.workflows -p rollguard.sandbox -p rollguard.experiment
+    "$VENV/bin/mypy" tests benchmarks
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   demo)

@@ -224,3 +224,23 @@ def test_installed_entry_point_runs_help_and_lists_the_steps() -> None:
     assert done.returncode == 0, done.stderr
     for command in ("analyze", "deploy", "promote", "rollback", "status", "next-weight"):
         assert command in done.stdout
+
+
+def test_core_dependencies_are_exactly_what_the_step_image_installs_for_rollguard() -> None:
+    """pyproject's core dependencies (no extra) name the same packages as the image's top-level pins:
+    the Hera renderer and the sandbox are extras, so a plain install is what a step pod runs."""
+    core = {
+        normalize(r.name)
+        for r in map(Requirement, metadata.distribution("rollguard").requires or [])
+        if r.marker is None
+    }
+    pins = image_requirements()
+    # The image's direct requirements are the pins no other pin requires.
+    required_by_pins = {
+        normalize(r.name)
+        for name in pins
+        for r in map(Requirement, metadata.distribution(name).requires or [])
+        if r.marker is None or r.marker.evaluate({"extra": ""})
+    }
+    assert core == set(pins) - required_by_pins, "core dependencies and images/requirements.txt disagree"
+    assert "hera" not in core and "matplotlib" not in core and "rich" not in core
