@@ -11,7 +11,7 @@ import argparse
 
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag, percent_weight
-from rollguard.steps.traffic.virtualservice import SplitEdit
+from rollguard.steps.traffic.weight_edit import SplitEdit
 from rollguard.steps.weight_change import WeightPlan, add_change_arguments, change_split
 
 

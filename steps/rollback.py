@@ -18,7 +18,7 @@ from typing import Any
 
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag
-from rollguard.steps.traffic.virtualservice import SplitEdit
+from rollguard.steps.traffic.weight_edit import SplitEdit
 from rollguard.steps.weight_change import WeightPlan, add_change_arguments, change_split
 
 log = logging.getLogger("rollguard.steps")

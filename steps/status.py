@@ -16,7 +16,8 @@ from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.git_repo import BranchNotFound, FileNotInRepo, GitError, GitWorkspace, display_url
 from rollguard.steps.logs import configure
 from rollguard.steps.options import UsageError, add_flag, add_switch, check_output_files
-from rollguard.steps.traffic.virtualservice import ManifestError, agreed_weights, find_split
+from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.virtualservice import agreed_weights, find_split
 from rollguard.steps.weight_change import add_repository_arguments, credentials_from
 
 log = logging.getLogger("rollguard.steps")

@@ -40,13 +40,9 @@ from rollguard.steps.options import (
     non_negative_int,
     positive_duration,
 )
-from rollguard.steps.traffic.virtualservice import (
-    ManifestError,
-    SplitEdit,
-    find_split,
-    set_split,
-    unified_diff,
-)
+from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.virtualservice import find_split
+from rollguard.steps.traffic.weight_edit import SplitEdit, set_split, unified_diff
 
 if TYPE_CHECKING:  # the Kubernetes client takes 0.4 s to import; only cluster actions load it
     from kubernetes.client import ApiClient

@@ -24,7 +24,8 @@ from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.credentials import GitCredentials
 from rollguard.steps.gitops.git_repo import PublishState, PushRaceLost, publish_change
-from rollguard.steps.traffic.virtualservice import SplitEdit, read_split, set_split
+from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.steps.traffic.weight_edit import SplitEdit, set_split
 
 ORIGINAL = FIXTURE.read_text(encoding="utf-8")
 VERDICT = {

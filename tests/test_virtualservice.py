@@ -8,20 +8,18 @@ import pytest
 from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualService
 from ruamel.yaml import YAML
 
-from rollguard.steps.traffic.virtualservice import (
+from rollguard.steps.traffic.live_routes import apply_split_to_routes
+from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
     ManifestError,
     ManifestSyntaxError,
     UndeclaredSubset,
     VirtualServiceNotFound,
     WeightedRouteNotFound,
-    apply_split_to_routes,
-    find_split,
-    load_documents,
-    read_split,
-    set_split,
-    unified_diff,
 )
+from rollguard.steps.traffic.manifest_yaml import load_documents
+from rollguard.steps.traffic.virtualservice import find_split, read_split
+from rollguard.steps.traffic.weight_edit import set_split, unified_diff
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "istio.yml").read_text(encoding="utf-8")
 

@@ -18,7 +18,9 @@ from enum import Enum
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from rollguard.steps.gitops.kube_api import Conflict, KubeApi, ObjectRef
-from rollguard.steps.traffic.virtualservice import ISTIO_GROUP, ManifestError, apply_split_to_routes
+from rollguard.steps.traffic.istio_objects import ISTIO_GROUP
+from rollguard.steps.traffic.live_routes import apply_split_to_routes
+from rollguard.steps.traffic.manifest_errors import ManifestError
 
 log = logging.getLogger(__name__)
 
