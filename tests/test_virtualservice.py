@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualService
@@ -222,10 +223,10 @@ def test_apply_split_to_live_routes_changes_only_weighted_routes() -> None:
 def test_edited_file_is_still_valid_istio_per_the_published_models(canary_weight: int) -> None:
     """Every Istio object of the edited file round-trips through Istio's published models unchanged."""
     text = set_split(FIXTURE, "reviews", "v1", "v2", canary_weight).text
-    models = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
+    models: dict[str, Any] = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
     checked = 0
     for document in YAML(typ="safe").load_all(text):
-        model = models.get((document or {}).get("kind"))
+        model = models.get(str((document or {}).get("kind")))
         if model is not None:
             dumped = model.model_validate(document).model_dump(by_alias=True, exclude_none=True, mode="json")
             assert dumped == document
