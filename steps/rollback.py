@@ -16,9 +16,11 @@ from pathlib import Path
 
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag
-from rollguard.steps.traffic.virtualservice import SplitEdit
+from rollguard.steps.traffic.weight_edit import SplitEdit
 from rollguard.steps.verdict_document import NO_VERDICT_WORD, NoVerdict, UnreadableVerdict, VerdictReading, read_file
-from rollguard.steps.weight_change import WeightPlan, add_change_arguments, change_split
+from rollguard.steps.weight_change.change import WeightPlan
+from rollguard.steps.weight_change.flags import add_change_arguments
+from rollguard.steps.weight_change.flow import change_split
 
 log = logging.getLogger("rollguard.steps")
 
@@ -83,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
     return change_split(
         args,
         "rollback",
-        lambda _stable, _canary: WeightPlan(0, "rollback", "already rolled back"),
-        lambda edit, _plan: rollback_message(args, edit, verdict_lines),
+        lambda _stable, _canary: WeightPlan(0, "already rolled back"),
+        lambda edit: rollback_message(args, edit, verdict_lines),
     )

@@ -30,7 +30,7 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 
 def objects_under(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
-    found = []
+    found: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(folder.rglob("*.y*ml")):
         if path.name != "kustomization.yaml":
             found.extend((path, doc) for doc in load_all(path))
