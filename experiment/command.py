@@ -79,8 +79,11 @@ def _add_release_flags(group: argparse._ArgumentGroup) -> None:
         default = action.default
         if action.dest == "background_error_rate" and env_name("--background-error-rate") not in os.environ:
             default = BACKGROUND_ERROR_RATE
-        group.add_argument(*action.option_strings, dest=action.dest, default=default, type=action.type,
-                           choices=action.choices, help=action.help)
+        options: dict[str, Any] = {"dest": action.dest, "default": default, "choices": action.choices,
+                                   "help": action.help}
+        if action.type is not None:
+            options["type"] = action.type
+        group.add_argument(*action.option_strings, **options)
 
 
 def check_report_dir(path: Path) -> None:

@@ -43,7 +43,7 @@ def _alert_firing(sandbox: Sandbox, alert_name: str) -> bool:
 
 def _cut_time(sandbox: Sandbox, since: float) -> tuple[float, str] | None:
     view = sandbox.weights()
-    for change in view.get("changes", []):  # type: ignore[union-attr]
+    for change in view.get("changes", []):
         if change["applied_at"] >= since and int(change["canary"]) == 0:
             return float(change["applied_at"]), str(change["commit"])
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rollguard.experiment.records import RunRecord
 
@@ -39,7 +40,7 @@ def plot_timeline(records: Sequence[RunRecord], threshold: float, path: Path, *,
             axis.set_visible(False)
             continue
         _draw_run(axis, shown[index], threshold, series_key)
-    legend: dict[str, object] = {}
+    legend: dict[str, Any] = {}
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)

@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rollguard.sandbox.demo import non_negative_duration
 from rollguard.sandbox.environment import SandboxSettings, start_sandbox
@@ -51,7 +52,7 @@ def up(args: argparse.Namespace) -> int:
             sandbox.start_load(args.rps, args.dir.resolve() / "responses.csv")
         assert sandbox.prometheus.process is not None
         children = supervisor.detach()
-        state = {
+        state: dict[str, Any] = {
             "started_at": time.time(),
             "pids": [child.process.pid for child in children] + [sandbox.prometheus.process.pid],
             "names": [child.name for child in children] + ["prometheus"],

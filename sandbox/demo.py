@@ -264,7 +264,7 @@ class WeightWatcher(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(0.2):
             try:
-                changes = list(self.sandbox.weights()["changes"])  # type: ignore[arg-type]
+                changes = list(self.sandbox.weights()["changes"])
             except SandboxError:
                 continue
             for change in changes[self.seen:]:
