@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rollguard.sandbox.demo import non_negative_duration
+from rollguard.sandbox.demo_settings import non_negative_duration
 from rollguard.sandbox.environment import SandboxSettings, start_sandbox
 from rollguard.sandbox.processes import SandboxError, Supervisor, install_signal_handlers, stop_process_group
 from rollguard.steps.exit_codes import ExitCode
