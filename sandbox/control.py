@@ -20,6 +20,7 @@ from rollguard.sandbox.environment import SandboxSettings, start_sandbox
 from rollguard.sandbox.processes import SandboxError, Supervisor, install_signal_handlers, stop_process_group
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag, non_negative_float
+from rollguard.steps.output_files import write_atomically
 
 STATE_FILE = "state.json"
 
@@ -58,7 +59,7 @@ def up(args: argparse.Namespace) -> int:
             "names": [child.name for child in children] + ["prometheus"],
             "urls": sandbox.urls(),
         }
-        state_path.write_text(json.dumps(state, indent=2) + "\n")
+        write_atomically(state_path, json.dumps(state, indent=2) + "\n")
     print("sandbox up:")
     for name, url in state["urls"].items():
         print(f"  {name:13} {url}")

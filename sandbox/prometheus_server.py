@@ -23,6 +23,7 @@ from ruamel.yaml import YAML
 
 from rollguard.sandbox.ports import free_port, port_is_free
 from rollguard.sandbox.processes import die_with_parent
+from rollguard.steps.output_files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class PrometheusServer:
                 f"port {self.port} on 127.0.0.1 is already in use; stop what listens there or choose another port"
             )
         config_path = self.workdir / "prometheus.yml"
-        config_path.write_text(self.config_text())
+        write_atomically(config_path, self.config_text())
         data_dir = self.workdir / "data"
         data_dir.mkdir(exist_ok=True)
         command = [

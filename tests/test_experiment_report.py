@@ -123,3 +123,4 @@ def test_timeline_png_is_written(tmp_path: Path) -> None:
     path = plot_timeline(records, 0.01, tmp_path / "timeline.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["timeline.png"], "written atomically: no temporary file left"

@@ -16,6 +16,7 @@ from rollguard.sandbox.executor.expressions import substitute, yaml_text
 from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
 from rollguard.sandbox.executor.step_process import StepProcesses
 from rollguard.steps.options import parse_duration
+from rollguard.steps.output_files import write_atomically
 
 
 class ContainerRunner:
@@ -82,7 +83,7 @@ class ContainerRunner:
             data = substitute(yaml_text(artifact["raw"].get("data", "")), variables, f"{where} artifact {name!r}")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(data)
+                write_atomically(path, data)
             except OSError as exc:
                 raise ExecutorError(f"{where}: cannot write raw artifact {name!r} to {path}: {exc}") from None
 
