@@ -182,12 +182,6 @@ class PrometheusServer:
             return "(no log)"
         return " | ".join(text[-lines:]) or "(empty log)"
 
-    def reload(self) -> None:
-        """Ask the running server to re-read its config and rule files."""
-        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=5):
-            pass
-
     def kill(self) -> None:
         """Kill the process abruptly (SIGKILL) — for fault tests; the data directory stays."""
         if self.process is not None and self.process.poll() is None:
