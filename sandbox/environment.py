@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rollguard.sandbox.alert_rules import AlertSettings, write_rules
 from rollguard.sandbox.demo_app import Behaviour
@@ -91,7 +92,7 @@ class Sandbox:
         for url in (self.stable_url, self.canary_url):
             _post_json(f"{url}/control", {"error_rate": error_rate, "latency_ms": 0.0})
 
-    def weights(self) -> dict[str, object]:
+    def weights(self) -> dict[str, Any]:
         """The router's applied weights and its change log."""
         return _get_json(self.router_url + ADMIN_PATH)
 
@@ -141,7 +142,7 @@ def _post_json(url: str, payload: dict[str, object]) -> dict[str, object]:
         raise SandboxError(f"{url} does not answer: {exc}") from None
 
 
-def _get_json(url: str) -> dict[str, object]:
+def _get_json(url: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return dict(json.load(response))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
 from rollguard.sandbox.executor.loader import Library, load_files
-from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
+from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
+from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError
 

@@ -11,7 +11,8 @@ import pytest
 from rollguard.sandbox.executor.errors import ExecutorError, ExpressionError, UnsupportedFeature
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute
 from rollguard.sandbox.executor.loader import load_files
-from rollguard.sandbox.executor.runner import Event, EventKind, LocalExecutor, Phase
+from rollguard.sandbox.executor.nodes import Event, EventKind, Phase
+from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.steps.cli import main as cli_main
 
 PY = sys.executable

@@ -59,6 +59,13 @@ def push_split(remote: GitRemote, work: Path, stable: int, canary: int) -> float
     return pushed
 
 
+def test_sandbox_seeds_the_manifest_argocd_ships() -> None:
+    # The sandbox's GitOps remote must hold what a user's ArgoCD demo app syncs, byte for byte: a
+    # change to one file without the other would make the sandbox test a different VirtualService.
+    shipped = Path(__file__).resolve().parents[1] / "argocd" / "demo-app" / "istio.yml"
+    assert demo_manifest() == shipped.read_text(), "sandbox/assets/k8s/istio.yml and argocd/demo-app/istio.yml differ"
+
+
 def test_remote_is_seeded_and_logs_pushes(tmp_path: Path) -> None:
     remote = create_remote(tmp_path / "remote.git")
     assert remote.show() == demo_manifest()

@@ -17,7 +17,8 @@ import pytest
 from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
-from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
+from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
+from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.steps.traffic.virtualservice import read_split

@@ -1,4 +1,4 @@
-"""Run a loaded WorkflowTemplate the way Argo would, each container step as a local process.
+"""Run a loaded WorkflowTemplate the way Argo would: workflow arguments, steps, `when`, `continueOn`, onExit.
 
 Implemented: workflow arguments (`-p`), template inputs with defaults and enums, `{{...}}`
 substitution, steps in order (parallel within a group), `when`, `continueOn`, `retryStrategy`
@@ -8,109 +8,36 @@ substitution, steps in order (parallel within a group), `when`, `continueOn`, `r
 `templateRef` across loaded files, and `onExit` with `{{workflow.status}}`. Optional artifacts
 (other than raw inputs) are not stored anywhere; the run's notes list them.
 
-A container step runs `command + args` with its `env` on top of this process's environment; the
-image is not used. A command `rollguard` runs this installation's CLI (`python -m
-rollguard.steps.cli`). An env value from a Secret or ConfigMap (`valueFrom`) is taken from this
-process's environment variable of the same name (unset and optional: left unset). Ctrl-C stops the
+Container steps run as local processes (rollguard.sandbox.executor.container). Ctrl-C stops the
 running steps' process groups (every step of a parallel group too) and ends the run without the
-exit handler, like `argo terminate`. Step processes also die with this process, even on SIGKILL.
+exit handler, like `argo terminate`.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
-from rollguard.sandbox.executor.expressions import evaluate_when, substitute
+from rollguard.sandbox.executor.container import ContainerRunner
+from rollguard.sandbox.executor.errors import ExecutorError
+from rollguard.sandbox.executor.expressions import evaluate_when, substitute, yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
-from rollguard.sandbox.processes import die_with_parent, stop_process_group
-from rollguard.steps.options import parse_duration
-
-
-class Phase(str, Enum):
-    """Outcome of a node, named as Argo names them."""
-
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    ERROR = "Error"
-    SKIPPED = "Skipped"
-
-
-@dataclass
-class NodeResult:
-    """One executed (or skipped) template invocation."""
-
-    display_name: str
-    template: str
-    phase: Phase
-    exit_code: int | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    message: str = ""
-    started_at: float = 0.0
-    finished_at: float = 0.0
-
-
-@dataclass
-class WorkflowResult:
-    """The run's phase, every node in the order it finished, and the exit handler's node (if any)."""
-
-    name: str
-    phase: Phase
-    nodes: list[NodeResult]
-    exit_handler: NodeResult | None
-    message: str
-
-    def node(self, display_name: str) -> NodeResult:
-        """The node with this display name (KeyError when it did not run)."""
-        for node in self.nodes:
-            if node.display_name == display_name:
-                return node
-        raise KeyError(display_name)
-
-
-class EventKind(str, Enum):
-    """What happened: a step started, printed a line, finished, or was skipped; or a note."""
-
-    STARTED = "started"
-    LOG = "log"
-    FINISHED = "finished"
-    SKIPPED = "skipped"
-    NOTE = "note"
-
-
-@dataclass(frozen=True)
-class Event:
-    """A progress event; `node` is set for FINISHED and SKIPPED."""
-
-    kind: EventKind
-    step: str
-    text: str
-    node: NodeResult | None = None
-
-
-EventSink = Callable[[Event], None]
-
-
-def print_events(event: Event) -> None:
-    """Default sink: one prefixed line per event on stdout, so a step's log streams as it runs."""
-    if event.kind is EventKind.LOG:
-        line = f"[{event.step}] {event.text}"
-    elif event.kind is EventKind.NOTE:
-        line = f"-- {event.text}"
-    else:
-        line = f"== {event.step}: {event.text}"
-    print(line, flush=True)
+from rollguard.sandbox.executor.nodes import (
+    Event,
+    EventKind,
+    EventSink,
+    NodeResult,
+    Phase,
+    WorkflowResult,
+    print_events,
+)
+from rollguard.sandbox.executor.step_process import StepProcesses
 
 
 @dataclass
@@ -134,20 +61,15 @@ class LocalExecutor:
     ) -> None:
         self.library = library
         self.on_event = on_event
-        self.environment = dict(os.environ if environment is None else environment)
-        self.cwd = cwd
         self.nodes: list[NodeResult] = []
         self._lock = threading.Lock()
-        self._running: dict[int, subprocess.Popen[bytes]] = {}
-        self._abort_reason: str | None = None
+        self._processes = StepProcesses(on_event)
+        base_environment = dict(os.environ if environment is None else environment)
+        self._containers = ContainerRunner(self._processes, base_environment, cwd, on_event)
 
     def abort(self, reason: str) -> None:
         """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
-        with self._lock:
-            self._abort_reason = reason
-            running = list(self._running.values())
-        for process in running:
-            stop_process_group(process.pid, None, grace_s=2.0)
+        self._processes.abort(reason)
 
     # ----- the workflow ---------------------------------------------------------------------------
 
@@ -224,7 +146,7 @@ class LocalExecutor:
             value = given.get(key, parameter.get("value", parameter.get("default")))
             if value is None:
                 raise ExecutorError(f"{where}: workflow parameter {key!r} has no value; pass -p {key}=VALUE")
-            values[key] = _text(value)
+            values[key] = yaml_text(value)
             _check_enum(parameter, values[key], f"{where} parameter {key!r}")
         return values
 
@@ -241,9 +163,9 @@ class LocalExecutor:
             if key in arguments:
                 value = arguments[key]
             elif parameter.get("value") is not None:
-                value = substitute(_text(parameter["value"]), variables, f"{where} input {key!r}")
+                value = substitute(yaml_text(parameter["value"]), variables, f"{where} input {key!r}")
             elif parameter.get("default") is not None:
-                value = substitute(_text(parameter["default"]), variables, f"{where} input {key!r}")
+                value = substitute(yaml_text(parameter["default"]), variables, f"{where} input {key!r}")
             else:
                 raise ExecutorError(f"{where}: input parameter {key!r} was not passed and has no default")
             _check_enum(parameter, value, f"{where} input {key!r}")
@@ -297,14 +219,14 @@ class LocalExecutor:
         step_where = f"{where} step {step_name!r}"
         continue_on = step.get("continueOn") or {}
         if step.get("when") is not None:
-            condition = substitute(_text(step["when"]), variables, f"{step_where} when")
+            condition = substitute(yaml_text(step["when"]), variables, f"{step_where} when")
             if not evaluate_when(condition, f"{step_where} when"):
                 node = NodeResult(display, str(step.get("template") or step.get("templateRef")), Phase.SKIPPED,
                                   message=f"when `{condition}` is false")
                 self._finish(node, EventKind.SKIPPED)
                 return node, True
         arguments = {
-            str(p["name"]): substitute(_text(p.get("value", "")), variables, f"{step_where} argument {p['name']!r}")
+            str(p["name"]): substitute(yaml_text(p.get("value", "")), variables, f"{step_where} argument {p['name']!r}")
             for p in (step.get("arguments") or {}).get("parameters") or []
         }
         if "templateRef" in step:
@@ -334,146 +256,20 @@ class LocalExecutor:
             source = parameter.get("valueFrom") or {}
             if "parameter" in source:
                 try:
-                    outputs[key] = substitute(_text(source["parameter"]), variables, f"{where} output {key!r}")
+                    outputs[key] = substitute(yaml_text(source["parameter"]), variables, f"{where} output {key!r}")
                     continue
                 except ExecutorError:
                     if source.get("default") is None:
                         raise
-                outputs[key] = _text(source["default"])
+                outputs[key] = yaml_text(source["default"])
             elif "path" in source:
                 raise ExecutorError(f"{where}: output {key!r} reads a file, but a steps template has no container")
         return outputs
 
-    # ----- containers -----------------------------------------------------------------------------
-
     def _run_container(self, scope: _Scope, template: dict[str, Any], display: str, where: str) -> NodeResult:
-        container = template["container"]
-        variables = scope.variables
-        argv = [substitute(_text(part), variables, f"{where} container command")
-                for part in (container.get("command") or []) + (container.get("args") or [])]
-        environment = dict(self.environment)
-        for variable in container.get("env") or []:
-            key = str(variable["name"])
-            if "valueFrom" in variable:
-                source = next(iter(variable["valueFrom"].values()))
-                if key in self.environment:
-                    environment[key] = self.environment[key]
-                elif not source.get("optional"):
-                    raise ExecutorError(f"{where}: env {key} comes from a Secret/ConfigMap; locally it is taken "
-                                        f"from this process's environment variable {key}, which is not set")
-                continue
-            environment[key] = substitute(_text(variable.get("value", "")), variables, f"{where} env {key}")
-        self._write_raw_artifacts(template, variables, where)
-        timeout_s = _timeout(template, variables, where)
-        retry = template.get("retryStrategy") or {}
-        limit = int(substitute(_text(retry.get("limit", 0)), variables, f"{where} retryStrategy.limit"))
-        policy = retry.get("retryPolicy", "OnFailure")
-        backoff = retry.get("backoff") or {}
-        delay_s = parse_duration(_text(backoff.get("duration", "0"))) if backoff.get("duration") else 0.0
-        factor = float(backoff.get("factor", 1) or 1)
-        attempt = 0
-        while True:
-            node = self._run_process(argv, environment, display, str(template["name"]), timeout_s, attempt)
-            retryable = (node.phase is Phase.FAILED and policy in ("OnFailure", "Always")) or (
-                node.phase is Phase.ERROR and policy in ("OnError", "Always"))
-            if node.phase is Phase.SUCCEEDED or not retryable or attempt >= limit:
-                break
-            attempt += 1
-            self.on_event(Event(EventKind.NOTE, display, f"retry {attempt} of {limit} in {delay_s:.1f} s"))
-            time.sleep(delay_s)
-            delay_s *= factor
-        self._read_outputs(node, template, variables, where)
+        node = self._containers.run(template, scope.variables, display, where)
         self._finish(node)
         return node
-
-    def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
-        """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""
-        for artifact in (template.get("inputs") or {}).get("artifacts") or []:
-            if "raw" not in artifact:
-                continue
-            name = artifact.get("name")
-            path = Path(substitute(_text(artifact["path"]), variables, f"{where} artifact {name!r} path"))
-            data = substitute(_text(artifact["raw"].get("data", "")), variables, f"{where} artifact {name!r}")
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(data)
-            except OSError as exc:
-                raise ExecutorError(f"{where}: cannot write raw artifact {name!r} to {path}: {exc}") from None
-
-    def _run_process(
-        self, argv: list[str], environment: dict[str, str], display: str, template: str, timeout_s: float | None,
-        attempt: int,
-    ) -> NodeResult:
-        command = _resolve_command(argv)
-        started = time.time()
-        if self._abort_reason is not None:
-            raise ExecutorAborted(f"run aborted before {display} started: {self._abort_reason}")
-        shown = " ".join(argv) + (f" (attempt {attempt + 1})" if attempt else "")
-        self.on_event(Event(EventKind.STARTED, display, shown))
-        try:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env=environment, cwd=self.cwd,
-                                       start_new_session=True,
-                                       # dies with us even on SIGKILL; safe from a worker thread, which
-                                       # waits for the process (the signal follows the forking thread)
-                                       preexec_fn=die_with_parent)
-        except OSError as exc:
-            return NodeResult(display, template, Phase.ERROR, message=f"cannot start {argv[0]}: {exc}",
-                              started_at=started, finished_at=time.time())
-        with self._lock:
-            self._running[process.pid] = process
-            aborted = self._abort_reason is not None
-        if aborted:  # abort() ran between Popen and the registration: it could not see this process
-            stop_process_group(process.pid, None, grace_s=2.0)
-        timed_out = threading.Event()
-        timer = None
-        if timeout_s is not None:
-            def expire() -> None:
-                timed_out.set()
-                stop_process_group(process.pid, None, grace_s=2.0)
-
-            timer = threading.Timer(timeout_s, expire)
-            timer.daemon = True
-            timer.start()
-        try:
-            assert process.stdout is not None
-            for raw in process.stdout:
-                self.on_event(Event(EventKind.LOG, display, raw.decode(errors="replace").rstrip("\n")))
-            code = process.wait()
-        except BaseException:
-            stop_process_group(process.pid, process, grace_s=3.0)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            with self._lock:
-                self._running.pop(process.pid, None)
-        if self._abort_reason is not None:
-            raise ExecutorAborted(f"run aborted while {display} ran: {self._abort_reason}")
-        if timed_out.is_set():
-            return NodeResult(display, template, Phase.FAILED, code, message=f"timed out after {timeout_s:g} s",
-                              started_at=started, finished_at=time.time())
-        phase = Phase.SUCCEEDED if code == 0 else Phase.FAILED
-        message = "" if code == 0 else f"exit code {code}"
-        return NodeResult(display, template, phase, code, message=message, started_at=started,
-                          finished_at=time.time())
-
-    def _read_outputs(self, node: NodeResult, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
-        for parameter in (template.get("outputs") or {}).get("parameters") or []:
-            key = str(parameter["name"])
-            source = parameter.get("valueFrom") or {}
-            default = source.get("default", parameter.get("default"))
-            if "path" not in source:
-                raise ExecutorError(f"{where}: output {key!r} of a container must come from valueFrom.path")
-            path = Path(substitute(_text(source["path"]), variables, f"{where} output {key!r}"))
-            try:
-                node.outputs[key] = path.read_text().strip()
-            except OSError:
-                if default is not None:
-                    node.outputs[key] = _text(default)
-                elif node.phase is Phase.SUCCEEDED:
-                    node.phase = Phase.ERROR
-                    node.message = f"output parameter {key!r}: the step did not write {path}"
 
     def _finish(self, node: NodeResult, kind: EventKind = EventKind.FINISHED) -> None:
         with self._lock:
@@ -488,30 +284,7 @@ class LocalExecutor:
         self.on_event(Event(kind, node.display_name, text, node))
 
 
-def _resolve_command(argv: list[str]) -> list[str]:
-    if argv and argv[0] == "rollguard":
-        return [sys.executable, "-m", "rollguard.steps.cli", *argv[1:]]
-    return argv
-
-
-def _timeout(template: dict[str, Any], variables: dict[str, str], where: str) -> float | None:
-    raw = template.get("timeout", template.get("activeDeadlineSeconds"))
-    if raw is None:
-        return None
-    text = substitute(_text(raw), variables, f"{where} timeout")
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise ExecutorError(f"{where}: timeout {text!r}: {exc}") from None
-
-
 def _check_enum(parameter: dict[str, Any], value: str, where: str) -> None:
     allowed = parameter.get("enum")
-    if allowed and value not in [_text(option) for option in allowed]:
-        raise ExecutorError(f"{where}: {value!r} is not one of {', '.join(_text(o) for o in allowed)}")
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    if allowed and value not in [yaml_text(option) for option in allowed]:
+        raise ExecutorError(f"{where}: {value!r} is not one of {', '.join(yaml_text(o) for o in allowed)}")

@@ -1,0 +1,116 @@
+"""A container template run locally: its command and env, raw input artifacts, timeout, retries, output parameters.
+
+The image is not used: `command + args` run as a local process with the template's `env` on top of
+the executor's environment. An env value from a Secret or ConfigMap (`valueFrom`) is taken from the
+executor environment's variable of the same name (unset and optional: left unset).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rollguard.sandbox.executor.errors import ExecutorError
+from rollguard.sandbox.executor.expressions import substitute, yaml_text
+from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
+from rollguard.sandbox.executor.step_process import StepProcesses
+from rollguard.steps.options import parse_duration
+from rollguard.steps.output_files import write_atomically
+
+
+class ContainerRunner:
+    """Runs container templates through `processes`, with `environment` as every step's base environment."""
+
+    def __init__(
+        self, processes: StepProcesses, environment: dict[str, str], cwd: Path | None, on_event: EventSink
+    ) -> None:
+        self.processes = processes
+        self.environment = environment
+        self.cwd = cwd
+        self.on_event = on_event
+
+    def run(self, template: dict[str, Any], variables: dict[str, str], display: str, where: str) -> NodeResult:
+        """Run the container template (with its retries); the node carries its phase and output parameters."""
+        container = template["container"]
+        argv = [substitute(yaml_text(part), variables, f"{where} container command")
+                for part in (container.get("command") or []) + (container.get("args") or [])]
+        environment = self._step_environment(container, variables, where)
+        self._write_raw_artifacts(template, variables, where)
+        timeout_s = _timeout(template, variables, where)
+        retry = template.get("retryStrategy") or {}
+        limit = int(substitute(yaml_text(retry.get("limit", 0)), variables, f"{where} retryStrategy.limit"))
+        policy = retry.get("retryPolicy", "OnFailure")
+        backoff = retry.get("backoff") or {}
+        delay_s = parse_duration(yaml_text(backoff.get("duration", "0"))) if backoff.get("duration") else 0.0
+        factor = float(backoff.get("factor", 1) or 1)
+        attempt = 0
+        while True:
+            node = self.processes.run(argv, environment, self.cwd, display, str(template["name"]), timeout_s, attempt)
+            retryable = (node.phase is Phase.FAILED and policy in ("OnFailure", "Always")) or (
+                node.phase is Phase.ERROR and policy in ("OnError", "Always"))
+            if node.phase is Phase.SUCCEEDED or not retryable or attempt >= limit:
+                break
+            attempt += 1
+            self.on_event(Event(EventKind.NOTE, display, f"retry {attempt} of {limit} in {delay_s:.1f} s"))
+            time.sleep(delay_s)
+            delay_s *= factor
+        self._read_outputs(node, template, variables, where)
+        return node
+
+    def _step_environment(self, container: dict[str, Any], variables: dict[str, str], where: str) -> dict[str, str]:
+        environment = dict(self.environment)
+        for variable in container.get("env") or []:
+            key = str(variable["name"])
+            if "valueFrom" in variable:
+                source = next(iter(variable["valueFrom"].values()))
+                if key in self.environment:
+                    environment[key] = self.environment[key]
+                elif not source.get("optional"):
+                    raise ExecutorError(f"{where}: env {key} comes from a Secret/ConfigMap; locally it is taken "
+                                        f"from this process's environment variable {key}, which is not set")
+                continue
+            environment[key] = substitute(yaml_text(variable.get("value", "")), variables, f"{where} env {key}")
+        return environment
+
+    def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
+        """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""
+        for artifact in (template.get("inputs") or {}).get("artifacts") or []:
+            if "raw" not in artifact:
+                continue
+            name = artifact.get("name")
+            path = Path(substitute(yaml_text(artifact["path"]), variables, f"{where} artifact {name!r} path"))
+            data = substitute(yaml_text(artifact["raw"].get("data", "")), variables, f"{where} artifact {name!r}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(path, data)
+            except OSError as exc:
+                raise ExecutorError(f"{where}: cannot write raw artifact {name!r} to {path}: {exc}") from None
+
+    def _read_outputs(self, node: NodeResult, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
+        for parameter in (template.get("outputs") or {}).get("parameters") or []:
+            key = str(parameter["name"])
+            source = parameter.get("valueFrom") or {}
+            default = source.get("default", parameter.get("default"))
+            if "path" not in source:
+                raise ExecutorError(f"{where}: output {key!r} of a container must come from valueFrom.path")
+            path = Path(substitute(yaml_text(source["path"]), variables, f"{where} output {key!r}"))
+            try:
+                node.outputs[key] = path.read_text().strip()
+            except OSError:
+                if default is not None:
+                    node.outputs[key] = yaml_text(default)
+                elif node.phase is Phase.SUCCEEDED:
+                    node.phase = Phase.ERROR
+                    node.message = f"output parameter {key!r}: the step did not write {path}"
+
+
+def _timeout(template: dict[str, Any], variables: dict[str, str], where: str) -> float | None:
+    raw = template.get("timeout", template.get("activeDeadlineSeconds"))
+    if raw is None:
+        return None
+    text = substitute(yaml_text(raw), variables, f"{where} timeout")
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ExecutorError(f"{where}: timeout {text!r}: {exc}") from None

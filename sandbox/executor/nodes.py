@@ -1,0 +1,82 @@
+"""What a local workflow run produces: node phases and results, the workflow's result, and progress events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Phase(str, Enum):
+    """Outcome of a node, named as Argo names them."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ERROR = "Error"
+    SKIPPED = "Skipped"
+
+
+@dataclass
+class NodeResult:
+    """One executed (or skipped) template invocation."""
+
+    display_name: str
+    template: str
+    phase: Phase
+    exit_code: int | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass
+class WorkflowResult:
+    """The run's phase, every node in the order it finished, and the exit handler's node (if any)."""
+
+    name: str
+    phase: Phase
+    nodes: list[NodeResult]
+    exit_handler: NodeResult | None
+    message: str
+
+    def node(self, display_name: str) -> NodeResult:
+        """The node with this display name (KeyError when it did not run)."""
+        for node in self.nodes:
+            if node.display_name == display_name:
+                return node
+        raise KeyError(display_name)
+
+
+class EventKind(str, Enum):
+    """What happened: a step started, printed a line, finished, or was skipped; or a note."""
+
+    STARTED = "started"
+    LOG = "log"
+    FINISHED = "finished"
+    SKIPPED = "skipped"
+    NOTE = "note"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress event; `node` is set for FINISHED and SKIPPED."""
+
+    kind: EventKind
+    step: str
+    text: str
+    node: NodeResult | None = None
+
+
+EventSink = Callable[[Event], None]
+
+
+def print_events(event: Event) -> None:
+    """Default sink: one prefixed line per event on stdout, so a step's log streams as it runs."""
+    if event.kind is EventKind.LOG:
+        line = f"[{event.step}] {event.text}"
+    elif event.kind is EventKind.NOTE:
+        line = f"-- {event.text}"
+    else:
+        line = f"== {event.step}: {event.text}"
+    print(line, flush=True)

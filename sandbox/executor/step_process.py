@@ -1,0 +1,101 @@
+"""One container step's command as a local process: started in its own process group, its output streamed as
+events, stopped on a timeout, and stopped (with every other running step) when the run is aborted.
+
+Step processes also die with this process, even on SIGKILL. The command `rollguard` runs this
+installation's CLI (`python -m rollguard.steps.cli`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rollguard.sandbox.executor.errors import ExecutorAborted
+from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
+from rollguard.sandbox.processes import die_with_parent, stop_process_group
+
+
+class StepProcesses:
+    """The step processes running now, so that an abort (Ctrl-C, a broken sandbox) can stop every one."""
+
+    def __init__(self, on_event: EventSink) -> None:
+        self.on_event = on_event
+        self._lock = threading.Lock()
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._abort_reason: str | None = None
+
+    def abort(self, reason: str) -> None:
+        """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
+        with self._lock:
+            self._abort_reason = reason
+            running = list(self._running.values())
+        for process in running:
+            stop_process_group(process.pid, None, grace_s=2.0)
+
+    def run(
+        self, argv: list[str], environment: dict[str, str], cwd: Path | None, display: str, template: str,
+        timeout_s: float | None, attempt: int,
+    ) -> NodeResult:
+        """Run `argv` to its end (or its timeout); Succeeded on exit 0, else Failed; Error if it cannot start."""
+        command = _resolve_command(argv)
+        started = time.time()
+        if self._abort_reason is not None:
+            raise ExecutorAborted(f"run aborted before {display} started: {self._abort_reason}")
+        shown = " ".join(argv) + (f" (attempt {attempt + 1})" if attempt else "")
+        self.on_event(Event(EventKind.STARTED, display, shown))
+        try:
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=environment, cwd=cwd,
+                                       start_new_session=True,
+                                       # dies with us even on SIGKILL; safe from a worker thread, which
+                                       # waits for the process (the signal follows the forking thread)
+                                       preexec_fn=die_with_parent)
+        except OSError as exc:
+            return NodeResult(display, template, Phase.ERROR, message=f"cannot start {argv[0]}: {exc}",
+                              started_at=started, finished_at=time.time())
+        with self._lock:
+            self._running[process.pid] = process
+            aborted = self._abort_reason is not None
+        if aborted:  # abort() ran between Popen and the registration: it could not see this process
+            stop_process_group(process.pid, None, grace_s=2.0)
+        timed_out = threading.Event()
+        timer = None
+        if timeout_s is not None:
+            def expire() -> None:
+                timed_out.set()
+                stop_process_group(process.pid, None, grace_s=2.0)
+
+            timer = threading.Timer(timeout_s, expire)
+            timer.daemon = True
+            timer.start()
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                self.on_event(Event(EventKind.LOG, display, raw.decode(errors="replace").rstrip("\n")))
+            code = process.wait()
+        except BaseException:
+            stop_process_group(process.pid, process, grace_s=3.0)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            with self._lock:
+                self._running.pop(process.pid, None)
+        if self._abort_reason is not None:
+            raise ExecutorAborted(f"run aborted while {display} ran: {self._abort_reason}")
+        if timed_out.is_set():
+            return NodeResult(display, template, Phase.FAILED, code, message=f"timed out after {timeout_s:g} s",
+                              started_at=started, finished_at=time.time())
+        phase = Phase.SUCCEEDED if code == 0 else Phase.FAILED
+        message = "" if code == 0 else f"exit code {code}"
+        return NodeResult(display, template, phase, code, message=message, started_at=started,
+                          finished_at=time.time())
+
+
+def _resolve_command(argv: list[str]) -> list[str]:
+    if argv and argv[0] == "rollguard":
+        return [sys.executable, "-m", "rollguard.steps.cli", *argv[1:]]
+    return argv
