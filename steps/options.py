@@ -7,6 +7,7 @@ Argo workflow parameters map one to one onto the environment of a step container
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Callable
@@ -42,6 +43,8 @@ def parse_duration(text: str) -> float:
 
 def format_duration(seconds: float) -> str:
     """Render seconds the way Prometheus and the flags accept them (`1500ms`, `5s`, `2m`)."""
+    if math.isinf(seconds):
+        return "forever"
     if seconds >= 60 and float(seconds / 60).is_integer():
         return f"{int(seconds // 60)}m"
     if float(seconds).is_integer():
@@ -58,6 +61,17 @@ def positive_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero (for example 1s)")
     return seconds
+
+
+def duration_or_forever(text: str) -> float:
+    """argparse type: a positive duration, or `0` / `forever` for none (math.inf: watch until stopped)."""
+    if str(text).strip().lower() == "forever":
+        return math.inf
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 0 / forever for an open-ended analysis") from None
+    return math.inf if seconds == 0 else seconds
 
 
 def fraction(text: str) -> float:

@@ -263,9 +263,9 @@ def test_an_interrupt_yields_an_inconclusive_verdict_of_the_checks_so_far(tmp_pa
 
 
 def test_the_plan_counts_every_statistical_test_run_at_a_check(tmp_path: Path) -> None:
-    configured = settings(tmp_path, "--confidence", "0.99")
-    assert configured.plan.tests_per_look == STATISTICAL_TESTS_PER_LOOK
+    configured = settings(tmp_path, "--confidence", "0.99", "--judge", "bonferroni")
+    assert configured.plan is not None and configured.plan.tests_per_look == STATISTICAL_TESTS_PER_LOOK
     assert configured.plan.alpha_per_test == pytest.approx(0.01 / (11 * STATISTICAL_TESTS_PER_LOOK))
-    document, _, _ = analyse(tmp_path, traffic())
+    document, _, _ = analyse(tmp_path, traffic(), "--judge", "bonferroni")
     statistical = [m for m in document.checks[-1]["metrics"] if m["samples"] is not None]
     assert len(statistical) == STATISTICAL_TESTS_PER_LOOK

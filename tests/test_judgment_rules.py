@@ -53,14 +53,14 @@ def phases(outcome: CheckOutcome) -> dict[str, Phase]:
 
 
 def test_healthy_check_is_ok_under_both_rules() -> None:
-    for judge in Judge:
+    for judge in (Judge.BONFERRONI, Judge.THRESHOLD):
         outcome = judge_check(0, 1.0, inputs(), LIMITS, judge, PLAN)
         assert set(phases(outcome).values()) == {Phase.OK}, judge
 
 
 def test_statistical_rule_fails_a_blatant_canary() -> None:
     outcome = judge_check(3, 3.0, inputs(canary=Counts(Phase.OK, 5, 5, 0, slow_known=True)), LIMITS,
-                          Judge.STATISTICAL, PLAN)
+                          Judge.BONFERRONI, PLAN)
     assert phases(outcome)[CANARY_ERROR_RATE] is Phase.FAILED
     failed = outcome.with_phase(Phase.FAILED)[0]
     assert failed.value == 1.0 and failed.threshold == 0.01 and failed.samples == 5
@@ -69,26 +69,26 @@ def test_statistical_rule_fails_a_blatant_canary() -> None:
 
 def test_statistical_rule_is_only_suspicious_on_thin_evidence() -> None:
     outcome = judge_check(1, 1.0, inputs(canary=Counts(Phase.OK, 3, 1, 0, slow_known=True)), LIMITS,
-                          Judge.STATISTICAL, PLAN)
+                          Judge.BONFERRONI, PLAN)
     assert phases(outcome)[CANARY_ERROR_RATE] is Phase.SUSPECT
 
 
 def test_latency_share_judged_from_buckets() -> None:
     """p99 > 500 ms means more than 1 % of requests slower than 500 ms: the same exact test."""
     slow_canary = Counts(Phase.OK, 200, 0, 150, slow_known=True)
-    outcome = judge_check(2, 2.0, inputs(canary=slow_canary, p99=900.0), LIMITS, Judge.STATISTICAL, PLAN)
+    outcome = judge_check(2, 2.0, inputs(canary=slow_canary, p99=900.0), LIMITS, Judge.BONFERRONI, PLAN)
     assert phases(outcome)[CANARY_P99] is Phase.FAILED
     assert phases(outcome)[CANARY_ERROR_RATE] is Phase.OK
 
 
 def test_latency_falls_back_to_the_point_value_off_bucket_boundaries() -> None:
     unknown_slow = Counts(Phase.OK, 200, 0, 0, slow_known=False)
-    outcome = judge_check(2, 2.0, inputs(canary=unknown_slow, p99=900.0), LIMITS, Judge.STATISTICAL, PLAN)
+    outcome = judge_check(2, 2.0, inputs(canary=unknown_slow, p99=900.0), LIMITS, Judge.BONFERRONI, PLAN)
     assert phases(outcome)[CANARY_P99] is Phase.BREACH
 
 
 def test_comparison_is_skipped_without_stable_traffic() -> None:
-    outcome = judge_check(1, 1.0, inputs(stable=Counts(Phase.NO_DATA)), LIMITS, Judge.STATISTICAL, PLAN)
+    outcome = judge_check(1, 1.0, inputs(stable=Counts(Phase.NO_DATA)), LIMITS, Judge.BONFERRONI, PLAN)
     assert phases(outcome)[CANARY_VS_STABLE] is Phase.SKIPPED
 
 
@@ -107,7 +107,7 @@ def test_threshold_rule_compares_point_values() -> None:
 )
 def test_custom_metric_phases(point: PointValue, phase: Phase) -> None:
     custom = (CustomValue("queue_depth", point, minimum=0.0, maximum=10.0),)
-    outcome = judge_check(0, 0.0, inputs(custom=custom), LIMITS, Judge.STATISTICAL, PLAN)
+    outcome = judge_check(0, 0.0, inputs(custom=custom), LIMITS, Judge.BONFERRONI, PLAN)
     assert phases(outcome)["queue_depth"] is phase
 
 
@@ -210,7 +210,7 @@ def test_a_canary_clearly_over_the_limit_at_the_end_is_not_passed(errors: int, r
     """Measured at 2.3-6 % against a 1 % limit: one error short of proof over 25 looks, yet never a pass."""
     plan = LookPlan(0.99, planned_looks=25, tests_per_look=3)
     counts = Counts(Phase.OK, requests, errors, 0, slow_known=True)
-    outcome = judge_check(24, 120.0, inputs(canary=counts, since_start=requests), LIMITS, Judge.STATISTICAL, plan)
+    outcome = judge_check(24, 120.0, inputs(canary=counts, since_start=requests), LIMITS, Judge.BONFERRONI, plan)
     error_rate = next(metric for metric in outcome.metrics if metric.metric == CANARY_ERROR_RATE)
     assert error_rate.phase is Phase.SUSPECT  # not proven over the whole analysis...
     assert error_rate.over_limit_at_this_check  # ...but clear at this check alone
@@ -222,7 +222,7 @@ def test_a_canary_clearly_over_the_limit_at_the_end_is_not_passed(errors: int, r
 def test_a_handful_of_errors_at_the_end_still_passes() -> None:
     """2 errors in 100 requests (2 %) is no evidence against a 1 % limit: a healthy canary must pass."""
     counts = Counts(Phase.OK, 100, 2, 0, slow_known=True)
-    outcome = judge_check(24, 120.0, inputs(canary=counts, since_start=100), LIMITS, Judge.STATISTICAL, PLAN)
+    outcome = judge_check(24, 120.0, inputs(canary=counts, since_start=100), LIMITS, Judge.BONFERRONI, PLAN)
     error_rate = next(metric for metric in outcome.metrics if metric.metric == CANARY_ERROR_RATE)
     assert error_rate.phase is Phase.SUSPECT and not error_rate.over_limit_at_this_check
     decision = RunJudge(RunLimits(**{**RUN.__dict__, "duration_s": 120.0, "min_requests": 10})).observe(outcome)
@@ -240,6 +240,8 @@ def test_a_plan_for_fewer_tests_than_a_check_runs_is_refused() -> None:
     """alpha is shared over K looks x T tests: a plan that counts fewer tests would spend more than 1 - confidence."""
     short = LookPlan(0.99, planned_looks=25, tests_per_look=STATISTICAL_TESTS_PER_LOOK - 1)
     with pytest.raises(ValueError, match="build it with look_plan"):
-        judge_check(0, 0.0, inputs(), LIMITS, Judge.STATISTICAL, short)
+        judge_check(0, 0.0, inputs(), LIMITS, Judge.BONFERRONI, short)
     # The threshold rule spends no alpha: any plan will do.
     judge_check(0, 0.0, inputs(), LIMITS, Judge.THRESHOLD, short)
+    with pytest.raises(ValueError, match="judge_check_anytime"):
+        judge_check(0, 0.0, inputs(), LIMITS, Judge.STATISTICAL, PLAN)

@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rollguard.steps.metrics import istio_queries
-from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
+from rollguard.steps.metrics.counter_window import (
+    CounterHistory,
+    CounterSnapshot,
+    counts_between,
+    latency_bucket_at_or_above,
+    latency_bucket_warning,
+)
 from rollguard.steps.metrics.custom_templates import MetricsFileError, load_metrics, render
 from rollguard.steps.metrics.promql import escape_label_value, range_window
 from rollguard.steps.metrics.query_results import QueryStatus, Sample, classify
@@ -152,7 +158,39 @@ def test_slow_requests_from_the_bucket_at_the_limit() -> None:
     })
     assert counts_between(before, after, 500.0).slow == 8
     assert counts_between(before, after, 500.0).slow_known
-    assert not counts_between(before, after, 300.0).slow_known
+    # Between boundaries: slow counts above the next boundary up (sound: slower than 500 is slower than 300).
+    between = counts_between(before, after, 300.0)
+    assert (between.slow, between.slow_known, between.slow_bound_ms) == (8, True, 500.0)
+    # Above the last finite boundary: nothing over the limit can be seen.
+    beyond = counts_between(before, after, 900.0)
+    assert not beyond.slow_known and math.isinf(beyond.slow_bound_ms)
+    # No histogram at all: unknown, not "none slow".
+    assert math.isnan(counts_between(before, CounterSnapshot(1.0, {series(REQ): 20.0}), 500.0).slow_bound_ms)
+
+
+def test_latency_bucket_rule_and_start_up_warning() -> None:
+    assert latency_bucket_at_or_above(500.0) == 500.0
+    assert latency_bucket_at_or_above(300.0) == 500.0
+    assert math.isinf(latency_bucket_at_or_above(4_000_000.0))
+    assert latency_bucket_warning(500.0) is None
+    warning = latency_bucket_warning(300.0)
+    assert warning is not None and "only a p99 above 500 ms" in warning and "use 250 or 500" in warning
+    beyond = latency_bucket_warning(4_000_000.0)
+    assert beyond is not None and "latency is not judged" in beyond
+
+
+def test_running_totals_survive_counter_resets_and_never_go_down() -> None:
+    """The sequential tests need totals of a stream: a restarted pod loses only what it counted since the
+    previous snapshot, never what was counted before."""
+    history = CounterHistory()
+    values = [100.0, 150.0, 20.0, 60.0]  # the pod restarted between the 2nd and 3rd snapshot
+    totals = []
+    for second, value in enumerate(values):
+        history.add(CounterSnapshot(float(second), {series(REQ, "500"): value}), 500.0)
+        assert history.since_start is not None
+        totals.append((history.since_start.requests, history.since_start.errors))
+    assert totals == [(0, 0), (50, 50), (70, 70), (110, 110)]
+    assert history.requests_since_start == 110
 
 
 def test_history_slides_the_baseline_but_keeps_the_first() -> None:

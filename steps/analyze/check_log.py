@@ -8,7 +8,8 @@ import math
 from typing import Any
 
 from rollguard.steps.analyze.settings import AnalysisSettings, custom_name
-from rollguard.steps.judgment.outcomes import CheckOutcome, Phase
+from rollguard.steps.judgment.outcomes import CheckOutcome, Judge, Phase
+from rollguard.steps.metrics.counter_window import latency_bucket_warning
 from rollguard.steps.options import format_duration
 from rollguard.steps.verdict_document import VerdictDocument
 
@@ -20,18 +21,29 @@ _PROBLEMS = (Phase.FAILED, Phase.BREACH, Phase.NO_DATA, Phase.NAN, Phase.MULTIPL
 def log_start(settings: AnalysisSettings) -> None:
     """What is analysed, how, and every rendered query (a query is an interface: show it)."""
     target, timing = settings.target, settings.timing
-    log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s for %s (window %s), judge %s, "
-             "%d planned checks, alpha per test %.2g", target.namespace, target.service, target.canary_version,
-             target.stable_version, settings.prometheus.url, format_duration(timing.interval_s),
-             format_duration(timing.duration_s), format_duration(timing.window_s), settings.judge.value,
-             settings.plan.planned_looks, settings.plan.alpha_per_test)
+    log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s for %s (window %s), judge %s, %s",
+             target.namespace, target.service, target.canary_version, target.stable_version, settings.prometheus.url,
+             format_duration(timing.interval_s), format_duration(timing.duration_s), format_duration(timing.window_s),
+             settings.judge.value, _rule(settings))
+    warning = latency_bucket_warning(settings.limits.max_p99_latency_ms)
+    if warning is not None and settings.judge is not Judge.THRESHOLD:
+        log.warning("%s", warning)
     for spec in settings.queries.in_order():
         log.info("query %s: %s", spec.name, spec.promql)
     for metric in settings.custom_metrics:
         log.info("query %s (line %d): %s", custom_name(metric), metric.line, metric.query)
 
 
-def log_check(outcome: CheckOutcome, planned: int, readings: dict[str, Any]) -> None:
+def _rule(settings: AnalysisSettings) -> str:
+    if settings.judge is Judge.STATISTICAL:
+        shares = ", ".join(f"{name} {share:.2g}" for name, share in settings.budget.as_json().items() if share > 0)
+        return f"anytime-valid tests on the counts since the start, false-alarm budget {shares}"
+    if settings.judge is Judge.BONFERRONI and settings.plan is not None:
+        return f"{settings.plan.planned_looks} planned checks, alpha per test {settings.plan.alpha_per_test:.2g}"
+    return f"fail after {settings.run_limits.failure_limit} failed checks"
+
+
+def log_check(outcome: CheckOutcome, planned: int | None, readings: dict[str, Any]) -> None:
     """One line per check: outcome, counts, every metric, then what went wrong."""
     canary, stable = readings["canary"], readings["stable"]
     metrics = ", ".join(
@@ -42,8 +54,8 @@ def log_check(outcome: CheckOutcome, planned: int, readings: dict[str, Any]) -> 
     )
     p99 = stable.get("p99_latency_ms")
     stable_p99 = f", p99 {p99:.0f}ms" if p99 is not None else ""
-    log.info("check %d/%d at +%.1fs: %s | canary %s (%d since start) | stable %s%s | %s%s",
-             outcome.index + 1, planned, outcome.elapsed_s, outcome.summary.upper(), _counts(canary),
+    log.info("check %d/%s at +%.1fs: %s | canary %s (%d since start) | stable %s%s | %s%s",
+             outcome.index + 1, "-" if planned is None else planned, outcome.elapsed_s, outcome.summary.upper(), _counts(canary),
              outcome.canary_requests, _counts(stable), stable_p99, metrics, problems)
 
 

@@ -40,9 +40,9 @@ class CheckReader:
         """Query everything for one check; after an unreachable answer, the rest of the check is skipped."""
         results = self._ask_all()
         queries = self.settings.queries
-        canary, canary_since_start, canary_json = self._counts(
+        canary, canary_total, canary_since_start, canary_json = self._counts(
             "canary", queries.canary.counters, results[queries.canary.counters.name], self.canary_history, elapsed_s)
-        stable, _, stable_json = self._counts(
+        stable, stable_total, _, stable_json = self._counts(
             "stable", queries.stable.counters, results[queries.stable.counters.name], self.stable_history, elapsed_s)
         canary_error_rate = results[queries.canary.error_rate.name]
         stable_error_rate = results[queries.stable.error_rate.name]
@@ -60,6 +60,8 @@ class CheckReader:
             stable_error_rate=_point(stable_error_rate),
             canary_p99_ms=_point(canary_p99),
             custom=custom,
+            canary_since_start=canary_total,
+            stable_since_start=stable_total,
         )
         readings = {
             "canary": {**canary_json, "error_rate": finite_or_none(canary_error_rate.value),
@@ -90,24 +92,30 @@ class CheckReader:
 
     def _counts(
         self, who: str, spec: QuerySpec, result: QueryResult, history: CounterHistory, elapsed_s: float
-    ) -> tuple[Counts, int, dict[str, Any]]:
+    ) -> tuple[Counts, Counts, int, dict[str, Any]]:
+        """The window's counts (at most --window), the running totals since the start, and the record."""
         if result.status is QueryStatus.ERROR:
-            return Counts(Phase.ERROR, detail=result.detail), history.requests_since_start, {"status": "error"}
+            unknown = Counts(Phase.ERROR, detail=result.detail)
+            return unknown, unknown, history.requests_since_start, {"status": "error"}
+        limit_ms = self.settings.limits.max_p99_latency_ms
         snapshot = CounterSnapshot.from_samples(elapsed_s, result.samples)
         if history.first is None or snapshot.at_s > history.first.at_s:
-            history.add(snapshot)
-        limit_ms = self.settings.limits.max_p99_latency_ms
+            history.add(snapshot, limit_ms)
         window = counts_between(history.baseline(elapsed_s, self.settings.timing.window_s), snapshot, limit_ms)
-        since_start = counts_between(history.first or snapshot, snapshot, limit_ms).requests
-        history.requests_since_start = since_start
+        total = history.since_start or window
         summary = {"status": result.status.value, "requests": window.requests, "errors": window.errors,
                    "slow": window.slow if window.slow_known else None, "window_start_s": round(window.since_s, 3),
-                   "requests_since_start": since_start}
+                   "requests_since_start": total.requests, "errors_since_start": total.errors,
+                   "slow_since_start": total.slow if total.slow_known else None}
         if result.status is QueryStatus.EMPTY:
             detail = f"no {who} series in Prometheus for {spec.promql} (no traffic yet, or wrong labels?)"
-            return Counts(Phase.NO_DATA, detail=detail), since_start, summary
-        counts = Counts(Phase.OK, window.requests, window.errors, window.slow, window.slow_known)
-        return counts, since_start, summary
+            missing = Counts(Phase.NO_DATA, detail=detail)
+            return missing, missing, total.requests, summary
+        counts = Counts(Phase.OK, window.requests, window.errors, window.slow, window.slow_known,
+                        slow_bound_ms=window.slow_bound_ms)
+        since_start = Counts(Phase.OK, total.requests, total.errors, total.slow, total.slow_known,
+                             slow_bound_ms=total.slow_bound_ms)
+        return counts, since_start, total.requests, summary
 
 
 def _point(result: QueryResult) -> PointValue:

@@ -8,6 +8,7 @@ from rollguard.steps.judgment.outcomes import Judge, Policy
 from rollguard.steps.options import (
     add_flag,
     add_switch,
+    duration_or_forever,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -28,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(target, "--canary-version", required=True, help="destination_version label of the canary (e.g. v2)")
     timing = parser.add_argument_group("timing")
     add_flag(timing, "--interval", default="5s", type=positive_duration, help="time between checks (500ms, 1s, 2m)")
-    add_flag(timing, "--duration", default="2m", type=positive_duration, help="bake time before a pass")
+    add_flag(timing, "--duration", default="2m", type=duration_or_forever,
+             help="bake time before a pass; 0 or forever: open-ended, watch until stopped or failed (never passes; "
+             "--judge statistical or threshold)")
     add_flag(timing, "--window", default="1m", type=positive_duration,
              help="rate window of the PromQL point values; the statistical counts cover at most this much")
     limits = parser.add_argument_group("limits")
@@ -40,12 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(limits, "--metrics-file", help="YAML file of custom PromQL metric templates with min/max")
     judging = parser.add_argument_group("judging")
     add_flag(judging, "--judge", default=Judge.STATISTICAL.value, choices=[judge.value for judge in Judge],
-             help="statistical: exact one-sided bounds, fails at first significant evidence; threshold: "
-             "point values, fail after --failure-limit failed checks")
+             help="statistical: anytime-valid sequential tests on the counts since the start, fail at the first "
+             "proof; bonferroni: exact fixed-look tests sharing the budget over the planned checks (the former "
+             "default); threshold: point values, fail after --failure-limit failed checks")
     add_flag(judging, "--confidence", default=0.99, type=fraction,
              help="statistical rule: a canary within its limits is failed with probability <= 1 - confidence")
     add_flag(judging, "--failure-limit", default=3, type=positive_int,
              help="threshold rule and custom metrics: failed checks that make the verdict fail")
+    add_switch(judging, "--absolute-only",
+               help="judge absolute limits only, no comparison with stable (a guard after promotion to 100 %%)")
     add_switch(judging, "--consecutive", help="count only failed checks in a row towards --failure-limit")
     add_flag(judging, "--on-no-data", default=Policy.CONTINUE.value, choices=POLICIES,
              help="no series / NaN: keep looking (continue), or decide now")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Any, Protocol
 
 from rollguard.steps.analyze.check_log import log_check
-from rollguard.steps.analyze.check_reader import CheckReader
+from rollguard.steps.analyze.check_reader import CheckReader, CheckReading
 from rollguard.steps.analyze.settings import AnalysisSettings
-from rollguard.steps.judgment.check import judge_check
-from rollguard.steps.judgment.outcomes import Decision, MetricOutcome, Phase, Step, Verdict
+from rollguard.steps.judgment.anytime_check import judge_check_anytime
+from rollguard.steps.judgment.check import STATISTICAL_TESTS_PER_LOOK, judge_check
+from rollguard.steps.judgment.outcomes import CheckOutcome, Decision, Judge, MetricOutcome, Phase, Step, Verdict
+from rollguard.steps.judgment.statistical import LookPlan
 from rollguard.steps.judgment.run_decision import RunJudge
 from rollguard.steps.metrics.querier import Querier
 from rollguard.steps.verdict_document import CheckRecord, FailedCheck, VerdictDocument
@@ -65,8 +68,8 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
     clock = clock or SystemClock()
     reader = CheckReader(settings, querier)
     judge = RunJudge(settings.run_limits)
-    interval, planned = settings.timing.interval_s, settings.plan.planned_looks
-    checks: list[CheckRecord] = []
+    interval, planned = settings.timing.interval_s, settings.planned_checks
+    checks = CheckRecords()
     started_at, started = clock.wall(), clock.monotonic()
     index = 0
     decision = Decision.keep_going()
@@ -78,7 +81,7 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
             # Never earlier than the slot: the last planned look must see the bake time as over.
             elapsed = max(clock.monotonic() - started, index * interval)
             reading = reader.read(elapsed)
-            outcome = judge_check(index, elapsed, reading.inputs, settings.limits, settings.judge, settings.plan)
+            outcome = _judge(settings, index, elapsed, reading)
             log_check(outcome, planned, reading.readings)
             checks.append({
                 "index": index, "at": started_at + elapsed, "elapsed_s": round(elapsed, 3),
@@ -88,15 +91,50 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
             decision = judge.observe(outcome)
             # A slow check skips the slots it overran; the last planned look is always final.
             behind = math.floor((clock.monotonic() - started) / interval) + 1
-            index = min(planned - 1, max(index + 1, behind))
+            index = max(index + 1, behind) if planned is None else min(planned - 1, max(index + 1, behind))
     except KeyboardInterrupt:
-        interrupted = Decision.decide(Verdict.INCONCLUSIVE, "the analysis was interrupted before a verdict")
-        raise AnalysisInterrupted(_document(settings, interrupted, started_at, clock.wall(), checks)) from None
-    return _document(settings, decision, started_at, clock.wall(), checks)
+        if planned is None:
+            reason = (f"the open-ended analysis was stopped after {clock.monotonic() - started:.0f}s and "
+                      f"{judge.checks_seen} checks without a proven breach (an open-ended analysis never passes)")
+        else:
+            reason = "the analysis was interrupted before a verdict"
+        interrupted = Decision.decide(Verdict.INCONCLUSIVE, reason)
+        raise AnalysisInterrupted(_document(settings, interrupted, started_at, clock.wall(), checks.kept())) from None
+    return _document(settings, decision, started_at, clock.wall(), checks.kept())
+
+
+def _judge(settings: AnalysisSettings, index: int, elapsed: float, reading: CheckReading) -> CheckOutcome:
+    if settings.judge is Judge.STATISTICAL:
+        return judge_check_anytime(index, elapsed, reading.inputs, settings.limits, settings.budget)
+    plan = settings.plan or LookPlan(settings.confidence, 1, STATISTICAL_TESTS_PER_LOOK)  # threshold: unused
+    return judge_check(index, elapsed, reading.inputs, settings.limits, settings.judge, plan)
+
+
+class CheckRecords:
+    """The checks a verdict records: all of them, except in an analysis that runs for hours, where the
+    first ones and the latest ones are kept (the verdict file stays bounded; the log has every check)."""
+
+    FIRST, LATEST = 20, 1000
+
+    def __init__(self) -> None:
+        self._first: list[CheckRecord] = []
+        self._latest: deque[CheckRecord] = deque(maxlen=self.LATEST)
+
+    def append(self, record: CheckRecord) -> None:
+        """Keep one more check's record."""
+        if len(self._first) < self.FIRST:
+            self._first.append(record)
+        else:
+            self._latest.append(record)
+
+    def kept(self) -> list[CheckRecord]:
+        """The records kept, in order."""
+        return self._first + list(self._latest)
 
 
 def _document(
-    settings: AnalysisSettings, decision: Decision, started_at: float, decided_at: float, checks: list[CheckRecord]
+    settings: AnalysisSettings, decision: Decision, started_at: float, decided_at: float,
+    checks: list[CheckRecord],
 ) -> VerdictDocument:
     if decision.verdict is None:
         raise ValueError("a verdict document needs a decided run")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from rollguard.steps.judgment.anytime import Budget, split_budget
 from rollguard.steps.judgment.check import Limits, look_plan
 from rollguard.steps.judgment.outcomes import Judge, Policy, finite_or_none
 from rollguard.steps.judgment.run_decision import RunLimits
@@ -72,11 +73,27 @@ class AnalysisSettings:
     confidence: float
     limits: Limits
     run_limits: RunLimits
-    plan: LookPlan
+    plan: LookPlan | None  # the Bonferroni judge's planned checks; None when open-ended
+    budget: Budget  # the anytime judge's shares of 1 - confidence
     queries: AnalysisQueries
     metrics_file: str | None
     custom_metrics: tuple[CustomMetric, ...]
     outputs: VerdictFiles
+    compare_with_stable: bool = True
+
+    def _alpha_per_test(self) -> float | dict[str, float] | None:
+        """Bonferroni: one level for every test at every check; anytime: each test's share; threshold: none."""
+        if self.judge is Judge.BONFERRONI:
+            return None if self.plan is None else self.plan.alpha_per_test
+        if self.judge is Judge.STATISTICAL:
+            return self.budget.as_json()
+        return None
+
+    @property
+    def planned_checks(self) -> int | None:
+        """Checks over the bake time (one at the start, one per interval); None for an open-ended analysis."""
+        return None if math.isinf(self.timing.duration_s) else planned_looks(self.timing.duration_s,
+                                                                             self.timing.interval_s)
 
     def query_specs(self) -> tuple[QuerySpec, ...]:
         """Every query of a check, in order: the built-in ones, then the custom metrics (`custom:NAME`)."""
@@ -113,8 +130,9 @@ class AnalysisSettings:
             "verdict_file": str(self.outputs.verdict),
             "verdict_word_file": _optional_path(self.outputs.word),
             "verdict_summary_file": _optional_path(self.outputs.summary),
-            "planned_looks": self.plan.planned_looks,
-            "alpha_per_test": self.plan.alpha_per_test,
+            "absolute_only": not self.compare_with_stable,
+            "planned_looks": self.planned_checks,
+            "alpha_per_test": self._alpha_per_test(),
             "queries": {spec.name: spec.promql for spec in self.queries.in_order()},
             "custom_metrics": [
                 {"name": m.name, "query": m.query, "min": finite_or_none(m.minimum),
@@ -146,8 +164,12 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         raise UsageError(f"--confidence {args.confidence} must be strictly between 0 and 1, e.g. 0.99")
     if args.max_p99_latency_ms <= 0 or not math.isfinite(args.max_p99_latency_ms):
         raise UsageError(f"--max-p99-latency-ms {args.max_p99_latency_ms:g} must be a positive number of ms")
-    looks = planned_looks(args.duration, args.interval)
-    if looks > MAX_PLANNED_LOOKS:
+    open_ended = math.isinf(args.duration)
+    if open_ended and args.judge == Judge.BONFERRONI.value:
+        raise UsageError("--judge bonferroni shares its budget over the planned checks, so it needs a --duration; "
+                         "an open-ended analysis (--duration 0) needs --judge statistical (anytime-valid) or threshold")
+    looks = None if open_ended else planned_looks(args.duration, args.interval)
+    if looks is not None and looks > MAX_PLANNED_LOOKS:
         raise UsageError(f"--duration {format_duration(args.duration)} / --interval {format_duration(args.interval)} "
                          f"gives {looks} checks; use a longer --interval")
     check_output_files(args, "verdict_file", "verdict_word_file", "verdict_summary_file")
@@ -171,13 +193,16 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
             on_no_data=Policy(args.on_no_data),
             on_error=Policy(args.on_error),
         ),
-        plan=look_plan(args.confidence, args.duration, args.interval),
+        plan=None if open_ended else look_plan(args.confidence, args.duration, args.interval),
+        budget=split_budget(args.confidence, args.max_error_rate, args.max_error_rate_increase,
+                            compare_with_stable=not args.absolute_only, duration_s=args.duration),
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
                                  window),
         metrics_file=args.metrics_file,
         custom_metrics=_custom_metrics(args.metrics_file, target, window),
         outputs=VerdictFiles(Path(args.verdict_file), _optional(args.verdict_word_file),
                              _optional(args.verdict_summary_file)),
+        compare_with_stable=not args.absolute_only,
     )
 
 

@@ -32,8 +32,9 @@ class Counts:
     requests: int = 0
     errors: int = 0
     slow: int = 0
-    slow_known: bool = False  # the latency limit is a histogram bucket boundary, so `slow` is exact
+    slow_known: bool = False  # the histogram has a boundary at or above the latency limit: `slow` counts above it
     detail: str = ""
+    slow_bound_ms: float = math.nan  # that boundary: the limit itself (exact), or the next one above it
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,19 @@ class CheckInputs:
     stable_error_rate: PointValue
     canary_p99_ms: PointValue
     custom: tuple[CustomValue, ...] = field(default_factory=tuple)
+    # Running totals since the analysis started (never capped by --window): the anytime rule's counts.
+    canary_since_start: Counts = field(default_factory=lambda: Counts(Phase.NO_DATA, detail="not counted"))
+    stable_since_start: Counts = field(default_factory=lambda: Counts(Phase.NO_DATA, detail="not counted"))
 
 
 def judge_check(
     index: int, elapsed_s: float, inputs: CheckInputs, limits: Limits, judge: Judge, plan: LookPlan
 ) -> CheckOutcome:
-    """Judge the built-in and custom metrics of one check with the chosen rule."""
+    """Judge the built-in and custom metrics of one check with the Bonferroni or the threshold rule (the
+    anytime rule, `--judge statistical`, is `anytime_check.judge_check_anytime`)."""
     if judge is Judge.STATISTICAL:
+        raise ValueError("the anytime rule is judged by anytime_check.judge_check_anytime")
+    if judge is Judge.BONFERRONI:
         if plan.tests_per_look < STATISTICAL_TESTS_PER_LOOK:
             # Each test spends alpha / (K T): a plan for fewer tests than are run breaks the guarantee.
             raise ValueError(f"the look plan shares alpha over {plan.tests_per_look} tests per check, but "
@@ -86,8 +93,12 @@ def judge_check(
             _point_comparison(inputs.canary_error_rate, inputs.stable_error_rate, limits),
             _point_metric(CANARY_P99, inputs.canary_p99_ms, limits.max_p99_latency_ms),
         ]
-    custom = [_custom_metric(value) for value in inputs.custom]
-    return CheckOutcome(index, elapsed_s, inputs.canary_requests_since_start, tuple(builtin + custom))
+    return CheckOutcome(index, elapsed_s, inputs.canary_requests_since_start, tuple(builtin) + custom_outcomes(inputs))
+
+
+def custom_outcomes(inputs: CheckInputs) -> tuple[MetricOutcome, ...]:
+    """The custom metrics' outcomes: point values against their limits, under every rule."""
+    return tuple(_custom_metric(value) for value in inputs.custom)
 
 
 def _samples(counts: Counts) -> int | None:
@@ -147,21 +158,45 @@ def _statistical_comparison(inputs: CheckInputs, limits: Limits, plan: LookPlan)
 def _statistical_latency(inputs: CheckInputs, limits: Limits, plan: LookPlan) -> MetricOutcome:
     counts, p99 = inputs.canary_counts, inputs.canary_p99_ms
     limit_ms = limits.max_p99_latency_ms
-    if not counts.slow_known or counts.phase is not Phase.OK:
-        # The limit is not a bucket boundary (or the buckets are unknown): judge the p99 point value.
-        return _point_metric(CANARY_P99, p99, limit_ms)
+    unjudged = latency_not_testable(counts, p99, limit_ms)
+    if unjudged is not None:
+        return unjudged
     shown = p99.value if p99.phase is Phase.OK else math.nan
     if counts.requests == 0:
         return MetricOutcome(CANARY_P99, Phase.OK, shown, limit_ms, "no canary requests in the window yet", 0)
     allowed = 1.0 - limits.latency_quantile
     test = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_per_test)
-    detail = (f"{counts.slow} of {counts.requests} canary requests slower than {limit_ms:g} ms "
-              f"({_percent(test.estimate)}, allowed {_percent(allowed)}, i.e. p99 <= {limit_ms:g} ms); lower "
+    detail = (f"{counts.slow} of {counts.requests} canary requests slower than {counts.slow_bound_ms:g} ms "
+              f"({_percent(test.estimate)}, allowed {_percent(allowed)}; {latency_rule(counts, limit_ms)}); lower "
               f"confidence bound {_percent(test.lower_bound)} is {_above(test.significant)} the allowed share "
               f"(per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
     alone = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_single).significant
     return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests, over_limit_at_this_check=alone)
+
+
+def latency_rule(counts: Counts, limit_ms: float) -> str:
+    """Which latency rule applied, in words: exact at a bucket boundary, or bounded by the next one above."""
+    if counts.slow_bound_ms == limit_ms:
+        return f"{limit_ms:g} ms is a bucket boundary: exact, more than 1 % slower means p99 > {limit_ms:g} ms"
+    return (f"bounded: {limit_ms:g} ms lies between bucket boundaries, so only a p99 above {counts.slow_bound_ms:g} ms "
+            f"(the boundary above it) can be proven; a p99 between {limit_ms:g} and {counts.slow_bound_ms:g} ms "
+            "cannot be told from the histogram")
+
+
+def latency_not_testable(counts: Counts, p99: PointValue, limit_ms: float) -> MetricOutcome | None:
+    """The latency outcome when the buckets cannot carry the test, else None.
+
+    No histogram boundary at or above the limit: nothing over it can be seen (skipped, and analyze warns at
+    start-up). No histogram series or counts at all: the p99 point value against --failure-limit, as before.
+    """
+    if counts.phase is Phase.OK and not counts.slow_known and math.isinf(counts.slow_bound_ms):
+        return MetricOutcome(CANARY_P99, Phase.SKIPPED, threshold=limit_ms,
+                             detail=f"the histogram has no bucket boundary at or above {limit_ms:g} ms: a p99 over "
+                             "the limit cannot be seen")
+    if not counts.slow_known or counts.phase is not Phase.OK:
+        return _point_metric(CANARY_P99, p99, limit_ms)
+    return None
 
 
 # Every statistical test run at each check. Each spends its share of the false-alarm budget, so their

@@ -29,7 +29,8 @@ class Policy(str, Enum):
 class Judge(str, Enum):
     """Which rule judges the built-in metrics."""
 
-    STATISTICAL = "statistical"  # exact one-sided bounds, fails at the first significant evidence
+    STATISTICAL = "statistical"  # anytime-valid sequential tests (test martingales), fails at the first proof
+    BONFERRONI = "bonferroni"  # exact fixed-look tests, the budget split over the planned checks (the old default)
     THRESHOLD = "threshold"  # point values each check, fail after N failed checks (Flagger/Argo style)
 
 

@@ -28,15 +28,51 @@ class CounterSnapshot:
         return cls(at_s, {sample.labels: sample.value for sample in samples})
 
 
+# Istio's default buckets of istio_request_duration_milliseconds (the boundaries `le` of each bucket).
+ISTIO_DURATION_BUCKETS_MS = (
+    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
+    1800000, 3600000,
+)
+
+
+def latency_bucket_at_or_above(limit_ms: float, bounds_ms: tuple[float, ...] = ISTIO_DURATION_BUCKETS_MS) -> float:
+    """The smallest finite bucket boundary at or above the latency limit (+inf when there is none).
+
+    Requests slower than that boundary are all slower than the limit, so "more than 1 % slower than it"
+    proves "p99 above the limit" soundly; a boundary below the limit would not.
+    """
+    return min((bound for bound in bounds_ms if bound >= limit_ms and math.isfinite(bound)), default=math.inf)
+
+
+def latency_bucket_warning(limit_ms: float, bounds_ms: tuple[float, ...] = ISTIO_DURATION_BUCKETS_MS) -> str | None:
+    """What the histogram cannot show about a latency limit off its boundaries, or None for an exact limit."""
+    if limit_ms in bounds_ms:
+        return None
+    above = latency_bucket_at_or_above(limit_ms, bounds_ms)
+    below = max((bound for bound in bounds_ms if bound < limit_ms), default=0.0)
+    if math.isinf(above):
+        return (f"--max-p99-latency-ms {limit_ms:g} is above the histogram's last bucket boundary ({below:g} ms): "
+                "no p99 over it can be seen from Istio's histogram, so latency is not judged")
+    return (f"--max-p99-latency-ms {limit_ms:g} is not one of the histogram's bucket boundaries: the latency test "
+            f"can prove only a p99 above {above:g} ms (the boundary above it); a p99 between {limit_ms:g} and "
+            f"{above:g} ms passes unseen. For an exact test use {below:g} or {above:g}")
+
+
 @dataclass(frozen=True)
 class WindowCounts:
-    """Requests between a baseline and now: all, 5xx, slower than the latency limit."""
+    """Requests between a baseline and now: all, 5xx, slower than the latency bucket at or above the limit."""
 
     requests: int
     errors: int
     slow: int
-    slow_known: bool  # the latency limit is one of the histogram's bucket boundaries
+    slow_known: bool  # the histogram has a finite boundary at or above the latency limit
     since_s: float  # analysis-clock time of the baseline
+    slow_bound_ms: float = math.nan  # the boundary `slow` counts above (== the limit: exact); inf: none
+
+    def plus(self, later: WindowCounts) -> WindowCounts:
+        """These counts followed by `later`'s (a running total)."""
+        return WindowCounts(self.requests + later.requests, self.errors + later.errors, self.slow + later.slow,
+                            later.slow_known, self.since_s, later.slow_bound_ms)
 
 
 def _increase(now: float, before: float) -> float:
@@ -44,9 +80,15 @@ def _increase(now: float, before: float) -> float:
 
 
 def counts_between(baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float) -> WindowCounts:
-    """Counts of requests, 5xx and slow requests that happened between two snapshots."""
+    """Counts of requests, 5xx and slow requests that happened between two snapshots.
+
+    Slow means slower than the smallest bucket boundary at or above the limit (the limit itself when it is
+    a boundary), so a count over the allowed share is proof of a p99 over the limit.
+    """
+    bounds = tuple(_bucket_bound(dict(labels).get("le", "")) for labels in now.values
+                   if dict(labels).get("__name__") == DURATION_BUCKETS)
+    slow_bound = latency_bucket_at_or_above(latency_limit_ms, bounds) if bounds else math.nan
     requests = errors = timed = within = 0.0
-    slow_known = False
     for labels, value in now.values.items():
         names = dict(labels)
         delta = _increase(value, baseline.values.get(labels, 0.0))
@@ -59,12 +101,12 @@ def counts_between(baseline: CounterSnapshot, now: CounterSnapshot, latency_limi
             bound = _bucket_bound(names.get("le", ""))
             if math.isinf(bound) and bound > 0:
                 timed += delta
-            elif bound == latency_limit_ms:
+            elif bound == slow_bound:
                 within += delta
-                slow_known = True
     total = round(requests)
+    slow_known = math.isfinite(slow_bound)
     slow = min(total, max(0, round(timed - within))) if slow_known else 0
-    return WindowCounts(total, min(total, round(errors)), slow, slow_known, baseline.at_s)
+    return WindowCounts(total, min(total, round(errors)), slow, slow_known, baseline.at_s, slow_bound)
 
 
 def _bucket_bound(text: str) -> float:
@@ -79,16 +121,28 @@ class CounterHistory:
 
     def __init__(self) -> None:
         self._snapshots: list[CounterSnapshot] = []
-        self.requests_since_start = 0  # requests between the first snapshot and the latest one
+        self._latest: CounterSnapshot | None = None
+        self.since_start: WindowCounts | None = None  # running totals from the first snapshot to the latest
+
+    @property
+    def requests_since_start(self) -> int:
+        """Requests between the first snapshot and the latest one (0 before two snapshots)."""
+        return self.since_start.requests if self.since_start is not None else 0
 
     @property
     def first(self) -> CounterSnapshot | None:
         """The first snapshot taken (the analysis baseline), if any was taken yet."""
         return self._snapshots[0] if self._snapshots else None
 
-    def add(self, snapshot: CounterSnapshot) -> None:
-        """Remember a snapshot (in time order)."""
+    def add(self, snapshot: CounterSnapshot, latency_limit_ms: float = math.inf) -> None:
+        """Remember a snapshot (in time order) and add what happened since the previous one to the running
+        totals. Summed step by step, a counter reset between two snapshots loses only what that pod counted
+        since the previous snapshot, and the totals never go down: the sequential tests need counts that
+        only grow, as a stream of requests does."""
         self._snapshots.append(snapshot)
+        previous, self._latest = self._latest, snapshot
+        step = counts_between(previous or snapshot, snapshot, latency_limit_ms)
+        self.since_start = step if self.since_start is None else self.since_start.plus(step)
 
     def baseline(self, now_s: float, window_s: float) -> CounterSnapshot:
         """The newest snapshot at least `window_s` old, else the first one; older ones are dropped.
