@@ -17,6 +17,7 @@ from rollguard.steps.judgment.check import STATISTICAL_TESTS_PER_LOOK
 from rollguard.steps.judgment.outcomes import Verdict
 from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS
 from rollguard.steps.metrics.query_results import QueryResult, QueryStatus, Sample, classify
+from rollguard.steps.options import UsageError
 from rollguard.steps.verdict_document import VerdictDocument
 
 # (query name, seconds since the start) -> the answer Prometheus gives
@@ -269,3 +270,53 @@ def test_the_plan_counts_every_statistical_test_run_at_a_check(tmp_path: Path) -
     document, _, _ = analyse(tmp_path, traffic(), "--judge", "bonferroni")
     statistical = [m for m in document.checks[-1]["metrics"] if m["samples"] is not None]
     assert len(statistical) == STATISTICAL_TESTS_PER_LOOK
+
+
+def test_an_open_ended_analysis_watches_until_the_canary_turns_bad(tmp_path: Path) -> None:
+    """--duration 0: no bake time, no pass; 10 minutes of a healthy canary, then errors: fail."""
+    healthy = traffic()
+
+    def turns_bad(name: str, at_s: float) -> QueryResult:
+        if name != "canary_counters":
+            return healthy(name, at_s)
+        # 40 requests/s throughout; from 600 s on, 20 % of them fail (cumulative counters, as Prometheus has them).
+        return classify(name, counters(40 * at_s, 40 * max(0.0, at_s - 600) * 0.2, 0), expect_one=False)
+
+    document, _, _ = analyse(tmp_path, turns_bad, "--duration", "0", "--interval", "10s")
+    assert document.verdict is Verdict.FAIL, document.reason
+    assert document.failed_check is not None and document.failed_check.metric == "canary_error_rate"
+    # After 24,000 healthy requests the evidence must climb back: a late regression costs time (README).
+    assert 600 < document.checks[-1]["elapsed_s"] <= 900
+    assert document.settings["duration"] == "forever" and document.settings["planned_looks"] is None
+
+
+def test_a_stopped_open_ended_analysis_is_inconclusive_and_says_why(tmp_path: Path) -> None:
+    healthy = traffic()
+
+    def stopped(name: str, at_s: float) -> QueryResult:
+        if at_s >= 30.0:
+            raise KeyboardInterrupt
+        return healthy(name, at_s)
+
+    with pytest.raises(AnalysisInterrupted) as caught:
+        analyse(tmp_path, stopped, "--duration", "forever")
+    document = caught.value.document
+    assert document.verdict is Verdict.INCONCLUSIVE
+    assert "open-ended analysis was stopped after 30s and 30 checks without a proven breach" in document.reason
+
+
+def test_bonferroni_cannot_run_open_ended(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="needs a --duration"):
+        settings(tmp_path, "--duration", "0", "--judge", "bonferroni")
+
+
+def test_the_anytime_judge_counts_since_the_start_not_the_window(tmp_path: Path) -> None:
+    """The window caps the point values and the Bonferroni counts; the sequential tests need every request
+    since the start (a martingale over a sliding window would not be one)."""
+    document, _, _ = analyse(tmp_path, traffic(), "--window", "3s")
+    last = document.checks[-1]
+    assert last["canary"]["requests"] == 120 and last["canary"]["requests_since_start"] == 400
+    error_rate = next(m for m in last["metrics"] if m["metric"] == "canary_error_rate")
+    assert error_rate["samples"] == 400
+    shares = {"canary_error_rate": 0.005, "canary_vs_stable_error_rate": 0.0, "canary_p99_latency_ms": 0.005}
+    assert document.settings["alpha_per_test"] == pytest.approx(shares)

@@ -55,8 +55,8 @@ def log_check(outcome: CheckOutcome, planned: int | None, readings: dict[str, An
     p99 = stable.get("p99_latency_ms")
     stable_p99 = f", p99 {p99:.0f}ms" if p99 is not None else ""
     log.info("check %d/%s at +%.1fs: %s | canary %s (%d since start) | stable %s%s | %s%s",
-             outcome.index + 1, "-" if planned is None else planned, outcome.elapsed_s, outcome.summary.upper(), _counts(canary),
-             outcome.canary_requests, _counts(stable), stable_p99, metrics, problems)
+             outcome.index + 1, "-" if planned is None else planned, outcome.elapsed_s, outcome.summary.upper(),
+             _counts(canary), outcome.canary_requests, _counts(stable), stable_p99, metrics, problems)
 
 
 def log_verdict(document: VerdictDocument, verdict_file: str) -> None:

@@ -17,8 +17,8 @@ from rollguard.steps.analyze.settings import AnalysisSettings
 from rollguard.steps.judgment.anytime_check import judge_check_anytime
 from rollguard.steps.judgment.check import STATISTICAL_TESTS_PER_LOOK, judge_check
 from rollguard.steps.judgment.outcomes import CheckOutcome, Decision, Judge, MetricOutcome, Phase, Step, Verdict
-from rollguard.steps.judgment.statistical import LookPlan
 from rollguard.steps.judgment.run_decision import RunJudge
+from rollguard.steps.judgment.statistical import LookPlan
 from rollguard.steps.metrics.querier import Querier
 from rollguard.steps.verdict_document import CheckRecord, FailedCheck, VerdictDocument
 

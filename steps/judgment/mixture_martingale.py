@@ -96,7 +96,7 @@ def log_evidence_above(bad: int, total: int, limit: float, mixture: Mixture = DE
     good = total - bad
     return _log_sum_exp([
         _log_ratio_term(weight, bad, good, min(1.0, ratio * limit), limit)
-        for ratio, weight in zip(mixture.ratios, mixture.weights)
+        for ratio, weight in zip(mixture.ratios, mixture.weights, strict=True)
     ])
 
 
@@ -113,7 +113,7 @@ def log_evidence_below(bad: int, total: int, limit: float, mixture: Mixture = DE
     good = total - bad
     return _log_sum_exp([
         _log_ratio_term(weight, bad, good, limit / ratio, limit)
-        for ratio, weight in zip(mixture.ratios, mixture.weights)
+        for ratio, weight in zip(mixture.ratios, mixture.weights, strict=True)
     ])
 
 
