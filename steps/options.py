@@ -11,6 +11,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -72,6 +73,23 @@ def duration_or_forever(text: str) -> float:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}, or 0 / forever for an open-ended analysis") from None
     return math.inf if seconds == 0 else seconds
+
+
+def unix_time(text: str) -> float:
+    """argparse type: a moment as Unix seconds (`1764400000.5`) or ISO 8601 with a zone (`2026-11-29T09:40:00Z`)."""
+    stripped = str(text).strip()
+    try:
+        return float(stripped)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time; write Unix seconds or ISO 8601 like "
+                                         "2026-11-29T09:40:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z (UTC) or an offset like +01:00")
+    return moment.timestamp()
 
 
 def fraction(text: str) -> float:

@@ -320,3 +320,36 @@ def test_the_anytime_judge_counts_since_the_start_not_the_window(tmp_path: Path)
     assert error_rate["samples"] == 400
     shares = {"canary_error_rate": 0.005, "canary_vs_stable_error_rate": 0.0, "canary_p99_latency_ms": 0.005}
     assert document.settings["alpha_per_test"] == pytest.approx(shares)
+
+
+class ResumingQuerier(ScriptedQuerier):
+    """Also answers the counters at an earlier moment (`QUERY @ UNIX_TIME`), from the same script."""
+
+    def vector(self, query: str) -> QueryResult:
+        if " @ " not in query:
+            return self._answer(query)
+        promql, at = query.rsplit(" @ ", 1)
+        self.asked.append((self.clock.now, "@ " + self.names[promql]))
+        return self.script(self.names[promql], float(at) - SimulatedClock().wall())
+
+
+def test_a_restarted_analysis_resumes_the_same_test_from_its_first_start(tmp_path: Path) -> None:
+    """--started-at: the counts and the bake time run from the first start (the counters then are read with
+    PromQL's @ modifier), so a step restarted after 30 s decides exactly when the first run would have."""
+    script = traffic(canary_rps=5, canary_error_share=0.04)
+    whole, _, _ = analyse(tmp_path, script, "--duration", "2m")
+    assert whole.verdict is Verdict.FAIL
+    fail_at = whole.checks[-1]["elapsed_s"]
+    assert fail_at > 30
+
+    configured = settings(tmp_path, "--duration", "2m", "--started-at", str(SimulatedClock().wall()))
+    clock = SimulatedClock()
+    clock.now = 30.0  # the first run died; this one starts 30 s after it
+    querier = ResumingQuerier(configured, clock, script)
+    resumed = run_checks(configured, querier, clock)
+    assert resumed.verdict is Verdict.FAIL
+    assert resumed.checks[0]["elapsed_s"] == 30.0
+    assert resumed.checks[-1]["elapsed_s"] == fail_at
+    assert resumed.checks[-1]["canary"]["errors_since_start"] == whole.checks[-1]["canary"]["errors_since_start"]
+    assert resumed.started_at == SimulatedClock().wall() and resumed.settings["started_at"] is not None
+    assert querier.asked[0][1] == "@ canary_counters"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,24 @@ def analyze(
     return code, json.loads(verdict_file.read_text()), log
 
 
+def test_a_restarted_analysis_resumes_from_the_first_start(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--started-at reads the counters at the first start from Prometheus (the @ modifier) and counts from there."""
+    start_traffic(istio_env, "resumed", HEALTHY)
+    code, first, _ = analyze(istio_env, "resumed", tmp_path, capsys, "--duration", "3s", "--min-requests", "10")
+    assert code == ExitCode.OK, first["reason"]
+    counted = first["checks"][-1]["canary"]["requests_since_start"]
+    time.sleep(2.5)  # a few more scrapes: the resumed run must see requests the first one did not
+    code, resumed, log = analyze(istio_env, "resumed", tmp_path, capsys, "--duration", "3s", "--min-requests", "10",
+                                 "--started-at", str(first["started_at"]))
+    assert code == ExitCode.OK, resumed["reason"]
+    assert resumed["started_at"] == pytest.approx(first["started_at"])
+    assert len(resumed["checks"]) == 1 and resumed["checks"][0]["elapsed_s"] >= 3.0  # the bake time is long over
+    assert resumed["checks"][0]["canary"]["requests_since_start"] > counted
+    assert "query_problems" in resumed["checks"][0] and not resumed["checks"][0]["query_problems"], log
+
+
 def metric_phases(verdict: dict[str, Any], metric: str) -> list[str]:
     return [m["phase"] for check in verdict["checks"] for m in check["metrics"] if m["metric"] == metric]
 
@@ -65,7 +84,9 @@ def test_healthy_canary_passes(istio_env: IstioEnvironment, tmp_path: Path, caps
     assert last["canary"]["requests_since_start"] >= 100
     assert {m["metric"]: m["threshold"] for m in last["metrics"]} == {
         "canary_error_rate": 0.01, "canary_vs_stable_error_rate": 0.01, "canary_p99_latency_ms": 500.0}
-    assert all(m["samples"] is not None for m in last["metrics"])
+    # Every statistical test carries its sample count; the comparison is implied by the limit under the defaults.
+    assert {m["metric"] for m in last["metrics"] if m["samples"] is not None} == {
+        "canary_error_rate", "canary_p99_latency_ms"}
     # Rendered PromQL is logged, and one line per check.
     assert ('query canary_error_rate: (sum(rate(istio_requests_total{reporter="destination",'
             'destination_workload_namespace="demo",destination_service_name="healthy",destination_version="v2",'
@@ -112,14 +133,14 @@ def test_latency_only_regression_fails(
 def test_two_point_regression_at_low_traffic_fails_once_enough_requests_exist(
     istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """2.5 % errors against stable's 0.5 %: too few requests say nothing; a few hundred say fail."""
+    """2.5 % errors against a 1 % limit: a handful of requests says nothing; about a hundred say fail."""
     start_traffic(istio_env, "regressed", TrafficProfile(requests_per_s=80, error_rate=0.025))
     code, verdict, _ = analyze(istio_env, "regressed", tmp_path, capsys, "--duration", "45s")
     assert code == ExitCode.FAIL, verdict["reason"]
     assert verdict["failed_check"]["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
     failing = verdict["checks"][-1]
-    assert failing["canary"]["requests"] >= 200  # the evidence took a few hundred requests
-    early = [check for check in verdict["checks"] if check["canary"].get("requests", 0) < 100]
+    assert failing["canary"]["requests"] >= 40  # the evidence took dozens of requests (typically 100-300)
+    early = [check for check in verdict["checks"] if check["canary"].get("requests", 0) < 20]
     assert early, "expected checks with little traffic before the verdict"
     assert all(check["outcome"] != "failed" for check in early)
 

@@ -38,6 +38,7 @@ class CheckReader:
 
     def read(self, elapsed_s: float) -> CheckReading:
         """Query everything for one check; after an unreachable answer, the rest of the check is skipped."""
+        self._resume_baselines()
         results = self._ask_all()
         queries = self.settings.queries
         canary, canary_total, canary_since_start, canary_json = self._counts(
@@ -75,6 +76,24 @@ class CheckReader:
                                if result.status is not QueryStatus.VALUE or result.attempts > 1},
         }
         return CheckReading(inputs, readings)
+
+    def _resume_baselines(self) -> None:
+        """When resuming (--started-at), the counters as they were at the first start become the baselines.
+
+        PromQL's `@` modifier reads them from Prometheus's history (Prometheus >= 2.33). A series absent then
+        (born later) counts in full, as always; a failed query is retried at the next check.
+        """
+        started_at = self.settings.timing.started_at
+        if started_at is None:
+            return
+        queries = self.settings.queries
+        for spec, history in ((queries.canary.counters, self.canary_history),
+                              (queries.stable.counters, self.stable_history)):
+            if history.first is not None:
+                continue
+            result = self.querier.vector(resumed_baseline_query(spec.promql, started_at))
+            if result.status in (QueryStatus.VALUE, QueryStatus.EMPTY):
+                history.add(CounterSnapshot.from_samples(0.0, result.samples), self.settings.limits.max_p99_latency_ms)
 
     def _ask_all(self) -> dict[str, QueryResult]:
         results: dict[str, QueryResult] = {}
@@ -116,6 +135,11 @@ class CheckReader:
         since_start = Counts(Phase.OK, total.requests, total.errors, total.slow, total.slow_known,
                              slow_bound_ms=total.slow_bound_ms)
         return counts, since_start, total.requests, summary
+
+
+def resumed_baseline_query(counters_promql: str, started_at: float) -> str:
+    """The counters query evaluated at the analysis's first start (PromQL `@` modifier)."""
+    return f"{counters_promql} @ {started_at:.3f}"
 
 
 def _point(result: QueryResult) -> PointValue:

@@ -14,6 +14,7 @@ from rollguard.steps.options import (
     non_negative_int,
     positive_duration,
     positive_int,
+    unix_time,
 )
 
 POLICIES = [policy.value for policy in Policy]
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(timing, "--duration", default="2m", type=duration_or_forever,
              help="bake time before a pass; 0 or forever: open-ended, watch until stopped or failed (never passes; "
              "--judge statistical or threshold)")
+    add_flag(timing, "--started-at", type=unix_time,
+             help="resume an analysis that started then (Unix seconds or ISO 8601, e.g. its verdict's started_at): "
+             "count and bake from that moment, reading the counters it began with from Prometheus, so a restarted "
+             "step continues the same sequential test instead of starting a new one")
     add_flag(timing, "--window", default="1m", type=positive_duration,
              help="rate window of the PromQL point values; the statistical counts cover at most this much")
     limits = parser.add_argument_group("limits")

@@ -72,6 +72,13 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
     checks = CheckRecords()
     started_at, started = clock.wall(), clock.monotonic()
     index = 0
+    if settings.timing.started_at is not None:
+        # Resuming: time, slots and counts run from the first start, so the sequential tests go on as one.
+        resumed_after = max(0.0, started_at - settings.timing.started_at)
+        started_at, started = settings.timing.started_at, started - resumed_after
+        index = math.ceil(resumed_after / interval - 1e-9)
+        if planned is not None:
+            index = min(planned - 1, index)
     decision = Decision.keep_going()
     try:
         while decision.step is Step.CONTINUE:

@@ -51,6 +51,7 @@ class Timing:
     interval_s: float
     duration_s: float
     window_s: float
+    started_at: float | None = None  # Unix time the analysis (first) started; set when resuming it
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class AnalysisSettings:
             "interval": format_duration(self.timing.interval_s),
             "duration": format_duration(self.timing.duration_s),
             "window": format_duration(self.timing.window_s),
+            "started_at": self.timing.started_at,
             "max_error_rate": limits.max_error_rate,
             "max_p99_latency_ms": limits.max_p99_latency_ms,
             "min_requests": run.min_requests,
@@ -180,7 +182,8 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     return AnalysisSettings(
         prometheus=PrometheusAccess(clean_url, auth, args.query_timeout, args.query_attempts),
         target=target,
-        timing=Timing(interval_s=args.interval, duration_s=args.duration, window_s=args.window),
+        timing=Timing(interval_s=args.interval, duration_s=args.duration, window_s=args.window,
+                      started_at=args.started_at),
         judge=Judge(args.judge),
         confidence=args.confidence,
         limits=Limits(args.max_error_rate, args.max_p99_latency_ms, args.max_error_rate_increase),

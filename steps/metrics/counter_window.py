@@ -69,11 +69,6 @@ class WindowCounts:
     since_s: float  # analysis-clock time of the baseline
     slow_bound_ms: float = math.nan  # the boundary `slow` counts above (== the limit: exact); inf: none
 
-    def plus(self, later: WindowCounts) -> WindowCounts:
-        """These counts followed by `later`'s (a running total)."""
-        return WindowCounts(self.requests + later.requests, self.errors + later.errors, self.slow + later.slow,
-                            later.slow_known, self.since_s, later.slow_bound_ms)
-
 
 def _increase(now: float, before: float) -> float:
     return now if now < before else now - before
@@ -85,28 +80,49 @@ def counts_between(baseline: CounterSnapshot, now: CounterSnapshot, latency_limi
     Slow means slower than the smallest bucket boundary at or above the limit (the limit itself when it is
     a boundary), so a count over the allowed share is proof of a p99 over the limit.
     """
-    bounds = tuple(_bucket_bound(dict(labels).get("le", "")) for labels in now.values
-                   if dict(labels).get("__name__") == DURATION_BUCKETS)
-    slow_bound = latency_bucket_at_or_above(latency_limit_ms, bounds) if bounds else math.nan
-    requests = errors = timed = within = 0.0
-    for labels, value in now.values.items():
-        names = dict(labels)
-        delta = _increase(value, baseline.values.get(labels, 0.0))
-        metric = names.get("__name__")
-        if metric == REQUESTS:
-            requests += delta
-            if names.get("response_code", "").startswith("5"):
-                errors += delta
-        elif metric == DURATION_BUCKETS:
-            bound = _bucket_bound(names.get("le", ""))
-            if math.isinf(bound) and bound > 0:
-                timed += delta
-            elif bound == slow_bound:
-                within += delta
-    total = round(requests)
-    slow_known = math.isfinite(slow_bound)
-    slow = min(total, max(0, round(timed - within))) if slow_known else 0
-    return WindowCounts(total, min(total, round(errors)), slow, slow_known, baseline.at_s, slow_bound)
+    return _RawCounts.between(baseline, now, latency_limit_ms).rounded(baseline.at_s)
+
+
+@dataclass(frozen=True)
+class _RawCounts:
+    """Counter increases as Prometheus reports them (floats), before rounding to whole requests."""
+
+    requests: float
+    errors: float
+    slow: float
+    slow_bound_ms: float
+
+    @classmethod
+    def between(cls, baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float) -> _RawCounts:
+        bounds = tuple(_bucket_bound(dict(labels).get("le", "")) for labels in now.values
+                       if dict(labels).get("__name__") == DURATION_BUCKETS)
+        slow_bound = latency_bucket_at_or_above(latency_limit_ms, bounds) if bounds else math.nan
+        requests = errors = timed = within = 0.0
+        for labels, value in now.values.items():
+            names = dict(labels)
+            delta = _increase(value, baseline.values.get(labels, 0.0))
+            metric = names.get("__name__")
+            if metric == REQUESTS:
+                requests += delta
+                if names.get("response_code", "").startswith("5"):
+                    errors += delta
+            elif metric == DURATION_BUCKETS:
+                bound = _bucket_bound(names.get("le", ""))
+                if math.isinf(bound) and bound > 0:
+                    timed += delta
+                elif bound == slow_bound:
+                    within += delta
+        return cls(requests, errors, timed - within, slow_bound)
+
+    def plus(self, later: _RawCounts) -> _RawCounts:
+        return _RawCounts(self.requests + later.requests, self.errors + later.errors, self.slow + later.slow,
+                          later.slow_bound_ms)
+
+    def rounded(self, since_s: float) -> WindowCounts:
+        total = round(self.requests)
+        slow_known = math.isfinite(self.slow_bound_ms)
+        slow = min(total, max(0, round(self.slow))) if slow_known else 0
+        return WindowCounts(total, min(total, round(self.errors)), slow, slow_known, since_s, self.slow_bound_ms)
 
 
 def _bucket_bound(text: str) -> float:
@@ -122,7 +138,14 @@ class CounterHistory:
     def __init__(self) -> None:
         self._snapshots: list[CounterSnapshot] = []
         self._latest: CounterSnapshot | None = None
-        self.since_start: WindowCounts | None = None  # running totals from the first snapshot to the latest
+        self._running: _RawCounts | None = None
+
+    @property
+    def since_start(self) -> WindowCounts | None:
+        """Running totals from the first snapshot to the latest one (None before any snapshot)."""
+        if self._running is None or self.first is None:
+            return None
+        return self._running.rounded(self.first.at_s)
 
     @property
     def requests_since_start(self) -> int:
@@ -141,8 +164,8 @@ class CounterHistory:
         only grow, as a stream of requests does."""
         self._snapshots.append(snapshot)
         previous, self._latest = self._latest, snapshot
-        step = counts_between(previous or snapshot, snapshot, latency_limit_ms)
-        self.since_start = step if self.since_start is None else self.since_start.plus(step)
+        step = _RawCounts.between(previous or snapshot, snapshot, latency_limit_ms)
+        self._running = step if self._running is None else self._running.plus(step)
 
     def baseline(self, now_s: float, window_s: float) -> CounterSnapshot:
         """The newest snapshot at least `window_s` old, else the first one; older ones are dropped.
