@@ -252,15 +252,24 @@ def test_release_shape_entrypoint_exit_handler_and_recursion(docs: dict[str, dic
     spec = docs["canary-release"]["spec"]
     assert (spec["entrypoint"], spec["onExit"], spec["serviceAccountName"]) == ("release", "on-exit", "rollguard")
     own = templates_by_name(docs["canary-release"])
-    assert [[s["name"] for s in group] for group in own["release"]["steps"]] == [["plan"], ["deploy"], ["judge"]]
+    assert [[s["name"] for s in group] for group in own["release"]["steps"]] == [
+        ["plan"], ["deploy"], ["judge", "guard"]]  # fmt: skip
     assert [[s["name"] for s in group] for group in own["judge"]["steps"]] == [
         ["analyze"],
         ["rollback", "rollback-inconclusive", "advance", "advance-inconclusive"],
     ]
-    assert [[s["name"] for s in group] for group in own["advance"]["steps"]] == [["plan"], ["promote"], ["judge"]]
+    assert [[s["name"] for s in group] for group in own["advance"]["steps"]] == [
+        ["plan"], ["promote"], ["judge", "guard"]]  # fmt: skip
     assert step_named(own["judge"], "analyze")["continueOn"] == {"failed": True}
     assert step_named(own["advance"], "judge")["template"] == "judge"  # the recursion over the schedule
     assert step_named(own["advance"], "judge")["when"] == "{{steps.plan.outputs.parameters.weight}} < 100"
+    # The optional guard after the promotion to 100 %: analyze with the guard's duration, absolute limits only.
+    assert step_named(own["advance"], "guard")["when"] == (
+        "'{{steps.plan.outputs.parameters.weight}}' == '100' && '{{workflow.parameters.guard-duration}}' != ''")
+    guard_analyze = {p["name"]: p["value"] for p in step_named(own["guard"], "analyze")["arguments"]["parameters"]}
+    assert guard_analyze["duration"] == "{{workflow.parameters.guard-duration}}"
+    assert guard_analyze["absolute-only"] == "true"
+    assert [[s["name"] for s in group] for group in own["guard"]["steps"]][1] == ["rollback", "rollback-inconclusive"]
     exit_step = step_named(own["on-exit"], "rollback-unfinished")
     assert exit_step["when"] == "'{{workflow.status}}' != 'Succeeded'"
     assert exit_step["templateRef"] == {"name": "rollguard-steps", "template": "rollback"}

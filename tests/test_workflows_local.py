@@ -143,6 +143,20 @@ def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path,
     assert git(remote, "rev-parse", "main") == head
 
 
+def test_the_guard_after_promotion_rolls_back_on_a_fail(remote: Path, tmp_path: Path) -> None:
+    """schedule 100 with a guard: deploy 100 %, then the guard's analysis (here Prometheus is unreachable and
+    --on-error fail) fails, and the rollback puts stable back to 100 %."""
+    result = run(tmp_path, "canary-release", schedule="100", guard_duration="5s", on_error="fail")
+    assert result.phase is Phase.SUCCEEDED, result.message
+    paths = {node.display_name: node.phase for node in result.nodes if node.phase is not Phase.SKIPPED}
+    assert paths.get("release.guard.analyze") is Phase.FAILED  # exit 1, the verdict fail
+    assert paths.get("release.guard.rollback") is Phase.SUCCEEDED
+    assert not any(".judge." in path for path in paths)
+    assert split_in(remote) == (100, 0)
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["settings"]["absolute_only"] is True and verdict["settings"]["duration"] == "5s"
+
+
 @pytest.mark.slow
 def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -> None:
     healthy = TrafficProfile(requests_per_s=60, error_rate=0.0, latency_ms=20)

@@ -5,6 +5,8 @@
 - `canary-release`: deploy the first weight of the schedule, analyze, promote to the next weight,
   analyze, ... Rolls back on `fail` (and on `inconclusive` when `on-inconclusive=rollback`); an
   exit handler rolls back when the workflow ends in any state but Succeeded.
+  With `guard-duration` set, the new version is watched after the promotion to 100 % (`guard`: analyze
+  with that duration and absolute limits only, then rollback on failure as after any analysis).
 - `canary-analysis`: status -> (canary weight > 0) analyze -> rollback on failure. The ArgoCD
   PostSync hook runs it; with 0 % on the canary it ends Succeeded without analysing.
 
@@ -60,6 +62,7 @@ ANALYSIS_TEMPLATE = "canary-analysis"
 
 ON_INCONCLUSIVE = "on-inconclusive"
 INCONCLUSIVE_POLICIES = ("rollback", "promote", "stop")
+GUARD_DURATION = "guard-duration"
 
 # Parameters a workflow wires from step outputs instead of taking from the user.
 WIRED = {"deploy": {"weight"}, "promote": {"weight"}, "rollback": {"reason-file", "reason"}}
@@ -105,6 +108,9 @@ WHEN_ADVANCE_INCONCLUSIVE = (
     f"{_verdict('analyze')} == 'inconclusive' && {POLICY} == 'promote' && '{{{{inputs.parameters.rest}}}}' != ''"
 )
 WHEN_WORKFLOW_NOT_SUCCEEDED = "'{{workflow.status}}' != 'Succeeded'"
+# After the promotion to 100 %: the optional guard, when a guard duration is given.
+WHEN_GUARD = ("'{{steps.plan.outputs.parameters.weight}}' == '100' && "
+              "'{{workflow.parameters." + GUARD_DURATION + "}}' != ''")
 EXIT_REASON = "the workflow ended {{workflow.status}} before the release finished (exit handler)"
 EXIT_VERDICT_JSON = NoVerdict(
     "the workflow ended {{workflow.status}} before the release finished; the exit handler rolled the canary back"
@@ -141,6 +147,17 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
         choices=INCONCLUSIVE_POLICIES,
     )
     merged[policy.name] = policy
+    if "promote" in commands:
+        guard = FlagParameter(
+            name=GUARD_DURATION,
+            flag="",
+            env="",
+            default="",
+            help="after the promotion to 100 %: watch the new version for this long against the absolute limits "
+            "(no stable is left to compare with) and roll back on a fail; 0 or forever: until the workflow is "
+            "stopped; empty: no guard",
+        )
+        merged[guard.name] = guard
     _check_defaults(settings)
     result = []
     for parameter in merged.values():
@@ -158,7 +175,7 @@ def _describe(parameter: FlagParameter) -> str:
 
 def _check_defaults(settings: TemplateSettings) -> None:
     """Refuse a default for a parameter that no rollguard workflow has."""
-    known = {ON_INCONCLUSIVE}
+    known = {ON_INCONCLUSIVE, GUARD_DURATION}
     for command in STEP_SPECS:
         known.update(p.name for p in step_parameters(command) if p.name not in WIRED.get(command, set()))
     unknown = sorted(set(settings.defaults) - known)
@@ -249,12 +266,14 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
         with Steps(name="release"):
             _step_call("plan", "next-weight", settings)
             _step_call("deploy", "deploy", settings, {"weight": plan_out + "weight}}"})
-            Step(
-                name="judge",
-                template="judge",
-                arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
-                when=plan_out + "weight}} < 100",
-            )
+            with Parallel():  # exclusive: the next analysis below 100 %, the optional guard at 100 %
+                Step(
+                    name="judge",
+                    template="judge",
+                    arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
+                    when=plan_out + "weight}} < 100",
+                )
+                Step(name="guard", template="guard", when=WHEN_GUARD)
         with Steps(name="judge", inputs=[Parameter(name="rest", default="")]):
             _step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
             with Parallel():
@@ -270,12 +289,19 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
         with Steps(name="advance", inputs=[Parameter(name="schedule")]):
             _step_call("plan", "next-weight", settings, {"schedule": "{{inputs.parameters.schedule}}"})
             _step_call("promote", "promote", settings, {"weight": plan_out + "weight}}"})
-            Step(
-                name="judge",
-                template="judge",
-                arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
-                when=plan_out + "weight}} < 100",
-            )
+            with Parallel():  # exclusive: the next analysis below 100 %, the optional guard at 100 %
+                Step(
+                    name="judge",
+                    template="judge",
+                    arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
+                    when=plan_out + "weight}} < 100",
+                )
+                Step(name="guard", template="guard", when=WHEN_GUARD)
+        with Steps(name="guard"):
+            guard = {"duration": "{{workflow.parameters." + GUARD_DURATION + "}}", "absolute-only": "true"}
+            _step_call("analyze", "analyze", settings, guard, continue_on=ContinueOn(failed=True))
+            with Parallel():
+                _rollback_steps(settings)
         _exit_handler(settings)
     return template
 
