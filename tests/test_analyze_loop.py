@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollguard.steps.analyze import flags
-from rollguard.steps.analyze.loop import AnalysisInterrupted, run_checks
+from rollguard.steps.analyze.loop import AnalysisInterrupted, CheckRecords, run_checks
 from rollguard.steps.analyze.settings import AnalysisSettings, settings_from_args
 from rollguard.steps.judgment.check import STATISTICAL_TESTS_PER_LOOK
 from rollguard.steps.judgment.outcomes import Verdict
@@ -273,21 +273,33 @@ def test_the_plan_counts_every_statistical_test_run_at_a_check(tmp_path: Path) -
 
 
 def test_an_open_ended_analysis_watches_until_the_canary_turns_bad(tmp_path: Path) -> None:
-    """--duration 0: no bake time, no pass; 10 minutes of a healthy canary, then errors: fail."""
+    """--duration 0: no bake time, no pass. An hour at 0.5 % errors, then 5 %: the tests restarted every
+    --window find it within a minute; a single test from the start would need 12 (the second run)."""
     healthy = traffic()
 
     def turns_bad(name: str, at_s: float) -> QueryResult:
         if name != "canary_counters":
             return healthy(name, at_s)
-        # 40 requests/s throughout; from 600 s on, 20 % of them fail (cumulative counters, as Prometheus has them).
-        return classify(name, counters(40 * at_s, 40 * max(0.0, at_s - 600) * 0.2, 0), expect_one=False)
+        # 40 requests/s; 0.5 % fail for an hour, then 5 % (cumulative counters, as Prometheus has them).
+        errors = 40 * min(at_s, 3600) * 0.005 + 40 * max(0.0, at_s - 3600) * 0.05
+        return classify(name, counters(40 * at_s, errors, 0), expect_one=False)
 
-    document, _, _ = analyse(tmp_path, turns_bad, "--duration", "0", "--interval", "10s")
+    document, _, _ = analyse(tmp_path, turns_bad, "--duration", "0", "--interval", "5s")
     assert document.verdict is Verdict.FAIL, document.reason
     assert document.failed_check is not None and document.failed_check.metric == "canary_error_rate"
-    # After 24,000 healthy requests the evidence must climb back: a late regression costs time (README).
-    assert 600 < document.checks[-1]["elapsed_s"] <= 900
+    assert 3600 < document.checks[-1]["elapsed_s"] <= 3660
+    assert "strongest since the restart at +3600s" in document.failed_check.detail
     assert document.settings["duration"] == "forever" and document.settings["planned_looks"] is None
+    assert document.settings["restart_every"] == "1m"
+    # An analysis of hours keeps its verdict bounded: the first checks and the latest ones.
+    records = CheckRecords()
+    for index in range(5000):
+        records.append({"index": index})
+    kept = [record["index"] for record in records.kept()]
+    assert len(kept) == CheckRecords.FIRST + CheckRecords.LATEST and kept[0] == 0 and kept[-1] == 4999
+
+    single, _, _ = analyse(tmp_path, turns_bad, "--duration", "0", "--interval", "5s", "--window", "3h")
+    assert single.verdict is Verdict.FAIL and single.checks[-1]["elapsed_s"] > 3600 + 600
 
 
 def test_a_stopped_open_ended_analysis_is_inconclusive_and_says_why(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from rollguard.steps.judgment import mixture_martingale as martingale
 from rollguard.steps.judgment.anytime import (
     OPEN_ENDED,
     Budget,
+    Restart,
+    RestartMixture,
     comparison_can_decide,
     rate_above_limit,
     rate_above_stable,
@@ -139,6 +141,56 @@ def test_a_blatant_canary_is_proven_as_fast_as_by_the_fixed_look_test() -> None:
     assert needed <= 3
     # ... and 1 error in 3 requests is no proof of anything.
     assert not rate_above_limit(1, 3, 0.01, BUDGET.error_rate).significant
+
+
+# --- restarts (long analyses) ------------------------------------------------------------------------------
+
+def test_restart_weights_add_up_to_one_and_the_mixture_is_their_weighted_sum() -> None:
+    assert sum(Restart(k, 0.0, 0, 0, 0).weight for k in range(100_000)) == pytest.approx(1.0, abs=1e-5)
+    mixture = RestartMixture(every_s=60.0)
+    # Totals at the checks: (elapsed, requests, errors); restarts at the first check of each minute.
+    for elapsed, requests, errors in [(0, 0, 0), (30, 300, 1), (61, 610, 3), (125, 1250, 6), (130, 1300, 20)]:
+        mixture.observe(float(elapsed), requests, errors, 0)
+    restarts = [(r.index, r.at_s, r.requests, r.errors) for r in mixture.restarts]
+    assert restarts == [(1, 61.0, 610, 3), (2, 125.0, 1250, 6)]
+    expected = (0.5 * math.exp(martingale.log_evidence_above(20, 1300, 0.01))
+                + 0.5 / 2 * math.exp(martingale.log_evidence_above(17, 690, 0.01))
+                + 0.5 / 6 * math.exp(martingale.log_evidence_above(14, 50, 0.01)))
+    log_evidence, strongest = mixture.log_evidence(20, 1300, 0.01, errors=True)
+    assert log_evidence == pytest.approx(math.log(expected), rel=1e-12)
+    assert strongest is not None and strongest.index == 2  # 14 of the last 50 requests failed
+    # Dropping old restarts only removes terms: never more evidence.
+    short = RestartMixture(every_s=60.0, keep=1)
+    for elapsed, requests, errors in [(0, 0, 0), (61, 610, 3), (125, 1250, 6)]:
+        short.observe(float(elapsed), requests, errors, 0)
+    assert [r.index for r in short.restarts] == [2]
+    assert short.log_evidence(20, 1300, 0.01, errors=True)[0] < log_evidence
+
+
+def test_restarts_false_alarm_rate_at_the_null_boundary() -> None:
+    """Exactly at the limit for 30 restart periods of 50 requests, a look every 25 requests: the mixture over
+    restarts fails at most alpha of runs (200 seeded runs at alpha = 0.1, three standard deviations)."""
+    limit, alpha, runs, periods, per_period, step = 0.01, 0.1, 200, 30, 50, 25
+    rng = random.Random(11)
+    fails = 0
+    for _ in range(runs):
+        mixture = RestartMixture(every_s=1.0)
+        requests = errors = 0
+        mixture.observe(0.0, 0, 0, 0)
+        for look in range(1, periods * per_period // step + 1):
+            requests += step
+            errors += sum(rng.random() < limit for _ in range(step))
+            mixture.observe(look * step / per_period, requests, errors, 0)
+            if mixture.log_evidence(errors, requests, limit, errors=True)[0] >= -math.log(alpha):
+                fails += 1
+                break
+    assert fails / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
+
+
+def test_long_analyses_restart_and_short_ones_do_not() -> None:
+    assert split_budget(0.99, 0.01, 0.01, True, duration_s=120.0, restart_every_s=60.0).restart_every_s is None
+    assert split_budget(0.99, 0.01, 0.01, True, duration_s=OPEN_ENDED, restart_every_s=60.0).restart_every_s == 60.0
+    assert split_budget(0.99, 0.01, 0.01, True, duration_s=3600.0, restart_every_s=60.0).restart_every_s == 60.0
 
 
 # --- the budget ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from rollguard.steps.analyze.check_log import log_check
 from rollguard.steps.analyze.check_reader import CheckReader, CheckReading
 from rollguard.steps.analyze.settings import AnalysisSettings
+from rollguard.steps.judgment.anytime import RestartMixture
 from rollguard.steps.judgment.anytime_check import judge_check_anytime
 from rollguard.steps.judgment.check import STATISTICAL_TESTS_PER_LOOK, judge_check
 from rollguard.steps.judgment.outcomes import CheckOutcome, Decision, Judge, MetricOutcome, Phase, Step, Verdict
@@ -68,6 +69,8 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
     clock = clock or SystemClock()
     reader = CheckReader(settings, querier)
     judge = RunJudge(settings.run_limits)
+    every = settings.budget.restart_every_s
+    restarts = RestartMixture(every) if every is not None and settings.judge is Judge.STATISTICAL else None
     interval, planned = settings.timing.interval_s, settings.planned_checks
     checks = CheckRecords()
     started_at, started = clock.wall(), clock.monotonic()
@@ -88,7 +91,7 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
             # Never earlier than the slot: the last planned look must see the bake time as over.
             elapsed = max(clock.monotonic() - started, index * interval)
             reading = reader.read(elapsed)
-            outcome = _judge(settings, index, elapsed, reading)
+            outcome = _judge(settings, index, elapsed, reading, restarts)
             log_check(outcome, planned, reading.readings)
             checks.append({
                 "index": index, "at": started_at + elapsed, "elapsed_s": round(elapsed, 3),
@@ -110,9 +113,10 @@ def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None
     return _document(settings, decision, started_at, clock.wall(), checks.kept())
 
 
-def _judge(settings: AnalysisSettings, index: int, elapsed: float, reading: CheckReading) -> CheckOutcome:
+def _judge(settings: AnalysisSettings, index: int, elapsed: float, reading: CheckReading,
+           restarts: RestartMixture | None) -> CheckOutcome:
     if settings.judge is Judge.STATISTICAL:
-        return judge_check_anytime(index, elapsed, reading.inputs, settings.limits, settings.budget)
+        return judge_check_anytime(index, elapsed, reading.inputs, settings.limits, settings.budget, restarts)
     plan = settings.plan or LookPlan(settings.confidence, 1, STATISTICAL_TESTS_PER_LOOK)  # threshold: unused
     return judge_check(index, elapsed, reading.inputs, settings.limits, settings.judge, plan)
 

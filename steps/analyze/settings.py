@@ -135,6 +135,8 @@ class AnalysisSettings:
             "absolute_only": not self.compare_with_stable,
             "planned_looks": self.planned_checks,
             "alpha_per_test": self._alpha_per_test(),
+            "restart_every": (format_duration(self.budget.restart_every_s)
+                              if self.judge is Judge.STATISTICAL and self.budget.restart_every_s else None),
             "queries": {spec.name: spec.promql for spec in self.queries.in_order()},
             "custom_metrics": [
                 {"name": m.name, "query": m.query, "min": finite_or_none(m.minimum),
@@ -198,7 +200,8 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         ),
         plan=None if open_ended else look_plan(args.confidence, args.duration, args.interval),
         budget=split_budget(args.confidence, args.max_error_rate, args.max_error_rate_increase,
-                            compare_with_stable=not args.absolute_only, duration_s=args.duration),
+                            compare_with_stable=not args.absolute_only, duration_s=args.duration,
+                            restart_every_s=max(args.window, args.interval)),
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
                                  window),
         metrics_file=args.metrics_file,

@@ -30,6 +30,7 @@ class Budget:
     comparison: float  # canary against stable + --max-error-rate-increase
     latency: float  # share of canary requests slower than the latency limit, against 1 - quantile
     duration_s: float  # the bake time (OPEN_ENDED: none); the end-of-bake rule applies after it
+    restart_every_s: float | None = None  # long analyses: a new test every so often, mixed (RestartMixture)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
@@ -64,8 +65,11 @@ def comparison_can_decide(max_error_rate: float, max_error_rate_increase: float)
     return max_error_rate_increase < max_error_rate
 
 
+RESTARTS_AFTER_PERIODS = 10
+
+
 def split_budget(confidence: float, max_error_rate: float, max_error_rate_increase: float,
-                 compare_with_stable: bool, duration_s: float) -> Budget:
+                 compare_with_stable: bool, duration_s: float, restart_every_s: float | None = None) -> Budget:
     """Equal shares for the tests that can decide; none for a comparison that cannot (or is switched off).
 
     Why equal: the error and latency tests guard independent failure modes and neither is known to matter
@@ -76,8 +80,10 @@ def split_budget(confidence: float, max_error_rate: float, max_error_rate_increa
     alpha = 1.0 - confidence
     compare = compare_with_stable and comparison_can_decide(max_error_rate, max_error_rate_increase)
     share = alpha / (3 if compare else 2)
+    # Restarts pay off only when a regression may begin long after the start (see RestartMixture).
+    restarts = restart_every_s if restart_every_s and duration_s >= RESTARTS_AFTER_PERIODS * restart_every_s else None
     return Budget(confidence, error_rate=share, comparison=share if compare else 0.0, latency=share,
-                  duration_s=duration_s)
+                  duration_s=duration_s, restart_every_s=restarts)
 
 
 @dataclass(frozen=True)
@@ -163,3 +169,68 @@ def rate_above_stable(canary_bad: int, canary_total: int, stable_bad: int, stabl
         alpha=alpha,
         significant=canary_lower > stable_upper + increase,
     )
+
+
+@dataclass(frozen=True)
+class Restart:
+    """The running totals when a restarted test began: its counts are the totals since then."""
+
+    index: int  # k: the k-th restart (0 is the analysis's start)
+    at_s: float
+    requests: int
+    errors: int
+    slow: int
+
+    @property
+    def weight(self) -> float:
+        """w_0 = 1/2 for the start, w_k = 1 / (2 k (k + 1)) for the k-th restart: they add up to 1."""
+        return 0.5 if self.index == 0 else 0.5 / (self.index * (self.index + 1))
+
+
+class RestartMixture:
+    """For analyses that watch long: a test begun at the start AND one begun every `every_s` since, mixed.
+
+    A single martingale from the start answers "has the canary been over its limit since the start?". After
+    hours within the limit its evidence has sunk far below 1, and a regression that begins then must first
+    climb back: the delay grows with the healthy time before it. The mixture sum_k w_k M_k, where M_k is the
+    test martingale of the requests since the k-th restart (1 before it), is itself a test supermartingale
+    (fixed weights adding up to 1, restarts at times the data do not choose), so Ville's inequality holds as
+    before; a regression that began near restart k is found as if the test had begun there, at the price of
+    log(1 / w_k) more evidence: about 2 log(k). Keeping only the latest `keep` restarts drops terms, which
+    only lowers the sum: still valid.
+    """
+
+    def __init__(self, every_s: float, keep: int = 1000) -> None:
+        if every_s <= 0 or keep < 1:
+            raise ValueError("restarts need a positive period and room for at least one")
+        self.every_s = every_s
+        self.keep = keep
+        self.start: Restart | None = None
+        self.restarts: list[Restart] = []
+        self._next_index = 1
+
+    def observe(self, elapsed_s: float, requests: int, errors: int, slow: int) -> None:
+        """Record the running totals at a check; a restart begins at the first check of each period."""
+        if self.start is None:
+            self.start = Restart(0, elapsed_s, 0, 0, 0)
+            return
+        if elapsed_s - self.start.at_s >= self._next_index * self.every_s:
+            self._next_index = math.floor((elapsed_s - self.start.at_s) / self.every_s) + 1
+            self.restarts.append(Restart(self._next_index - 1, elapsed_s, requests, errors, slow))
+            del self.restarts[: -self.keep]
+
+    def log_evidence(self, bad: int, total: int, limit: float, errors: bool) -> tuple[float, Restart | None]:
+        """log of sum_k w_k M_k for H0 "rate <= limit", from the running totals now (`errors`: the 5xx
+        count, else the slow count); and the restart whose test holds the most evidence."""
+        terms: list[tuple[float, Restart | None]] = [
+            (math.log(0.5) + martingale.log_evidence_above(bad, total, limit), self.start)]
+        for restart in self.restarts:
+            since = restart.errors if errors else restart.slow
+            later = max(0, total - restart.requests)
+            evidence = martingale.log_evidence_above(min(later, max(0, bad - since)), later, limit)
+            terms.append((math.log(restart.weight) + evidence, restart))
+        strongest = max(terms, key=lambda term: term[0])
+        top = strongest[0]
+        if top in (math.inf, -math.inf):
+            return top, strongest[1]
+        return top + math.log(sum(math.exp(term - top) for term, _ in terms)), strongest[1]
