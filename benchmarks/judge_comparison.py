@@ -344,8 +344,9 @@ def main() -> None:
 
     print("\nopen-ended guard (interval 5s, tests restarted every minute), a regression to 5 % errors after "
           "30 minutes at 0.5 % (anytime; seconds after the change)")
-    print("| req/s | median | p90 | caught within the next 30 minutes |")
-    print("|---:|---:|---:|---:|")
+    print("| req/s | median | p90 | caught within the next 30 minutes | one test from the start, no restarts "
+          "(1s checks): median / p90 |")
+    print("|---:|---:|---:|---:|---:|")
     change = HOUR_S // 2
     for rps in (5, 20):
         late = Streams.simulate(options.hour_runs, HOUR_S, rps,
@@ -356,8 +357,11 @@ def main() -> None:
         delay = fail_at - change
         early = int((delay <= 0).sum())
         delay = delay[delay > 0]
+        single = anytime_decisions(late, tables, None).fail_at - change
+        single = single[single > 0]
         print(f"| {rps} | {quantile(delay, 0.5):.0f} | {quantile(delay, 0.9):.0f} | {np.isfinite(delay).mean():.1%} "
-              f"({early} false fails before the change) |", flush=True)
+              f"({early} false fails before the change) | {quantile(single, 0.5):.0f} / {quantile(single, 0.9):.0f} |",
+              flush=True)
     print(f"\nbenchmark took {time.monotonic() - began:.0f}s; tables checked against the judges on "
           f"{options.verify} runs per cell")
 

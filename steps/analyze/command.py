@@ -1,12 +1,14 @@
 """Judge a canary from Prometheus: every --interval compare canary (and stable) error rate, p99
 latency and custom metrics with their limits; stop at the first decisive failure; pass only after
---duration with at least --min-requests canary requests. Writes the verdict as JSON.
+--duration with at least --min-requests canary requests (--duration 0: open-ended, never passes).
+Writes the verdict as JSON.
 
 Exit codes: 0 pass, 1 fail, 3 inconclusive, 2 bad usage (nothing written).
 Policies: --on-no-data continue (keep looking; still no data when the bake time ends ->
 inconclusive, never pass); --on-error inconclusive (once --max-consecutive-errors checks in a row
-could not be judged). Counts for the statistical rule cover the requests since the analysis
-started, at most the last --window.
+could not be judged). The anytime-valid tests (--judge statistical) count every request since the
+analysis started (--started-at: since an earlier start, to resume it); --judge bonferroni counts at
+most the last --window.
 """
 
 from __future__ import annotations
