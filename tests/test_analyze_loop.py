@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rollguard.steps.analyze import flags
+from rollguard.steps.analyze.check_log import log_start
 from rollguard.steps.analyze.loop import AnalysisInterrupted, CheckRecords, run_checks
 from rollguard.steps.analyze.settings import AnalysisSettings, settings_from_args
 from rollguard.steps.judgment.check import STATISTICAL_TESTS_PER_LOOK
@@ -365,3 +366,23 @@ def test_a_restarted_analysis_resumes_the_same_test_from_its_first_start(tmp_pat
     assert resumed.checks[-1]["canary"]["errors_since_start"] == whole.checks[-1]["canary"]["errors_since_start"]
     assert resumed.started_at == SimulatedClock().wall() and resumed.settings["started_at"] is not None
     assert querier.asked[0][1] == "@ canary_counters"
+
+
+def test_a_latency_limit_between_buckets_is_judged_soundly_and_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """--max-p99-latency-ms 300: histogram_quantile reads 362 ms for a canary whose p99 is 250 ms (the old rule
+    failed it); the share slower than 500 ms (0.2 %) proves nothing, so it passes, and the verdict says why."""
+    healthy = traffic(canary_slow_share=0.002)
+
+    def interpolated(name: str, at_s: float) -> QueryResult:
+        return one_value(name, 362.0) if name == "canary_p99_latency_ms" else healthy(name, at_s)
+
+    configured = settings(tmp_path, "--max-p99-latency-ms", "300")
+    with caplog.at_level("WARNING", logger="rollguard.analyze"):
+        log_start(configured)
+    assert "can prove only a p99 above 500 ms" in caplog.text
+    document, _, _ = analyse(tmp_path, interpolated, "--max-p99-latency-ms", "300")
+    assert document.verdict is Verdict.PASS, document.reason
+    latency = next(m for m in document.checks[-1]["metrics"] if m["metric"] == "canary_p99_latency_ms")
+    assert latency["phase"] == "ok" and latency["samples"] == 400
