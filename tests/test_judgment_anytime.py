@@ -355,3 +355,15 @@ def test_comparison_false_alarm_rate_at_the_null_boundary() -> None:
                 fails += 1
                 break
     assert fails / runs <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs)
+
+
+@pytest.mark.parametrize("looks", [21, 121])
+def test_never_needs_more_bad_requests_than_the_bonferroni_judge(looks: int) -> None:
+    """At no request count up to 300 does the anytime test need more bad requests than Bonferroni's exact test
+    at (1 - c) / (3 K) for a bake of K >= 21 checks (the sandbox's 20 s at 1 s, and 2 minutes at 1 s)."""
+    bonferroni_alpha = 0.01 / (3 * looks)
+    for total in range(1, 301):
+        exact = next((bad for bad in range(total + 1) if bad and binomial.upper_tail(bad, total, 0.01)
+                      <= bonferroni_alpha), None)
+        if exact is not None:
+            assert rate_above_limit(exact, total, 0.01, BUDGET.error_rate).significant, (exact, total)

@@ -42,15 +42,16 @@ def _geometric(low: float, high: float, count: int) -> tuple[float, ...]:
     return tuple(math.exp(math.log(low) + index * step) for index in range(count))
 
 
-# 90 % of the weight spread evenly (in log ratio) over 1.5x to 12x the limit, where a subtle regression
-# lives and the anytime test must be quick; 10 % on 100x (capped at 100 %), so that a canary failing
-# every request is proven after as few requests as the exact fixed-look test needs (3 at a 1 % limit).
-# Chosen on simulated canaries at 2-10 % against 1 % (benchmarks/judge_comparison.py); any fixed choice
-# is valid, the choice only moves power between regressions.
+# 85 % of the weight spread evenly (in log ratio) over 1.5x to 12x the limit, where a subtle regression
+# lives and the anytime test must be quick; 5 % each on 25x, 50x and 100x (capped at 100 %) for blatant
+# canaries: one failing every request is proven after 2 requests at a 1 % limit, and at no request count up
+# to 600 does this test need more bad requests than the Bonferroni judge of a bake of 20 checks or more.
+# Chosen on simulated canaries at 2-50 % against 1 % (benchmarks/judge_comparison.py and the sandbox); any
+# fixed choice is valid, the choice only moves power between regressions.
 SUBTLE_RATIOS = 20
 DEFAULT_MIXTURE = Mixture(
-    ratios=(*_geometric(1.5, 12.0, SUBTLE_RATIOS), 100.0),
-    weights=(*(0.9 / SUBTLE_RATIOS,) * SUBTLE_RATIOS, 0.1),
+    ratios=(*_geometric(1.5, 12.0, SUBTLE_RATIOS), 25.0, 50.0, 100.0),
+    weights=(*(0.85 / SUBTLE_RATIOS,) * SUBTLE_RATIOS, 0.05, 0.05, 0.05),
 )
 
 
