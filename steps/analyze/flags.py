@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "count and bake from that moment, reading the counters it began with from Prometheus, so a restarted "
              "step continues the same sequential test instead of starting a new one")
     add_flag(timing, "--window", default="1m", type=positive_duration,
-             help="rate window of the PromQL point values; the statistical counts cover at most this much")
+             help="rate window of the PromQL point values and of the bonferroni counts; the anytime tests count "
+             "from the start, and a long analysis (open-ended, or 10 windows or more) restarts them every window")
     limits = parser.add_argument_group("limits")
     add_flag(limits, "--max-error-rate", default=0.01, type=fraction, help="canary 5xx share limit (0.01 = 1 %%)")
     add_flag(limits, "--max-p99-latency-ms", default=500.0, type=non_negative_float, help="canary p99 limit in ms")
