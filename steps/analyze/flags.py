@@ -57,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(judging, "--failure-limit", default=3, type=positive_int,
              help="threshold rule and custom metrics: failed checks that make the verdict fail")
     add_switch(judging, "--absolute-only",
-               help="judge absolute limits only, no comparison with stable (a guard after promotion to 100 %%)")
+               help="statistical judge: absolute limits only, no comparison with stable, its share of the budget "
+               "to the other tests (a guard after promotion to 100 %%)")
     add_switch(judging, "--consecutive", help="count only failed checks in a row towards --failure-limit")
     add_flag(judging, "--on-no-data", default=Policy.CONTINUE.value, choices=POLICIES,
              help="no series / NaN: keep looking (continue), or decide now")
