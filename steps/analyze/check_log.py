@@ -21,10 +21,12 @@ _PROBLEMS = (Phase.FAILED, Phase.BREACH, Phase.NO_DATA, Phase.NAN, Phase.MULTIPL
 def log_start(settings: AnalysisSettings) -> None:
     """What is analysed, how, and every rendered query (a query is an interface: show it)."""
     target, timing = settings.target, settings.timing
-    log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s for %s (window %s), judge %s, %s",
+    length = ("open-ended (until stopped or failed)" if math.isinf(timing.duration_s)
+              else f"for {format_duration(timing.duration_s)}")
+    log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s %s (window %s), judge %s, %s",
              target.namespace, target.service, target.canary_version, target.stable_version, settings.prometheus.url,
-             format_duration(timing.interval_s), format_duration(timing.duration_s), format_duration(timing.window_s),
-             settings.judge.value, _rule(settings))
+             format_duration(timing.interval_s), length, format_duration(timing.window_s), settings.judge.value,
+             _rule(settings))
     warning = latency_bucket_warning(settings.limits.max_p99_latency_ms)
     if warning is not None and settings.judge is not Judge.THRESHOLD:
         log.warning("%s", warning)
@@ -37,7 +39,9 @@ def log_start(settings: AnalysisSettings) -> None:
 def _rule(settings: AnalysisSettings) -> str:
     if settings.judge is Judge.STATISTICAL:
         shares = ", ".join(f"{name} {share:.2g}" for name, share in settings.budget.as_json().items() if share > 0)
-        return f"anytime-valid tests on the counts since the start, false-alarm budget {shares}"
+        restarts = settings.budget.restart_every_s
+        again = f", restarted every {format_duration(restarts)}" if restarts else ""
+        return f"anytime-valid tests on the counts since the start{again}, false-alarm budget {shares}"
     if settings.judge is Judge.BONFERRONI and settings.plan is not None:
         return f"{settings.plan.planned_looks} planned checks, alpha per test {settings.plan.alpha_per_test:.2g}"
     return f"fail after {settings.run_limits.failure_limit} failed checks"
