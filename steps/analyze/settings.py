@@ -173,7 +173,7 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         raise UsageError("--judge bonferroni shares its budget over the planned checks, so it needs a --duration; "
                          "an open-ended analysis (--duration 0) needs --judge statistical (anytime-valid) or threshold")
     looks = None if open_ended else planned_looks(args.duration, args.interval)
-    if looks is not None and looks > MAX_PLANNED_LOOKS and args.judge == Judge.BONFERRONI.value:
+    if looks is not None and looks > MAX_PLANNED_LOOKS:
         raise UsageError(f"--duration {format_duration(args.duration)} / --interval {format_duration(args.interval)} "
                          f"gives {looks} checks; use a longer --interval")
     check_output_files(args, "verdict_file", "verdict_word_file", "verdict_summary_file")
