@@ -7,6 +7,7 @@
 #   ./run.sh test [pytest args]  set up, then lint (ruff, import contracts, mypy) and run the test suite
 #   ./run.sh setup               set up only
 #   ./run.sh bench               set up, then run the benchmark scripts (prints figures)
+#   ./run.sh image [--keep-rootfs]  build the step image (root; no Docker): build/image/rollguard-VERSION.oci.tar
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -66,6 +67,19 @@ ensure_venv() {
   echo "$stamp" > "$VENV/.rollguard-installed"
 }
 
+ensure_image_tools() {
+  # mmdebstrap (a Debian root filesystem from packages), umoci (an OCI image of it), skopeo (the archive)
+  local missing=()
+  for tool in mmdebstrap umoci skopeo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  [ ${#missing[@]} -eq 0 ] && return
+  [ "$(id -u)" = "0" ] || die "the image build needs root (mmdebstrap, chroot); missing too: ${missing[*]}"
+  command -v apt-get >/dev/null || die "no apt-get here: install ${missing[*]} yourself (Debian/Ubuntu packages)"
+  say "installing the Debian packages ${missing[*]} (the image build)"
+  apt-get update -qq >/dev/null || die "apt-get update failed; install ${missing[*]} yourself"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed; install them yourself"
+}
+
 setup() { ensure_python; ensure_prometheus; ensure_venv; }
 
 command="${1:-help}"
@@ -84,9 +98,13 @@ case "$command" in
     setup
     exec "$VENV/bin/rollguard" demo "${@:---scenario=faulty}"
     ;;
+  image)
+    ensure_python; ensure_venv; ensure_image_tools
+    exec "$VENV/bin/python" images/build.py "$@"
+    ;;
   bench)
     setup
     for script in benchmarks/*.py; do "$VENV/bin/python" "$script"; done
     ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ "$command" = help ] || exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ "$command" = help ] || exit 2 ;;
 esac
