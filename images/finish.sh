@@ -70,10 +70,11 @@ rm -f /usr/bin/scp /usr/bin/sftp /usr/bin/ssh-add /usr/bin/ssh-agent /usr/bin/ss
 # glibc's iconv modules: nothing converts character sets (git writes UTF-8 commits, Python has its
 # own codecs)
 rm -rf /usr/lib/*-linux-gnu/gconv
-# Python's standard library: help() texts, the test package, turtle graphics
+# Python's standard library: help()'s topic texts (pydoc itself stays: kubernetes.watch imports it),
+# the test package, turtle graphics
 STDLIB="/usr/lib/python$PYVER"
 rm -rf "$STDLIB/pydoc_data" "$STDLIB/test" "$STDLIB/turtle.py" "$STDLIB/__pycache__"/turtle.* \
-    "$STDLIB/__pycache__"/pydoc.* "$STDLIB/pydoc.py" "$STDLIB/lib-dynload"/_*test*.so
+    "$STDLIB/lib-dynload"/_*test*.so
 # Whatever the dpkg excludes (images/dpkg-nodoc.cfg) let through, and caches
 find /usr/share/doc -mindepth 2 ! -type d ! -name copyright -delete
 rm -rf /usr/share/man/* /usr/share/info/* /usr/share/locale/* \
