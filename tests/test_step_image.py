@@ -26,10 +26,13 @@ from pathlib import Path
 import pytest
 from fake_kube_api import FakeKubeApi, application_object, virtual_service_object
 from git_remote import MANIFEST_PATH, commit_message, make_remote, remote_file
+from support_prometheus import NAMESPACE, IstioEnvironment
 from test_git_credentials import GOOD_TOKEN, GitHttpServer
 
 from rollguard.sandbox import step_image
 from rollguard.sandbox.step_image import StepImage, StepImageError, open_step_image, step_command, step_environment
+from rollguard.sandbox.synthetic_traffic import TrafficProfile
+from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.traffic.virtualservice import read_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +155,25 @@ def test_rollback_over_https_style_http_with_a_token(image: StepImage, tmp_path:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "credentials: token" in done.stderr and GOOD_TOKEN not in done.stdout + done.stderr
     assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
+
+
+@pytest.mark.slow
+def test_analyze_fails_a_broken_canary_from_a_real_prometheus(
+    image: StepImage, tmp_path: Path, istio_env: IstioEnvironment
+) -> None:
+    """Prometheus client, requests, the judgment: analyze in the image queries the host's Prometheus."""
+    istio_env.traffic.set("imaged", "v1", TrafficProfile(requests_per_s=100, error_rate=0.005, latency_ms=30))
+    istio_env.traffic.set("imaged", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
+    istio_env.wait_for_requests("imaged", "v1")
+    istio_env.wait_for_requests("imaged", "v2")
+    done = run_in(image, [
+        "rollguard", "analyze", "--prometheus-url", istio_env.url, "--namespace", NAMESPACE, "--service", "imaged",
+        "--stable-version", "v1", "--canary-version", "v2", "--interval", "1s", "--duration", "2m",
+        "--verdict-file", "/tmp/verdict.json",
+    ], tmp_path / "step")  # fmt: skip
+    assert done.returncode == ExitCode.FAIL, done.stdout + done.stderr
+    verdict = json.loads((tmp_path / "step" / "verdict.json").read_text())
+    assert verdict["verdict"] == "fail" and len(verdict["checks"]) <= 8
 
 
 @pytest.mark.slow
