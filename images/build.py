@@ -35,12 +35,17 @@ GLIBC_MINOR = 36  # bookworm's glibc 2.36: the newest manylinux wheels it runs
 VENV = "/opt/rollguard"
 SITE = f"{VENV}/lib/python{PYTHON_VERSION}/site-packages"
 USER = "65532:65532"
+ENTRYPOINT = ["rollguard"]
+CMD = ["--help"]
+WORKDIR = "/tmp"
 ENV = {
     "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/tmp",
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }
+# Folders of apt, which the image does not hold (images/Dockerfile removes the same)
+APT_LEFTOVERS = ["/etc/apt", "/var/cache/apt", "/var/lib/apt"]
 # What the wheel is built from: exactly images/Dockerfile's build context for it.
 WHEEL_CONTEXT = ["pyproject.toml", "setup.py", "README.md", "steps"]
 MB = 1_000_000
@@ -119,7 +124,8 @@ def build_rootfs(rootfs: Path, site_packages: Path) -> None:
         SUITE, str(rootfs), *mirrors,
     ])  # fmt: skip
     # What mmdebstrap leaves for the chroot's sake: device nodes, and the build machine's resolver
-    # and host name (a container runtime provides all three). Unmounted by now; checked anyway.
+    # and host name (a container runtime provides all three), and apt's folders (no apt inside).
+    # Unmounted by now; checked anyway.
     for entry in (rootfs / "dev").iterdir():
         if os.path.ismount(entry):
             sys.exit(f"image: error: {entry} is still mounted")
@@ -129,6 +135,8 @@ def build_rootfs(rootfs: Path, site_packages: Path) -> None:
             entry.unlink()
     for name in ("etc/resolv.conf", "etc/hostname"):
         (rootfs / name).unlink(missing_ok=True)
+    for name in APT_LEFTOVERS:
+        shutil.rmtree(rootfs / name.lstrip("/"), ignore_errors=True)
 
 
 def make_archive(layout: Path, bundle: Path, rootfs: Path, archive: Path, tag: str) -> None:
@@ -139,8 +147,8 @@ def make_archive(layout: Path, bundle: Path, rootfs: Path, archive: Path, tag: s
     (bundle / "rootfs").rmdir()
     rootfs.rename(bundle / "rootfs")
     run(["umoci", "repack", "--image", image, "--history.created_by", "images/build.py", str(bundle)])
-    config = ["umoci", "config", "--image", image, "--config.user", USER, "--config.workingdir", "/tmp",
-              "--config.entrypoint", "rollguard", "--config.cmd", "--help",
+    config = ["umoci", "config", "--image", image, "--config.user", USER, "--config.workingdir", WORKDIR,
+              *(f"--config.entrypoint={part}" for part in ENTRYPOINT), *(f"--config.cmd={part}" for part in CMD),
               "--config.label", f"org.opencontainers.image.version={tag}",
               "--config.label", "org.opencontainers.image.title=rollguard step image"]  # fmt: skip
     for name, value in ENV.items():

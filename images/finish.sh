@@ -45,16 +45,23 @@ find "$SITE" -depth \( -type d \( -name tests -o -name __pycache__ \) -o -type f
 # --- cuts in the Debian packages. Perl: Debian's git depends on it for a few Perl commands
 # (add--interactive's old copy, instaweb, send-email...), debconf and adduser for package scripts;
 # clone, commit, fetch and push never run it. Purged with dpkg so the package database says so.
-dpkg --purge --force-depends --force-remove-essential \
+# Also what a debian:SUITE-slim base (images/Dockerfile) has beyond mmdebstrap's essential set and
+# packages.txt, so that both builds hold the same packages: apt and its keys, e2fsprogs, mount,
+# tzdata (Python reads the tzdata package of requirements.txt), and what only those need.
+dpkg --purge --force-depends --force-remove-essential --force-remove-protected \
     git-man liberror-perl perl libperl5.36 perl-modules-5.36 libgdbm-compat4 libgdbm6 \
-    usrmerge libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl \
+    usrmerge usr-is-merged libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl \
+    apt libapt-pkg6.0 gpgv debian-archive-keyring libseccomp2 libstdc++6 libxxhash0 \
+    e2fsprogs libext2fs2 libss2 logsave mount tzdata \
     adduser debconf perl-base > /dev/null 2>&1 || true
-for package in perl-base perl git-man debconf; do
+for package in perl-base perl git-man debconf apt; do
     if dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q ' installed'; then
         echo "finish.sh: could not purge $package" >&2; exit 1
     fi
 done
 rm -rf /var/cache/debconf /usr/share/perl5 /usr/share/perl /usr/lib/*-linux-gnu/perl*
+# (apt's configuration and state folders stay for the build tool: mmdebstrap cleans its own up
+# afterwards, images/build.py and images/Dockerfile remove them when it is done)
 # git: servers, mail and IMAP, dumb-HTTP push (WebDAV), scalar, GUI merge tools, Perl commands;
 # the second copy of the git binary becomes a hard link
 cd /usr/lib/git-core
@@ -75,11 +82,12 @@ rm -rf /usr/lib/*-linux-gnu/gconv
 STDLIB="/usr/lib/python$PYVER"
 rm -rf "$STDLIB/pydoc_data" "$STDLIB/test" "$STDLIB/turtle.py" "$STDLIB/__pycache__"/turtle.* \
     "$STDLIB/lib-dynload"/_*test*.so
-# Whatever the dpkg excludes (images/dpkg-nodoc.cfg) let through, and caches
+# Whatever the dpkg excludes (images/dpkg-nodoc.cfg) let through, links to what they kept out
+# (alternatives of manual pages), and caches
+find -L /etc/alternatives -type l -delete
 find /usr/share/doc -mindepth 2 ! -type d ! -name copyright -delete
 rm -rf /usr/share/man/* /usr/share/info/* /usr/share/locale/* \
-    /usr/share/lintian /usr/share/bash-completion /var/cache/ldconfig/aux-cache /var/log/*.log \
-    /var/lib/apt/lists/* /var/cache/apt/*.bin
+    /usr/share/lintian /usr/share/bash-completion /var/cache/ldconfig/aux-cache /var/log/*.log
 
 # --- bytecode, compiled once here (the image is read-only for uid 65532): unchecked-hash .pyc files
 # never compare timestamps, so they stay valid whatever mtimes the layer gives the sources.

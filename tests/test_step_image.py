@@ -177,9 +177,12 @@ def test_analyze_fails_a_broken_canary_from_a_real_prometheus(
 
 
 @pytest.mark.slow
-def test_the_image_is_unpacked_once(image: StepImage) -> None:
+def test_the_image_is_unpacked_once_and_has_the_build_s_config(image: StepImage) -> None:
     again = open_step_image(ARCHIVE, image.rootfs.parents[1])
-    assert again == image and (image.entrypoint, image.cmd) == (["rollguard"], ["--help"])
+    assert again == image
+    assert (image.entrypoint, image.cmd) == (["rollguard"], ["--help"])
+    assert (image.user, image.workdir) == ("65532:65532", "/tmp")
+    assert image.env["HOME"] == "/tmp" and image.env["PATH"].startswith("/opt/rollguard/bin:")
 
 
 # ----- archives made here: bad input and unpacking (fast) --------------------------------------------
