@@ -84,10 +84,10 @@ rm -rf "$STDLIB/pydoc_data" "$STDLIB/test" "$STDLIB/turtle.py" "$STDLIB/__pycach
     "$STDLIB/lib-dynload"/_*test*.so
 # Whatever the dpkg excludes (images/dpkg-nodoc.cfg) let through, links to what they kept out
 # (alternatives of manual pages), and caches
-find -L /etc/alternatives -type l -delete
 find /usr/share/doc -mindepth 2 ! -type d ! -name copyright -delete
 rm -rf /usr/share/man/* /usr/share/info/* /usr/share/locale/* \
     /usr/share/lintian /usr/share/bash-completion /var/cache/ldconfig/aux-cache /var/log/*.log
+find -L /etc/alternatives -type l -delete
 
 # --- bytecode, compiled once here (the image is read-only for uid 65532): unchecked-hash .pyc files
 # never compare timestamps, so they stay valid whatever mtimes the layer gives the sources.
