@@ -152,9 +152,9 @@ def step_command(
             target.touch(exist_ok=True)
         lines.append(f"{mount} --bind {q(str(source))} {q(str(root / str(inside).lstrip('/')))}")
     command = list(argv) or [*image.entrypoint, *image.cmd]
-    inside = [str(tools["chroot"]), f"--userspec={image.user}", str(root), "/usr/bin/env", "-u", "PWD",
+    chrooted = [str(tools["chroot"]), f"--userspec={image.user}", str(root), "/usr/bin/env", "-u", "PWD",
               "-u", "OLDPWD", "-C", workdir or image.workdir or "/", "--", *command]  # fmt: skip
-    lines.append("exec " + shlex.join(inside))
+    lines.append("exec " + shlex.join(chrooted))
     return [str(tools["unshare"]), "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
 
 
