@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,6 +37,7 @@ from rollguard.sandbox.processes import ChildDied, SandboxError, Supervisor, ins
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, first_scrape_above, series_range
 from rollguard.sandbox.results import Outcome, RunResult, append_result
 from rollguard.sandbox.run_local import load_library
+from rollguard.sandbox.step_image import GitHttpRemote, ImageSteps, StepImageError, open_step_image
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import (
     UsageError,
@@ -77,6 +80,7 @@ class DemoSettings:
     router_port: int | None = None
     background_error_rate: float = 0.0
     judge: str = "statistical"
+    step_image: Path | None = None  # run the steps inside this step image archive (root only)
 
     def sandbox_settings(self, workdir: Path, seed: int | None = None) -> SandboxSettings:
         """The sandbox these settings run in: scrape, sync delay, router port, and the paging alerts."""
@@ -120,6 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="share of HTTP 500s that both versions serve all along (noise a healthy canary must survive)")
     add_flag(parser, "--seed", default=7, type=non_negative_int, help="seed of the apps' and router's randomness")
     add_flag(parser, "--router-port", type=int, help="fixed port of the mesh router (default: a free one)")
+    add_flag(parser, "--step-image", type=Path,
+             help="run every workflow step inside this step image archive (./run.sh image; needs root)")
     add_flag(parser, "--workflow-dir", type=Path,
              help="directory with the rendered canary-release.yaml (default: the installed workflows)")
 
@@ -147,7 +153,7 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         error_rate=args.error_rate, latency_ms=args.latency_ms, alert_for_s=args.alert_for,
         sync_delay_s=args.sync_delay, scrape_interval_s=args.scrape_interval, seed=args.seed,
         workflow_dir=args.workflow_dir, router_port=args.router_port,
-        background_error_rate=args.background_error_rate,
+        background_error_rate=args.background_error_rate, step_image=args.step_image,
     )
 
 
@@ -275,10 +281,11 @@ class WeightWatcher(threading.Thread):
 
 
 def run_release(
-    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress
+    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress,
+    image_steps: ImageSteps | None = None,
 ) -> WorkflowResult:
     """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies."""
-    executor = LocalExecutor(library, on_event=progress.event)
+    executor = LocalExecutor(library, on_event=progress.event, image_steps=image_steps)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -434,6 +441,11 @@ def run_demo(
     """
     run_dir = settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # --step-image: checked (root, archive, entry point) and unpacked before anything starts
+        image = open_step_image(settings.step_image) if settings.step_image else None
+    except StepImageError as exc:
+        raise SandboxError(str(exc)) from None
+    run_dir = run_dir.resolve() if image else run_dir  # the steps see it at the same, absolute path
     template_file = workflow_path(settings)
     try:
         library, _ = load_library(template_file, [])
@@ -441,12 +453,19 @@ def run_demo(
         raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
     progress = Progress(console)
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox")
-    with Supervisor(run_dir / "logs") as supervisor:
+    with Supervisor(run_dir / "logs") as supervisor, ExitStack() as stack:
         progress.say(f"[bold]Starting the sandbox[/] (logs in {run_dir / 'logs'})")
         sandbox = start_sandbox(sandbox_settings, supervisor)
         for name, url in sandbox.urls().items():
             progress.say(f"  {name:13} {url}")
         parameters = workflow_parameters(library, settings, sandbox, run_dir)
+        image_steps = None
+        if image is not None:  # steps in the image push over HTTP (as to a Git server) and write into run_dir
+            parameters["repo"] = stack.enter_context(GitHttpRemote(sandbox.remote.path)).url
+            os.chown(run_dir, *(int(part) for part in image.user.split(":")))
+            image_steps = ImageSteps(image, run_dir / "steps", binds=[run_dir])
+            progress.say(f"Steps run in the step image {settings.step_image} as uid {image.user}, "
+                         f"Git over {parameters['repo']}")
         responses_path = run_dir / "responses.csv"
         if settings.background_error_rate > 0:
             sandbox.set_background_errors(settings.background_error_rate)
@@ -465,7 +484,7 @@ def run_demo(
         watcher.start()
         release_start = time.time()
         try:
-            workflow = run_release(sandbox, library, parameters, progress)
+            workflow = run_release(sandbox, library, parameters, progress, image_steps)
             release_end = time.time()
             router_view = wait_router_synced(sandbox, settings.sync_delay_s + 5)
             # The last responses land, and Prometheus scrapes twice more: its rate() over the 5xx series

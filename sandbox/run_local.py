@@ -5,17 +5,20 @@ command `rollguard` is this installation's CLI), with the same parameters, outpu
 conditions, retries and exit handler as under Argo. An Argo feature the local executor does not
 implement stops the run before anything starts, naming the feature and the template.
 WorkflowTemplates referenced with templateRef are loaded from the same directory (and --templates).
+With --step-image, the steps run inside the built step image instead (rollguard.sandbox.step_image).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
 from rollguard.sandbox.executor.loader import Library, load_files
 from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
+from rollguard.sandbox.step_image import ImageSteps, StepImageError, open_step_image
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError
 
@@ -30,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which WorkflowTemplate of the file to run when it holds several")
     parser.add_argument("--templates", type=Path, action="append", default=[], metavar="FILE_OR_DIR",
                         help="more YAML files (or directories of them) for templateRef")
+    parser.add_argument("--step-image", type=Path, default=None, metavar="ARCHIVE",
+                        help="run every container step inside this step image (./run.sh image; needs root)")
+    parser.add_argument("--bind", type=Path, action="append", default=[], metavar="PATH",
+                        help="with --step-image: a host file or folder the steps see at the same path; repeat")
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
@@ -98,8 +105,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         library, first = load_library(args.template_file, args.templates)
         name = args.entry or first
-        result = LocalExecutor(library).run(name, parameters)
-    except ExecutorError as exc:
+        with tempfile.TemporaryDirectory(prefix="rollguard-steps-") as scratch:
+            image_steps = None
+            if args.step_image is not None:
+                image_steps = ImageSteps(open_step_image(args.step_image), Path(scratch), binds=args.bind)
+            result = LocalExecutor(library, image_steps=image_steps).run(name, parameters)
+    except (ExecutorError, StepImageError) as exc:
         print(f"rollguard run-local: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     exit_handler = f"; exit handler {result.exit_handler.phase.value}" if result.exit_handler else ""

@@ -20,14 +20,18 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
@@ -152,10 +156,113 @@ def step_command(
             target.touch(exist_ok=True)
         lines.append(f"{mount} --bind {q(str(source))} {q(str(root / str(inside).lstrip('/')))}")
     command = list(argv) or [*image.entrypoint, *image.cmd]
-    chrooted = [str(tools["chroot"]), f"--userspec={image.user}", str(root), "/usr/bin/env", "-u", "PWD",
-              "-u", "OLDPWD", "-C", workdir or image.workdir or "/", "--", *command]  # fmt: skip
+    uid, gid = image.user.split(":", 1)
+    if (root / "usr/bin/setpriv").is_file():  # the user changed inside, so the parent-death signal survives it
+        user = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
+        chrooted = [str(tools["chroot"]), str(root), *user]
+    else:
+        chrooted = [str(tools["chroot"]), f"--userspec={image.user}", str(root)]
+    chrooted += ["/usr/bin/env", "-u", "PWD", "-u", "OLDPWD", "-C", workdir or image.workdir or "/", "--", *command]
     lines.append("exec " + shlex.join(chrooted))
     return [str(tools["unshare"]), "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
+
+
+class ImageSteps:
+    """What the local executor needs to run its container steps inside a step image.
+
+    Each step (node) gets a host folder as its /tmp, kept for all its attempts, under `scratch`;
+    `host_path` tells where the executor finds a file the step's container sees under /tmp (an
+    input artifact it writes before the step, an output parameter it reads after). Paths of `binds`
+    are the same inside and outside.
+    """
+
+    def __init__(self, image: StepImage, scratch: Path, binds: Sequence[Path] = ()) -> None:
+        self.image = image
+        self.scratch = Path(scratch).resolve()
+        self.binds = [Path(path).resolve() for path in binds]
+
+    def tmp_dir(self, node: str) -> Path:
+        return self.scratch / (re.sub(r"[^A-Za-z0-9_.-]+", "_", node).strip("._") or "step") / "tmp"
+
+    def host_path(self, node: str, path: Path) -> Path:
+        inside = PurePosixPath(str(path))
+        if any(inside == PurePosixPath(bind) or PurePosixPath(bind) in inside.parents for bind in self.binds):
+            return path  # a bound path, mounted over the step's /tmp
+        if inside.is_absolute() and inside.parts[1:2] == ("tmp",) and len(inside.parts) > 2:
+            return self.tmp_dir(node) / str(inside.relative_to("/tmp"))
+        return path
+
+    def command(self, node: str, argv: Sequence[str], declared: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The host command and environment that run a step (`argv`, its template's `declared` variables)."""
+        command = step_command(self.image, argv, tmp_dir=self.tmp_dir(node), binds=self.binds)
+        return command, step_environment(self.image, declared)
+
+
+class GitHttpRemote:
+    """A bare repository served over Git's smart HTTP on loopback (`git http-backend`), no auth.
+
+    For steps in the image, a Git server as on a cluster: their pushes run git-receive-pack and its
+    hooks here, as this process's user, instead of inside the image through a file path.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = Path(repo).resolve()
+        root = self.repo.parent
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.serve()
+
+            def do_POST(self) -> None:
+                self.serve()
+
+            def serve(self) -> None:
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(root),
+                       "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": path,
+                       "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                       "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": "rollguard", "REMOTE_ADDR": "127.0.0.1",
+                       "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
+                       "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}  # fmt: skip
+                done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
+                                      timeout=120, check=False)  # fmt: skip
+                separator = b"\r\n\r\n" if b"\r\n\r\n" in done.stdout else b"\n\n"
+                head, _, payload = done.stdout.partition(separator)
+                status, headers = 200, []
+                for line in head.decode(errors="replace").splitlines():
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="git-http", daemon=True)  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.repo.name}"
+
+    def __enter__(self) -> GitHttpRemote:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
 
 
 # ----- reading the archive --------------------------------------------------------------------------

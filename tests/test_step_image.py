@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,3 +326,104 @@ def test_step_command_runs_as_the_image_user_and_keeps_secrets_off_the_command_l
     assert "s3cret" not in " ".join(command)
     with pytest.raises(StepImageError, match=r"cannot bind"):
         step_command(image, ["x"], tmp_dir=tmp_path / "step", binds=[Path("/proc/self")])
+
+
+# ----- the local executor with --step-image --------------------------------------------------------
+
+IN_IMAGE = """
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: in-image}
+spec:
+  entrypoint: main
+  templates:
+    - name: main
+      steps:
+        - - {name: plan, template: plan}
+        - - name: show
+            template: show
+            arguments:
+              parameters: [{name: weight, value: "{{steps.plan.outputs.parameters.weight}}"}]
+    - name: plan
+      outputs:
+        parameters:
+          - name: weight
+            valueFrom: {path: /tmp/weight}
+      container:
+        image: rollguard:0.1.0
+        command: [rollguard, next-weight]
+        env:
+          - {name: ROLLGUARD_SCHEDULE, value: "25,100"}
+          - {name: ROLLGUARD_WEIGHT_FILE, value: /tmp/weight}
+          - {name: ROLLGUARD_REST_FILE, value: /tmp/rest}
+    - name: show
+      inputs:
+        parameters: [{name: weight}]
+        artifacts:
+          - name: note
+            path: /tmp/in/note.txt
+            raw: {data: "weight {{inputs.parameters.weight}}"}
+      container:
+        image: rollguard:0.1.0
+        command: [sh, -c]
+        args: ["echo uid=$(id -u) home=$HOME; cat /tmp/in/note.txt; echo; ls /tmp; env | cut -d= -f1 | xargs"]
+        env:
+          - {name: DECLARED, value: "yes"}
+"""
+
+
+def test_image_steps_map_tmp_paths_to_the_step_s_own_folder_and_leave_bound_paths(tmp_path: Path) -> None:
+    image = StepImage(Path("x.tar"), "sha256:" + "0" * 64, tmp_path / "rootfs", ["rollguard"])
+    steps = step_image.ImageSteps(image, tmp_path / "steps", binds=[Path("/tmp/shared")])
+    assert steps.host_path("release.plan", Path("/tmp/weight")) == tmp_path / "steps/release.plan/tmp/weight"
+    assert steps.host_path("a b/c", Path("/tmp/x/y")) == tmp_path / "steps/a_b_c/tmp/x/y"
+    assert steps.host_path("plan", Path("/tmp/shared/out.json")) == Path("/tmp/shared/out.json")
+    assert steps.host_path("plan", Path("/work/out.json")) == Path("/work/out.json")
+
+
+def test_run_local_refuses_a_bad_step_image_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from rollguard.steps.cli import main as cli_main
+
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text(IN_IMAGE)
+    assert cli_main(["run-local", str(workflow), "--step-image", str(tmp_path / "none.tar")]) == ExitCode.USAGE
+    assert "no such file" in capsys.readouterr().err
+    monkeypatch.setattr(step_image.os, "geteuid", lambda: 1000)
+    assert cli_main(["run-local", str(workflow), "--step-image", str(tmp_path / "none.tar")]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "--step-image needs root" in err and "▶" not in err
+
+
+@pytest.mark.slow
+def test_run_local_runs_each_step_in_the_image_with_its_own_tmp_and_only_its_env(
+    image: StepImage, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text(IN_IMAGE)
+    done = subprocess.run([str(Path(sys.executable).parent / "rollguard"), "run-local", str(workflow),
+                           "--step-image", str(ARCHIVE)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "XDG_CACHE_HOME": str(image.rootfs.parents[2]), "LEAK": "x"})  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = [line.split("] ", 1)[1] for line in done.stdout.splitlines() if line.startswith("[main.show] ")]
+    assert shown[0] == "uid=65532 home=/tmp" and shown[1] == "weight 25"
+    assert shown[2] == "in", "the step's /tmp holds its input, not the plan step's files"
+    names = set(shown[3].split())
+    assert {"DECLARED", "HOME", "PATH"} <= names and "LEAK" not in names and "VIRTUAL_ENV" not in names
+    assert "Succeeded" in done.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_demo_runs_the_release_inside_the_step_image(image: StepImage, tmp_path: Path) -> None:
+    from test_demo import FAST, demo, only_run
+
+    completed = demo(tmp_path, "--scenario", "faulty", "--schedule", "10,100", "--sync-delay", "3s",
+                     "--step-image", str(ARCHIVE), *FAST,
+                     env={"XDG_CACHE_HOME": str(image.rootfs.parents[2])})  # fmt: skip
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "Steps run in the step image" in completed.stdout
+    run, run_dir = only_run(tmp_path)
+    assert run["outcome"] == "rolled_back" and isinstance(run["git_push"], float)
+    step_dirs = {path.name for path in (run_dir / "steps").iterdir()}
+    assert {"release.plan", "release.judge.analyze", "release.judge.rollback"} <= step_dirs
+    assert (run_dir / "steps" / "release.judge.analyze" / "tmp").stat().st_uid == UID

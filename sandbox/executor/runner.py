@@ -14,6 +14,7 @@ rollguard.steps.cli`). An env value from a Secret or ConfigMap (`valueFrom`) is 
 process's environment variable of the same name (unset and optional: left unset). Ctrl-C stops the
 running steps' process groups (every step of a parallel group too) and ends the run without the
 exit handler, like `argo terminate`. Step processes also die with this process, even on SIGKILL.
+With `image_steps` (--step-image) a step runs inside the step image, with only its template's env.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
 from rollguard.sandbox.processes import die_with_parent, stop_process_group
+from rollguard.sandbox.step_image import ImageSteps
 from rollguard.steps.options import parse_duration
 
 
@@ -131,8 +133,10 @@ class LocalExecutor:
         on_event: EventSink = print_events,
         environment: dict[str, str] | None = None,
         cwd: Path | None = None,
+        image_steps: ImageSteps | None = None,
     ) -> None:
         self.library = library
+        self.image_steps = image_steps  # --step-image: container steps run inside the image
         self.on_event = on_event
         self.environment = dict(os.environ if environment is None else environment)
         self.cwd = cwd
@@ -351,7 +355,7 @@ class LocalExecutor:
         variables = scope.variables
         argv = [substitute(_text(part), variables, f"{where} container command")
                 for part in (container.get("command") or []) + (container.get("args") or [])]
-        environment = dict(self.environment)
+        environment = dict(self.environment) if self.image_steps is None else {}  # in the image: declared only
         for variable in container.get("env") or []:
             key = str(variable["name"])
             if "valueFrom" in variable:
@@ -363,7 +367,7 @@ class LocalExecutor:
                                         f"from this process's environment variable {key}, which is not set")
                 continue
             environment[key] = substitute(_text(variable.get("value", "")), variables, f"{where} env {key}")
-        self._write_raw_artifacts(template, variables, where)
+        self._write_raw_artifacts(template, variables, where, display)
         timeout_s = _timeout(template, variables, where)
         retry = template.get("retryStrategy") or {}
         limit = int(substitute(_text(retry.get("limit", 0)), variables, f"{where} retryStrategy.limit"))
@@ -386,13 +390,16 @@ class LocalExecutor:
         self._finish(node)
         return node
 
-    def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
+    def _write_raw_artifacts(
+        self, template: dict[str, Any], variables: dict[str, str], where: str, display: str = ""
+    ) -> None:
         """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""
         for artifact in (template.get("inputs") or {}).get("artifacts") or []:
             if "raw" not in artifact:
                 continue
             name = artifact.get("name")
             path = Path(substitute(_text(artifact["path"]), variables, f"{where} artifact {name!r} path"))
+            path = self.image_steps.host_path(display, path) if self.image_steps else path
             data = substitute(_text(artifact["raw"].get("data", "")), variables, f"{where} artifact {name!r}")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,6 +412,8 @@ class LocalExecutor:
         attempt: int,
     ) -> NodeResult:
         command = _resolve_command(argv)
+        if self.image_steps is not None:
+            command, environment = self.image_steps.command(display, argv, environment)
         started = time.time()
         if self._abort_reason is not None:
             raise ExecutorAborted(f"run aborted before {display} started: {self._abort_reason}")
@@ -466,6 +475,7 @@ class LocalExecutor:
             if "path" not in source:
                 raise ExecutorError(f"{where}: output {key!r} of a container must come from valueFrom.path")
             path = Path(substitute(_text(source["path"]), variables, f"{where} output {key!r}"))
+            path = self.image_steps.host_path(node.display_name, path) if self.image_steps else path
             try:
                 node.outputs[key] = path.read_text().strip()
             except OSError:
