@@ -5,7 +5,8 @@
 #   images/build.py runs it through chroot, images/Dockerfile as a RUN step; both builds get the
 #   same user, launcher, bytecode and cuts from this one script.
 # Every cut removes something no step runs; images/README.md lists what each one saves, and
-# tests/test_image.py runs the steps (git over file://, ssh, https helper) in the built image.
+# tests/test_step_image.py runs the steps (git over a path and HTTP, ssh, Kubernetes and Prometheus
+# clients) in the built image.
 set -eu
 
 PYTHON="$(readlink -f /usr/bin/python3)"        # Debian's interpreter, e.g. /usr/bin/python3.11
@@ -15,7 +16,7 @@ SITE="$VENV/lib/python$PYVER/site-packages"
 [ -d "$SITE" ] || { echo "finish.sh: $SITE is missing: install the Python packages first" >&2; exit 1; }
 
 # --- the user: uid/gid 65532 with passwd and group entries (OpenSSH refuses a uid it cannot look
-# up), home /tmp, no login shell; -l: no lastlog/faillog records (sparse files of ~19 MB for 65532)
+# up), home /tmp, no login shell; --no-log-init: no lastlog/faillog records (sparse, ~19 MB for 65532)
 groupadd --gid 65532 rollguard
 useradd --uid 65532 --gid 65532 --no-create-home --no-log-init --home-dir /tmp \
     --shell /usr/sbin/nologin --comment "rollguard step" rollguard
