@@ -107,10 +107,10 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
 
 
 def run_release(
-    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress
+    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress, work_dir: Path
 ) -> WorkflowResult:
     """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies."""
-    executor = LocalExecutor(library, on_event=progress.event)
+    executor = LocalExecutor(library, on_event=progress.event, work_dir=work_dir)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -200,7 +200,7 @@ def run_demo(
         watcher.start()
         release_start = time.time()
         try:
-            workflow = run_release(sandbox, library, parameters, progress)
+            workflow = run_release(sandbox, library, parameters, progress, run_dir / "pods")
             release_end = time.time()
             router_view = wait_router_synced(sandbox, settings.sync_delay_s + 5)
             # The last responses land, and Prometheus scrapes twice more: its rate() over the 5xx series

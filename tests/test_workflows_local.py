@@ -78,8 +78,7 @@ def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
     library = load_files(sorted(p for p in (REPO / "workflows").glob("*.yaml") if p.name != "kustomization.yaml"))
     events: list[object] = []
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROLLGUARD_")}
-    executor = LocalExecutor(library, on_event=events.append, environment=environment, cwd=tmp_path)
+    executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods")
     known = {p["name"] for p in library.get(workflow, "test").spec["arguments"]["parameters"]}
     return executor.run(workflow, {name: value for name, value in values.items() if name in known})
 

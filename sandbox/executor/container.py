@@ -1,41 +1,52 @@
-"""A container template run locally: its command and env, raw input artifacts, timeout, retries, output parameters.
+"""A container template run locally: its command, raw input artifacts, timeout, retries, output parameters.
 
-The image is not used: `command + args` run as a local process with the template's `env` on top of
-the executor's environment. An env value from a Secret or ConfigMap (`valueFrom`) is taken from the
-executor environment's variable of the same name (unset and optional: left unset).
+The image is not used: `command + args` run as a local process, each attempt in a fresh Pod stand-in
+(rollguard.sandbox.executor.pod: only the declared environment, its own working directory and HOME).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from rollguard.sandbox.executor.errors import ExecutorError
 from rollguard.sandbox.executor.expressions import substitute, yaml_text
+from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
+from rollguard.sandbox.executor.pod import PodIdentity, prepare_pod
 from rollguard.sandbox.executor.step_process import StepProcesses
 from rollguard.steps.options import parse_duration
 from rollguard.steps.output_files import write_atomically
 
 
 class ContainerRunner:
-    """Runs container templates through `processes`, with `environment` as every step's base environment."""
+    """Runs container templates through `processes`; each attempt in a fresh Pod (rollguard.sandbox.executor.pod)."""
 
     def __init__(
-        self, processes: StepProcesses, environment: dict[str, str], cwd: Path | None, on_event: EventSink
+        self, processes: StepProcesses, cluster: LocalCluster, host_environment: dict[str, str], work_dir: Path,
+        on_event: EventSink,
     ) -> None:
         self.processes = processes
-        self.environment = environment
-        self.cwd = cwd
+        self.cluster = cluster
+        self.host_environment = host_environment
+        self.work_dir = work_dir
         self.on_event = on_event
+        self._pods = itertools.count(1)
 
-    def run(self, template: dict[str, Any], variables: dict[str, str], display: str, where: str) -> NodeResult:
-        """Run the container template (with its retries); the node carries its phase and output parameters."""
+    def run(
+        self, template: dict[str, Any], variables: dict[str, str], volumes: list[dict[str, Any]], display: str,
+        node_id: str, where: str,
+    ) -> NodeResult:
+        """Run the container template (with its retries); the node carries its phase and output parameters.
+
+        `volumes` are the template's and the workflow's volumes, for the container's volumeMounts.
+        """
         container = template["container"]
-        argv = [substitute(yaml_text(part), variables, f"{where} container command")
-                for part in (container.get("command") or []) + (container.get("args") or [])]
-        environment = self._step_environment(container, variables, where)
+        command = [substitute(yaml_text(part), variables, f"{where} container command")
+                   for part in (container.get("command") or []) + (container.get("args") or [])]
         self._write_raw_artifacts(template, variables, where)
         timeout_s = _timeout(template, variables, where)
         retry = template.get("retryStrategy") or {}
@@ -46,7 +57,12 @@ class ContainerRunner:
         factor = float(backoff.get("factor", 1) or 1)
         attempt = 0
         while True:
-            node = self.processes.run(argv, environment, self.cwd, display, str(template["name"]), timeout_s, attempt)
+            pod_directory = self.work_dir / f"{next(self._pods):03d}-{_file_name(display)}"
+            pod = prepare_pod(container, volumes, variables, where, self.cluster, self.host_environment,
+                              pod_directory, PodIdentity(node_id))
+            argv = [pod.localize(part) for part in command]
+            node = self.processes.run(argv, pod.environment, pod.directory, display, str(template["name"]), timeout_s,
+                                      attempt)
             retryable = (node.phase is Phase.FAILED and policy in ("OnFailure", "Always")) or (
                 node.phase is Phase.ERROR and policy in ("OnError", "Always"))
             if node.phase is Phase.SUCCEEDED or not retryable or attempt >= limit:
@@ -57,21 +73,6 @@ class ContainerRunner:
             delay_s *= factor
         self._read_outputs(node, template, variables, where)
         return node
-
-    def _step_environment(self, container: dict[str, Any], variables: dict[str, str], where: str) -> dict[str, str]:
-        environment = dict(self.environment)
-        for variable in container.get("env") or []:
-            key = str(variable["name"])
-            if "valueFrom" in variable:
-                source = next(iter(variable["valueFrom"].values()))
-                if key in self.environment:
-                    environment[key] = self.environment[key]
-                elif not source.get("optional"):
-                    raise ExecutorError(f"{where}: env {key} comes from a Secret/ConfigMap; locally it is taken "
-                                        f"from this process's environment variable {key}, which is not set")
-                continue
-            environment[key] = substitute(yaml_text(variable.get("value", "")), variables, f"{where} env {key}")
-        return environment
 
     def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
         """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""
@@ -114,3 +115,7 @@ def _timeout(template: dict[str, Any], variables: dict[str, str], where: str) ->
         return parse_duration(text)
     except ValueError as exc:
         raise ExecutorError(f"{where}: timeout {text!r}: {exc}") from None
+
+
+def _file_name(display: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", display)[-80:]

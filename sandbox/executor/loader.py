@@ -26,20 +26,20 @@ K8S_ONLY_SPEC = {
     "automountServiceAccountToken", "executor", "priority", "priorityClassName", "schedulerName",
     "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName",
 }
-SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef"}
+SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef", "volumes"}
 K8S_ONLY_TEMPLATE = {
     "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
     "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken",
     "archiveLocation", "hostAliases",
 }
 SUPPORTED_TEMPLATE = {
-    "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds",
+    "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds", "volumes",
 }
 K8S_ONLY_CONTAINER = {
-    "image", "imagePullPolicy", "resources", "securityContext", "volumeMounts", "ports", "livenessProbe",
+    "image", "imagePullPolicy", "resources", "securityContext", "ports", "livenessProbe",
     "readinessProbe", "startupProbe", "terminationMessagePath", "terminationMessagePolicy", "name",
 }
-SUPPORTED_CONTAINER = {"command", "args", "env"}
+SUPPORTED_CONTAINER = {"command", "args", "env", "volumeMounts"}
 SUPPORTED_STEP = {"name", "template", "templateRef", "arguments", "when", "continueOn"}
 SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff"}
 SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom"}
@@ -148,8 +148,26 @@ def check_definition(definition: WorkflowDefinition, ignored: list[str]) -> None
             raise UnsupportedFeature("valueFrom on a workflow argument", f"{where} argument {parameter['name']!r}")
     if (spec.get("arguments") or {}).get("artifacts"):
         raise UnsupportedFeature("arguments.artifacts", where)
+    _check_volumes(spec.get("volumes") or [], where)
     for template in spec.get("templates") or []:
         check_template(template, f"{where} template {template.get('name')!r}", ignored)
+
+
+def _check_volumes(volumes: list[dict[str, Any]], where: str) -> None:
+    """Secret volumes are mounted from `run-local --secret NAME=DIR`; no other kind has a local stand-in."""
+    for volume in volumes:
+        volume_where = f"{where} volume {volume.get('name')!r}"
+        kinds = [key for key in volume if key != "name"]
+        if kinds != ["secret"]:
+            raise UnsupportedFeature(f"volume of kind {', '.join(kinds) or 'none'}", volume_where,
+                                     "only Secret volumes are mounted locally (run-local --secret NAME=DIR)")
+        for key in volume["secret"] or {}:
+            if key not in ("secretName", "optional", "items", "defaultMode"):
+                raise UnsupportedFeature(f"secret volume field {key}", volume_where)
+        for item in (volume["secret"] or {}).get("items") or []:
+            if set(item) - {"key", "path"}:
+                raise UnsupportedFeature(f"secret volume item field {', '.join(sorted(set(item) - {'key', 'path'}))}",
+                                         volume_where)
 
 
 def _check_parameter(parameter: dict[str, Any], where: str) -> None:
@@ -185,6 +203,7 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
             if "raw" in artifact:
                 raise UnsupportedFeature("raw input artifact on a steps template", where)
     _check_keys(template, SUPPORTED_TEMPLATE, K8S_ONLY_TEMPLATE, where, ignored)
+    _check_volumes(template.get("volumes") or [], where)
     kinds = [key for key in ("container", "steps") if key in template]
     if len(kinds) != 1:
         raise ExecutorError(f"{where}: a template needs exactly one of container or steps (has {kinds or 'none'})")
@@ -217,6 +236,10 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
     if "container" in template:
         container = template["container"] or {}
         _check_keys(container, SUPPORTED_CONTAINER, K8S_ONLY_CONTAINER, f"{where} container", ignored)
+        for mount in container.get("volumeMounts") or []:
+            if set(mount) - {"name", "mountPath", "readOnly"} or not mount.get("mountPath"):
+                raise UnsupportedFeature(f"volumeMount fields {', '.join(sorted(mount))}", f"{where} container",
+                                         "a mount needs name and mountPath; subPath and the like are not mapped")
         if not container.get("command") and not container.get("args"):
             raise ExecutorError(f"{where}: the container has neither command nor args; the local executor "
                                 "runs the command itself (the image's entrypoint is unknown here)")

@@ -16,10 +16,13 @@ exit handler, like `argo terminate`.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from rollguard.sandbox.executor.container import ContainerRunner
 from rollguard.sandbox.executor.errors import ExecutorError
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute, yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
+from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import (
     Event,
     EventKind,
@@ -38,6 +42,7 @@ from rollguard.sandbox.executor.nodes import (
     print_events,
 )
 from rollguard.sandbox.executor.step_process import StepProcesses
+from rollguard.sandbox.executor.workflow_spec import check_enum, resolve_workflow, workflow_parameters
 
 
 @dataclass
@@ -49,23 +54,33 @@ class _Scope:
 
 
 class LocalExecutor:
-    """Runs WorkflowTemplates from `library`; see the module docstring for what is implemented."""
+    """Runs WorkflowTemplates from `library`; see the module docstring for what is implemented.
+
+    `cluster` gives the Secrets, ConfigMaps, artifact repository and lock directory the steps may use;
+    `environment` is the machine's environment, of which the steps get PATH only; each step attempt
+    runs in a fresh directory under `work_dir` (default: a temporary directory removed after the run).
+    """
 
     def __init__(
         self,
         library: Library,
         *,
         on_event: EventSink = print_events,
+        cluster: LocalCluster | None = None,
         environment: dict[str, str] | None = None,
-        cwd: Path | None = None,
+        work_dir: Path | None = None,
     ) -> None:
         self.library = library
         self.on_event = on_event
+        self.cluster = cluster or LocalCluster()
+        self.host_environment = dict(os.environ if environment is None else environment)
+        self.work_dir = work_dir
         self.nodes: list[NodeResult] = []
         self._lock = threading.Lock()
         self._processes = StepProcesses(on_event)
-        base_environment = dict(os.environ if environment is None else environment)
-        self._containers = ContainerRunner(self._processes, base_environment, cwd, on_event)
+        self._containers: ContainerRunner | None = None
+        self._workflow_name = ""
+        self._workflow_volumes: list[dict[str, Any]] = []
 
     def abort(self, reason: str) -> None:
         """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
@@ -75,12 +90,12 @@ class LocalExecutor:
 
     def run(self, name: str, parameters: dict[str, str]) -> WorkflowResult:
         """Run WorkflowTemplate (or Workflow) `name` with workflow parameters `parameters`."""
-        definition, spec = self._resolve_workflow(name)
+        definition, spec = resolve_workflow(self.library, name)
         where = f"{definition.kind} {definition.name}"
         entrypoint = spec.get("entrypoint")
         if not entrypoint:
             raise ExecutorError(f"{where}: spec.entrypoint is missing")
-        values = self._workflow_parameters(spec, parameters, where)
+        values = workflow_parameters(spec, parameters, where)
         workflow_name = f"{definition.name}-local-{uuid.uuid4().hex[:5]}"
         variables = {f"workflow.parameters.{key}": value for key, value in values.items()}
         variables.update({
@@ -91,9 +106,20 @@ class LocalExecutor:
         })
         for note in self.library.ignored_fields:
             self.on_event(Event(EventKind.NOTE, "", f"no local meaning, not used: {note}"))
+        self._workflow_name = workflow_name
+        self._workflow_volumes = list(spec.get("volumes") or [])
+        with self._pods_directory() as pods_directory:
+            self._containers = ContainerRunner(self._processes, self.cluster, self.host_environment, pods_directory,
+                                               self.on_event)
+            return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where)
+
+    def _run_workflow(
+        self, definition: WorkflowDefinition, spec: dict[str, Any], variables: dict[str, str], entrypoint: str,
+        workflow_name: str, where: str,
+    ) -> WorkflowResult:
         scope = _Scope(definition, variables)
         try:
-            entry = self._execute(scope, entrypoint, {}, entrypoint, f"{where} entrypoint")
+            entry = self._execute(scope, entrypoint, {}, entrypoint, workflow_name, f"{where} entrypoint")
         except ExecutorError as exc:
             entry = NodeResult(entrypoint, entrypoint, Phase.ERROR, message=str(exc))
             self._finish(entry)
@@ -107,7 +133,7 @@ class LocalExecutor:
                                 f"{phase.value})"))
             try:
                 exit_node = self._execute(_Scope(definition, exit_variables), exit_template, {}, "onExit",
-                                          f"{where} onExit")
+                                          f"{workflow_name}.onExit", f"{where} onExit")
             except ExecutorError as exc:
                 exit_node = NodeResult("onExit", exit_template, Phase.ERROR, message=str(exc))
                 self._finish(exit_node)
@@ -115,45 +141,24 @@ class LocalExecutor:
                 phase, message = Phase.FAILED, f"exit handler failed: {exit_node.message}"
         return WorkflowResult(workflow_name, phase, list(self.nodes), exit_node, message)
 
-    def _resolve_workflow(self, name: str) -> tuple[WorkflowDefinition, dict[str, Any]]:
-        definition = self.library.get(name, "run")
-        spec = dict(definition.spec)
-        reference = spec.get("workflowTemplateRef")
-        if reference:
-            base = self.library.get(str(reference.get("name")), f"Workflow {definition.name} workflowTemplateRef")
-            merged = dict(base.spec)
-            for key in ("entrypoint", "onExit", "arguments"):
-                if spec.get(key):
-                    merged[key] = spec[key]
-            if spec.get("arguments"):
-                given = {p["name"]: p for p in (spec["arguments"].get("parameters") or [])}
-                base_parameters = (base.spec.get("arguments") or {}).get("parameters") or []
-                combined = [given.pop(p["name"], p) for p in base_parameters] + list(given.values())
-                merged["arguments"] = {"parameters": combined}
-            return base, merged
-        return definition, spec
+    @contextmanager
+    def _pods_directory(self) -> Iterator[Path]:
+        if self.work_dir is not None:
+            directory = self.work_dir / self._workflow_name  # one directory per run: a second run starts fresh
+            directory.mkdir(parents=True)
+            yield directory
+            return
+        with tempfile.TemporaryDirectory(prefix="rollguard-pods-") as temporary:
+            yield Path(temporary)
 
-    def _workflow_parameters(self, spec: dict[str, Any], given: dict[str, str], where: str) -> dict[str, str]:
-        declared = (spec.get("arguments") or {}).get("parameters") or []
-        names = {str(p["name"]) for p in declared}
-        unknown = sorted(set(given) - names)
-        if unknown:
-            raise ExecutorError(f"{where}: no workflow parameter named {', '.join(unknown)}; it has: "
-                                f"{', '.join(sorted(names)) or 'none'}")
-        values: dict[str, str] = {}
-        for parameter in declared:
-            key = str(parameter["name"])
-            value = given.get(key, parameter.get("value", parameter.get("default")))
-            if value is None:
-                raise ExecutorError(f"{where}: workflow parameter {key!r} has no value; pass -p {key}=VALUE")
-            values[key] = yaml_text(value)
-            _check_enum(parameter, values[key], f"{where} parameter {key!r}")
-        return values
+    def node_id(self, node_name: str) -> str:
+        """Argo's id of the node called `node_name` (`Workflow.NodeID`: the workflow's name, FNV-32a of the node's)."""
+        return node_id(self._workflow_name, node_name)
 
     # ----- templates ------------------------------------------------------------------------------
 
     def _execute(
-        self, scope: _Scope, template_name: str, arguments: dict[str, str], display: str, where: str
+        self, scope: _Scope, template_name: str, arguments: dict[str, str], display: str, node_name: str, where: str
     ) -> NodeResult:
         template = scope.definition.template(template_name, where)
         where = f"{scope.definition.kind} {scope.definition.name} template {template_name!r}"
@@ -168,25 +173,28 @@ class LocalExecutor:
                 value = substitute(yaml_text(parameter["default"]), variables, f"{where} input {key!r}")
             else:
                 raise ExecutorError(f"{where}: input parameter {key!r} was not passed and has no default")
-            _check_enum(parameter, value, f"{where} input {key!r}")
+            check_enum(parameter, value, f"{where} input {key!r}")
             variables[f"inputs.parameters.{key}"] = value
         local = _Scope(scope.definition, variables)
         if "container" in template:
-            return self._run_container(local, template, display, where)
-        return self._run_steps(local, template, display, where)
+            return self._run_container(local, template, display, node_name, where)
+        return self._run_steps(local, template, display, node_name, where)
 
-    def _run_steps(self, scope: _Scope, template: dict[str, Any], display: str, where: str) -> NodeResult:
+    def _run_steps(
+        self, scope: _Scope, template: dict[str, Any], display: str, node_name: str, where: str
+    ) -> NodeResult:
         started = time.time()
         step_variables = dict(scope.variables)
         failure = ""
-        for group in template["steps"]:
+        for index, group in enumerate(template["steps"]):
             items = group if isinstance(group, list) else [group]
+            group_name = f"{node_name}[{index}]"
             if len(items) == 1:
-                results = [self._run_step(scope, items[0], step_variables, display, where)]
+                results = [self._run_step(scope, items[0], step_variables, display, group_name, where)]
             else:
                 with ThreadPoolExecutor(max_workers=len(items)) as pool:
-                    futures = [pool.submit(self._run_step, scope, item, dict(step_variables), display, where)
-                               for item in items]
+                    futures = [pool.submit(self._run_step, scope, item, dict(step_variables), display, group_name,
+                                           where) for item in items]
                     try:
                         results = [future.result() for future in futures]
                     except BaseException:  # Ctrl-C lands here: stop the group's processes, or the pool waits
@@ -212,10 +220,11 @@ class LocalExecutor:
         return node
 
     def _run_step(
-        self, scope: _Scope, step: dict[str, Any], variables: dict[str, str], parent: str, where: str
+        self, scope: _Scope, step: dict[str, Any], variables: dict[str, str], parent: str, group_name: str, where: str
     ) -> tuple[NodeResult, bool]:
         step_name = str(step["name"])
         display = f"{parent}.{step_name}" if parent else step_name
+        node_name = f"{group_name}.{step_name}"
         step_where = f"{where} step {step_name!r}"
         continue_on = step.get("continueOn") or {}
         if step.get("when") is not None:
@@ -239,7 +248,7 @@ class LocalExecutor:
                                                     if k.startswith("workflow.")})
             template_name = str(step["template"])
         try:
-            node = self._execute(child_scope, template_name, arguments, display, step_where)
+            node = self._execute(child_scope, template_name, arguments, display, node_name, step_where)
         except ExecutorError as exc:
             node = NodeResult(display, template_name, Phase.ERROR, message=str(exc))
             self._finish(node)
@@ -266,8 +275,12 @@ class LocalExecutor:
                 raise ExecutorError(f"{where}: output {key!r} reads a file, but a steps template has no container")
         return outputs
 
-    def _run_container(self, scope: _Scope, template: dict[str, Any], display: str, where: str) -> NodeResult:
-        node = self._containers.run(template, scope.variables, display, where)
+    def _run_container(
+        self, scope: _Scope, template: dict[str, Any], display: str, node_name: str, where: str
+    ) -> NodeResult:
+        assert self._containers is not None  # set by run()
+        volumes = list(template.get("volumes") or []) + self._workflow_volumes
+        node = self._containers.run(template, scope.variables, volumes, display, self.node_id(node_name), where)
         self._finish(node)
         return node
 
@@ -284,7 +297,11 @@ class LocalExecutor:
         self.on_event(Event(kind, node.display_name, text, node))
 
 
-def _check_enum(parameter: dict[str, Any], value: str, where: str) -> None:
-    allowed = parameter.get("enum")
-    if allowed and value not in [yaml_text(option) for option in allowed]:
-        raise ExecutorError(f"{where}: {value!r} is not one of {', '.join(yaml_text(o) for o in allowed)}")
+def node_id(workflow_name: str, node_name: str) -> str:
+    """Argo's node id (pkg/apis/workflow/v1alpha1/workflow_types.go, `Workflow.NodeID`)."""
+    if node_name == workflow_name:
+        return workflow_name
+    digest = 0x811C9DC5  # FNV-1a, 32 bits, as Go's hash/fnv New32a
+    for byte in node_name.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{workflow_name}-{digest}"
