@@ -186,7 +186,9 @@ def test_continue_on_when_retries_and_exit_handler_on_failure(tmp_path: Path) ->
     events: list[Event] = []
     result = _run(path, {"marker": str(marker)}, events)
     assert result.phase is Phase.FAILED
-    assert "step broken failed" in result.message
+    broken = result.node("main.broken")
+    assert result.message == f"child '{broken.node_id}' failed"  # Argo's steps.go wording, with Argo's node id
+    assert broken.message == "Error (exit code 3)"
     assert marker.read_text().splitlines() == ["reacted", "exit handler saw Failed"]
     assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
     attempts = [e for e in events if e.kind is EventKind.STARTED and e.step == "main.broken"]
@@ -343,7 +345,7 @@ def test_workflow_from_template_ref_and_step_timeout(tmp_path: Path) -> None:
     executor = LocalExecutor(library, on_event=lambda _event: None)
     result = executor.run("hook-", {})
     assert result.phase is Phase.FAILED
-    assert "timed out after 0.5 s" in result.message
+    assert result.message == "Pod was active on the node longer than the specified deadline"
     assert LocalExecutor(library, on_event=lambda _event: None).run("hook-", {"seconds": "0"}).phase is Phase.SUCCEEDED
 
 

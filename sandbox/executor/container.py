@@ -92,18 +92,24 @@ class ContainerRunner:
         for parameter in (template.get("outputs") or {}).get("parameters") or []:
             key = str(parameter["name"])
             source = parameter.get("valueFrom") or {}
-            default = source.get("default", parameter.get("default"))
+            default = source.get("default")
             if "path" not in source:
                 raise ExecutorError(f"{where}: output {key!r} of a container must come from valueFrom.path")
             path = Path(substitute(yaml_text(source["path"]), variables, f"{where} output {key!r}"))
+            # workflow/executor/executor.go SaveParameters: the file's text less one trailing newline; a missing
+            # file takes valueFrom.default, else the wait container fails (and saves no later parameter): the
+            # node is Error when main exited 0, Failed (main's message) otherwise
             try:
-                node.outputs[key] = path.read_text().strip()
+                node.outputs[key] = path.read_text().removesuffix("\n")
             except OSError:
                 if default is not None:
                     node.outputs[key] = yaml_text(default)
-                elif node.phase is Phase.SUCCEEDED:
+                    continue
+                if node.phase is Phase.SUCCEEDED:
                     node.phase = Phase.ERROR
-                    node.message = f"output parameter {key!r}: the step did not write {path}"
+                    node.message = (f"Error (exit code 1): open /var/run/argo/outputs/parameters{path}: no such file "
+                                    f"or directory")
+                return
 
 
 def _timeout(template: dict[str, Any], variables: dict[str, str], where: str) -> float | None:

@@ -39,6 +39,7 @@ from rollguard.sandbox.executor.nodes import (
     NodeResult,
     Phase,
     WorkflowResult,
+    failures_json,
     print_events,
 )
 from rollguard.sandbox.executor.step_process import StepProcesses
@@ -121,24 +122,28 @@ class LocalExecutor:
         try:
             entry = self._execute(scope, entrypoint, {}, entrypoint, workflow_name, f"{where} entrypoint")
         except ExecutorError as exc:
-            entry = NodeResult(entrypoint, entrypoint, Phase.ERROR, message=str(exc))
+            entry = NodeResult(entrypoint, entrypoint, Phase.ERROR, message=str(exc), node_id=workflow_name)
             self._finish(entry)
         phase, message = entry.phase, entry.message
         exit_node: NodeResult | None = None
         exit_template = spec.get("onExit")
         if exit_template:
+            # workflow/controller/operator.go operate(): status from the entry node's phase, failures = every
+            # Failed or Error node, both set before the exit handler runs
             exit_variables = {**variables, "workflow.status": phase.value,
-                              "workflow.failures": "[]" if phase is Phase.SUCCEEDED else "[{}]"}
+                              "workflow.failures": failures_json(self.nodes, workflow_name)}
             self.on_event(Event(EventKind.NOTE, "", f"running exit handler {exit_template} (workflow.status="
                                 f"{phase.value})"))
             try:
                 exit_node = self._execute(_Scope(definition, exit_variables), exit_template, {}, "onExit",
                                           f"{workflow_name}.onExit", f"{where} onExit")
             except ExecutorError as exc:
-                exit_node = NodeResult("onExit", exit_template, Phase.ERROR, message=str(exc))
+                exit_node = NodeResult("onExit", exit_template, Phase.ERROR, message=str(exc),
+                                       node_id=self.node_id(f"{workflow_name}.onExit"))
                 self._finish(exit_node)
-            if exit_node.phase is not Phase.SUCCEEDED and phase is Phase.SUCCEEDED:
-                phase, message = Phase.FAILED, f"exit handler failed: {exit_node.message}"
+            if exit_node.phase in (Phase.FAILED, Phase.ERROR) and phase is Phase.SUCCEEDED:
+                # operator.go: a succeeded workflow whose exit handler failed takes the exit node's phase and message
+                phase, message = exit_node.phase, exit_node.message
         return WorkflowResult(workflow_name, phase, list(self.nodes), exit_node, message)
 
     @contextmanager
@@ -178,7 +183,9 @@ class LocalExecutor:
         local = _Scope(scope.definition, variables)
         if "container" in template:
             return self._run_container(local, template, display, node_name, where)
-        return self._run_steps(local, template, display, node_name, where)
+        node = self._run_steps(local, template, display, node_name, where)
+        node.node_id = self.node_id(node_name)
+        return node
 
     def _run_steps(
         self, scope: _Scope, template: dict[str, Any], display: str, node_name: str, where: str
@@ -209,7 +216,9 @@ class LocalExecutor:
                 for key, value in node.outputs.items():
                     step_variables[f"{prefix}.outputs.parameters.{key}"] = value
                 if node.phase in (Phase.FAILED, Phase.ERROR) and not tolerated and not failure:
-                    failure = f"step {step_name} {node.phase.value.lower()}: {node.message}".rstrip(": ")
+                    # workflow/controller/steps.go executeStepGroup: the group (and so this steps node) is Failed
+                    # for a Failed or an Error child that continueOn does not cover
+                    failure = f"child '{node.node_id}' failed"
             if failure:
                 break
         node = NodeResult(display, str(template["name"]), Phase.FAILED if failure else Phase.SUCCEEDED,
@@ -231,7 +240,7 @@ class LocalExecutor:
             condition = substitute(yaml_text(step["when"]), variables, f"{step_where} when")
             if not evaluate_when(condition, f"{step_where} when"):
                 node = NodeResult(display, str(step.get("template") or step.get("templateRef")), Phase.SKIPPED,
-                                  message=f"when `{condition}` is false")
+                                  message=f"when '{condition}' evaluated false", node_id=self.node_id(node_name))
                 self._finish(node, EventKind.SKIPPED)
                 return node, True
         arguments = {
@@ -250,7 +259,7 @@ class LocalExecutor:
         try:
             node = self._execute(child_scope, template_name, arguments, display, node_name, step_where)
         except ExecutorError as exc:
-            node = NodeResult(display, template_name, Phase.ERROR, message=str(exc))
+            node = NodeResult(display, template_name, Phase.ERROR, message=str(exc), node_id=self.node_id(node_name))
             self._finish(node)
         tolerated = (node.phase is Phase.FAILED and bool(continue_on.get("failed"))) or (
             node.phase is Phase.ERROR and bool(continue_on.get("error")))
@@ -281,6 +290,7 @@ class LocalExecutor:
         assert self._containers is not None  # set by run()
         volumes = list(template.get("volumes") or []) + self._workflow_volumes
         node = self._containers.run(template, scope.variables, volumes, display, self.node_id(node_name), where)
+        node.node_id = self.node_id(node_name)
         self._finish(node)
         return node
 

@@ -17,6 +17,8 @@ from rollguard.sandbox.executor.errors import ExecutorAborted
 from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
 from rollguard.sandbox.processes import die_with_parent, stop_process_group
 
+POD_DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
 
 class StepProcesses:
     """The step processes running now, so that an abort (Ctrl-C, a broken sandbox) can stop every one."""
@@ -86,11 +88,12 @@ class StepProcesses:
                 self._running.pop(process.pid, None)
         if self._abort_reason is not None:
             raise ExecutorAborted(f"run aborted while {display} ran: {self._abort_reason}")
-        if timed_out.is_set():
-            return NodeResult(display, template, Phase.FAILED, code, message=f"timed out after {timeout_s:g} s",
+        if timed_out.is_set():  # the kubelet ends a pod past its activeDeadlineSeconds: node Failed, its message
+            return NodeResult(display, template, Phase.FAILED, code, message=POD_DEADLINE_MESSAGE,
                               started_at=started, finished_at=time.time())
         phase = Phase.SUCCEEDED if code == 0 else Phase.FAILED
-        message = "" if code == 0 else f"exit code {code}"
+        # workflow/controller/operator.go inferFailedReason: "<reason> (exit code N)"; the kubelet's reason is Error
+        message = "" if code == 0 else f"Error (exit code {code})"
         return NodeResult(display, template, phase, code, message=message, started_at=started,
                           finished_at=time.time())
 
