@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rollguard.sandbox.executor.container import ContainerRunner
-from rollguard.sandbox.executor.errors import ExecutorError
+from rollguard.sandbox.executor.errors import ExecutorError, SubmissionRefused
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute, yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
 from rollguard.sandbox.executor.local_cluster import LocalCluster
@@ -43,6 +43,7 @@ from rollguard.sandbox.executor.nodes import (
     print_events,
 )
 from rollguard.sandbox.executor.step_process import StepProcesses
+from rollguard.sandbox.executor.validation import check_submission
 from rollguard.sandbox.executor.workflow_spec import check_enum, resolve_workflow, workflow_parameters
 
 
@@ -95,8 +96,9 @@ class LocalExecutor:
         where = f"{definition.kind} {definition.name}"
         entrypoint = spec.get("entrypoint")
         if not entrypoint:
-            raise ExecutorError(f"{where}: spec.entrypoint is missing")
+            raise SubmissionRefused("spec.entrypoint is required")
         values = workflow_parameters(spec, parameters, where)
+        check_submission(self.library, definition, spec, list(values))
         workflow_name = f"{definition.name}-local-{uuid.uuid4().hex[:5]}"
         variables = {f"workflow.parameters.{key}": value for key, value in values.items()}
         variables.update({
@@ -104,6 +106,7 @@ class LocalExecutor:
             "workflow.namespace": "local",
             "workflow.uid": str(uuid.uuid4()),
             "workflow.serviceAccountName": "local",
+            "workflow.status": "Running",  # until the entrypoint ends; the exit handler sees the outcome
         })
         for note in self.library.ignored_fields:
             self.on_event(Event(EventKind.NOTE, "", f"no local meaning, not used: {note}"))
@@ -289,8 +292,12 @@ class LocalExecutor:
     ) -> NodeResult:
         assert self._containers is not None  # set by run()
         volumes = list(template.get("volumes") or []) + self._workflow_volumes
-        node = self._containers.run(template, scope.variables, volumes, display, self.node_id(node_name), where)
-        node.node_id = self.node_id(node_name)
+        identity = self.node_id(node_name)
+        # Argo's v2 pod name (util/workflow GeneratePodName): <workflow>-<template>-<FNV-32a of the node name>
+        pod_name = f"{self._workflow_name}-{template['name']}-{identity.rsplit('-', 1)[-1]}"
+        variables = {**scope.variables, "pod.name": pod_name}
+        node = self._containers.run(template, variables, volumes, display, identity, where)
+        node.node_id = identity
         self._finish(node)
         return node
 

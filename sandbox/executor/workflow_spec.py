@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rollguard.sandbox.executor.errors import ExecutorError
+from rollguard.sandbox.executor.errors import ExecutorError, SubmissionRefused
 from rollguard.sandbox.executor.expressions import yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
 
@@ -15,7 +15,10 @@ def resolve_workflow(library: Library, name: str) -> tuple[WorkflowDefinition, d
     spec = dict(definition.spec)
     reference = spec.get("workflowTemplateRef")
     if reference:
-        base = library.get(str(reference.get("name")), f"Workflow {definition.name} workflowTemplateRef")
+        if str(reference.get("name")) not in library.definitions:
+            # operator.go setExecWorkflow: the informer's NotFound marks the Workflow Error before anything runs
+            raise SubmissionRefused(f'workflowtemplate.argoproj.io "{reference.get("name")}" not found')
+        base = library.definitions[str(reference.get("name"))]
         merged = dict(base.spec)
         for key in ("entrypoint", "onExit", "arguments"):
             if spec.get(key):
@@ -41,10 +44,14 @@ def workflow_parameters(spec: dict[str, Any], given: dict[str, str], where: str)
     for parameter in declared:
         key = str(parameter["name"])
         value = given.get(key, parameter.get("value", parameter.get("default")))
-        if value is None:
-            raise ExecutorError(f"{where}: workflow parameter {key!r} has no value; pass -p {key}=VALUE")
+        if value is None:  # validate.go validateArgumentsValues
+            raise SubmissionRefused(f"spec.arguments.{key}.value or spec.arguments.{key}.valueFrom is required; "
+                                    f"pass -p {key}=VALUE")
         values[key] = yaml_text(value)
-        check_enum(parameter, values[key], f"{where} parameter {key!r}")
+        allowed = [yaml_text(option) for option in parameter.get("enum") or []]
+        if allowed and values[key] not in allowed:
+            raise SubmissionRefused(f"spec.arguments.{key}.value should be present in spec.arguments.{key}.enum list "
+                                    f"({', '.join(allowed)})")
     return values
 
 
