@@ -14,7 +14,6 @@ demo_console, the timeline in run_timeline.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -152,11 +151,10 @@ def wait_router_synced(sandbox: Sandbox, deadline_s: float) -> dict[str, Any]:
 
 
 def _read_verdict(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    from rollguard.steps import verdict_document
+
+    reading = verdict_document.read_file(path)
+    return reading.to_json() if isinstance(reading, verdict_document.VerdictDocument) else {}
 
 
 def run_demo(

@@ -16,7 +16,7 @@ from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualSe
 from hera.workflows.models import Workflow as WorkflowModel
 from ruamel.yaml import YAML
 
-from rollguard.steps import analyze
+from rollguard.steps.analyze import command as analyze
 from rollguard.steps.traffic.virtualservice import read_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 
 def objects_under(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
-    found = []
+    found: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(folder.rglob("*.y*ml")):
         if path.name != "kustomization.yaml":
             found.extend((path, doc) for doc in load_all(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,10 @@ from git_remote import (
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.credentials import GitCredentials
-from rollguard.steps.gitops.git_repo import PublishState, PushRaceLost, publish_change
-from rollguard.steps.traffic.virtualservice import SplitEdit, read_split, set_split
+from rollguard.steps.gitops.git_publish import PublishState, PushRaceLost, publish_change
+from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.steps.traffic.weight_edit import set_split
+from rollguard.steps.weight_change.change import WeightChange, WeightPlan
 
 ORIGINAL = FIXTURE.read_text(encoding="utf-8")
 VERDICT = {
@@ -208,8 +211,21 @@ def test_unreadable_reason_file_does_not_stop_a_rollback(remote: Path, tmp_path:
     assert weights(remote) == (100, 0)
 
 
-def rollback_change(text: str) -> SplitEdit:
-    return set_split(text, "reviews", "v1", "v2", 0)
+def rollback_change(text: str) -> WeightChange:
+    return WeightChange(set_split(text, "reviews", "v1", "v2", 0), WeightPlan(0, "already"), "rollguard: roll back")
+
+
+def rollback_racing(others: Callable[[int], None]) -> Callable[[str], WeightChange]:
+    """The rollback edit, with `others(attempt)` landing their commits between our clone (or fetch) and our push."""
+    attempts = 0
+
+    def make_change(text: str) -> WeightChange:
+        nonlocal attempts
+        attempts += 1
+        others(attempts)
+        return rollback_change(text)
+
+    return make_change
 
 
 @pytest.mark.parametrize("scheme", ["path", "file://"])  # file:// makes git really clone shallow
@@ -225,8 +241,8 @@ def test_push_race_reapplies_the_edit_and_keeps_the_other_commit(remote: Path, s
 
     outcome = publish_change(
         repo=f"file://{remote}" if scheme == "file://" else str(remote), branch="main", path=MANIFEST_PATH,
-        make_change=rollback_change, message=lambda _edit: "rollguard: roll back",
-        author="rollguard <rollguard@localhost>", credentials=GitCredentials(), before_push=someone_else_pushes,
+        make_change=rollback_racing(someone_else_pushes), author="rollguard <rollguard@localhost>",
+        credentials=GitCredentials(),
     )  # fmt: skip
     assert outcome.state is PublishState.PUSHED and outcome.attempts == 2
     assert remote_log(remote) == ["rollguard: roll back", "Clarify the testers route", "Add the reviews manifests"]
@@ -242,9 +258,8 @@ def test_push_race_lost_to_an_identical_rollback_is_a_no_op(remote: Path) -> Non
             land_commit(remote, MANIFEST_PATH, text=rollback_change(ORIGINAL).text, message="Manual rollback")
 
     outcome = publish_change(
-        repo=str(remote), branch="main", path=MANIFEST_PATH, make_change=rollback_change,
-        message=lambda _edit: "rollguard: roll back", author="rollguard <rollguard@localhost>",
-        credentials=GitCredentials(), before_push=someone_else_rolls_back,
+        repo=str(remote), branch="main", path=MANIFEST_PATH, make_change=rollback_racing(someone_else_rolls_back),
+        author="rollguard <rollguard@localhost>", credentials=GitCredentials(),
     )  # fmt: skip
     assert outcome.state is PublishState.UNCHANGED and outcome.commit is None
     assert remote_log(remote) == ["Manual rollback", "Add the reviews manifests"]
@@ -256,9 +271,8 @@ def test_push_races_are_bounded(remote: Path) -> None:
 
     with pytest.raises(PushRaceLost, match="rejected 3 times because other commits kept landing first"):
         publish_change(
-            repo=str(remote), branch="main", path=MANIFEST_PATH, make_change=rollback_change,
-            message=lambda _edit: "rollguard: roll back", author="rollguard <rollguard@localhost>",
-            credentials=GitCredentials(), push_retries=2, before_push=others_keep_pushing,
+            repo=str(remote), branch="main", path=MANIFEST_PATH, make_change=rollback_racing(others_keep_pushing),
+            author="rollguard <rollguard@localhost>", credentials=GitCredentials(), push_retries=2,
         )  # fmt: skip
     assert remote_log(remote)[:3] == ["Other commit 3", "Other commit 2", "Other commit 1"]
     assert remote_file(remote) == ORIGINAL

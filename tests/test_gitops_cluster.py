@@ -15,16 +15,10 @@ from git_remote import MANIFEST_PATH, make_remote, remote_head
 from rollguard.sandbox.ports import free_port
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.gitops.argocd import (
-    ArgoCdError,
-    SyncState,
-    application_ref,
-    request_sync,
-    sync_application,
-    wait_for_sync,
-)
+from rollguard.steps.gitops.argocd import ArgoCdError, SyncOutcome, SyncState, request_sync, wait_for_sync
 from rollguard.steps.gitops.kube_api import KubeApi, KubeApiError, ObjectNotFound, load_api_client
-from rollguard.steps.gitops.live_patch import LivePatchError, LivePatchState, patch_live_split, virtual_service_ref
+from rollguard.steps.gitops.live_patch import LivePatchError, LivePatchState, patch_live_split
+from rollguard.steps.gitops.object_refs import ObjectRef, application_ref, virtual_service_ref
 
 SHA = "1234567890abcdef1234567890abcdef12345678"
 ISTIO = "networking.istio.io"
@@ -48,6 +42,14 @@ def kube(kubeconfig: Path) -> Iterator[KubeApi]:
     api_client, _source = load_api_client(str(kubeconfig))
     yield KubeApi(api_client, timeout_s=5)
     api_client.close()
+
+
+def sync_application(
+    api: KubeApi, ref: ObjectRef, revision: str, *, timeout_s: float = 60.0, poll_interval_s: float = 0.25
+) -> SyncOutcome:
+    """Ask for the sync, then wait for it, as a step does."""
+    request = request_sync(api, ref, revision)
+    return wait_for_sync(api, ref, request, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
 
 
 def live_weights(fake_api: FakeKubeApi) -> list[int]:
@@ -185,6 +187,7 @@ def test_in_cluster_service_account_over_tls(tmp_path: Path, monkeypatch: pytest
         account = tmp_path / "serviceaccount"
         account.mkdir()
         (account / "token").write_text("service-account-token")
+        assert api.ca_file is not None
         (account / "ca.crt").write_bytes(api.ca_file.read_bytes())
         monkeypatch.delenv("KUBECONFIG", raising=False)
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")

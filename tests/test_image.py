@@ -22,7 +22,7 @@ DOCKERFILE = REPO / "images" / "Dockerfile"
 REQUIREMENTS = REPO / "images" / "requirements.txt"
 STEP_MODULES = [
     "rollguard.steps.cli",
-    "rollguard.steps.analyze",
+    "rollguard.steps.analyze.command",
     "rollguard.steps.deploy",
     "rollguard.steps.promote",
     "rollguard.steps.rollback",
@@ -137,7 +137,7 @@ def test_requirements_cover_every_import_of_the_step_commands() -> None:
     assert "kubernetes.aio" not in done.stdout
     owners = metadata.packages_distributions()
     optional = set().union(*(closure(name) for name in OPTIONAL_IMPORTS))
-    needed = set()
+    needed: set[str] = set()
     for module in imported:
         if module in sys.stdlib_module_names or module.startswith("_") or module in ("rollguard", "cython_runtime"):
             continue

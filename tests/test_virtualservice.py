@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualService
 from ruamel.yaml import YAML
 
-from rollguard.steps.traffic.virtualservice import (
+from rollguard.steps.traffic.live_routes import apply_split_to_routes
+from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
     ManifestError,
     ManifestSyntaxError,
     UndeclaredSubset,
     VirtualServiceNotFound,
     WeightedRouteNotFound,
-    apply_split_to_routes,
-    find_split,
-    load_documents,
-    read_split,
-    set_split,
-    unified_diff,
 )
+from rollguard.steps.traffic.manifest_yaml import load_documents
+from rollguard.steps.traffic.virtualservice import find_split, read_split
+from rollguard.steps.traffic.weight_edit import set_split, unified_diff
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "istio.yml").read_text(encoding="utf-8")
 
@@ -224,10 +223,10 @@ def test_apply_split_to_live_routes_changes_only_weighted_routes() -> None:
 def test_edited_file_is_still_valid_istio_per_the_published_models(canary_weight: int) -> None:
     """Every Istio object of the edited file round-trips through Istio's published models unchanged."""
     text = set_split(FIXTURE, "reviews", "v1", "v2", canary_weight).text
-    models = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
+    models: dict[str, Any] = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
     checked = 0
     for document in YAML(typ="safe").load_all(text):
-        model = models.get((document or {}).get("kind"))
+        model = models.get(str((document or {}).get("kind")))
         if model is not None:
             dumped = model.model_validate(document).model_dump(by_alias=True, exclude_none=True, mode="json")
             assert dumped == document

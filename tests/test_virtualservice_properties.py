@@ -13,13 +13,11 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from rollguard.steps.traffic.virtualservice import (
-    ManifestError,
-    apply_split_to_routes,
-    load_documents,
-    read_split,
-    set_split,
-)
+from rollguard.steps.traffic.live_routes import apply_split_to_routes
+from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.manifest_yaml import load_documents
+from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.steps.traffic.weight_edit import set_split
 
 NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8).map(lambda s: f"x{s}")
 SUBSET_NAMES = ["v1", "v2", "v3", "stable", "canary", "blue", "green"]

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.incluster_config import InClusterConfigLoader
 from urllib3.exceptions import HTTPError
+
+from rollguard.steps.gitops.object_refs import ObjectRef
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -40,21 +41,6 @@ class ObjectNotFound(KubeApiError):
 
 class Conflict(KubeApiError):
     """The object changed since it was read (HTTP 409 on a stale resourceVersion)."""
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """Where a namespaced custom object lives in the API."""
-
-    group: str
-    version: str
-    plural: str
-    namespace: str
-    name: str
-
-    def describe(self) -> str:
-        """`virtualservices.networking.istio.io shop/reviews`, as kubectl would name it."""
-        return f"{self.plural}.{self.group} {self.namespace}/{self.name}"
 
 
 def load_api_client(
@@ -107,10 +93,10 @@ class KubeApi:
             _request_timeout=self._timeout, _content_type="application/merge-patch+json",
         ))
 
-    def _call(self, verb: str, ref: ObjectRef, request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _call(self, verb: str, ref: ObjectRef, request: Callable[[], object]) -> dict[str, Any]:
         """Run one API request, turning the client's exceptions into KubeApiError naming `verb` and `ref`."""
         try:
-            return request()
+            return cast(dict[str, Any], request())
         except ApiException as exc:
             raise _api_error(verb, ref, exc) from None
         except HTTPError as exc:

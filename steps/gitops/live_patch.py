@@ -17,8 +17,10 @@ from enum import Enum
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rollguard.steps.gitops.kube_api import Conflict, KubeApi, ObjectRef
-from rollguard.steps.traffic.virtualservice import ISTIO_GROUP, ManifestError, apply_split_to_routes
+from rollguard.steps.gitops.kube_api import Conflict, KubeApi
+from rollguard.steps.gitops.object_refs import ObjectRef
+from rollguard.steps.traffic.live_routes import apply_split_to_routes
+from rollguard.steps.traffic.manifest_errors import ManifestError
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,6 @@ class LivePatchOutcome:
     routes_changed: int
     attempts: int
     patched_at: float | None  # Unix time the API accepted the patch
-
-
-def virtual_service_ref(namespace: str, name: str, api_version: str = "v1beta1") -> ObjectRef:
-    """Where the VirtualService lives in the API (Istio serves v1alpha3, v1beta1 and, from 1.22, v1)."""
-    return ObjectRef(ISTIO_GROUP, api_version, "virtualservices", namespace, name)
 
 
 def patch_live_split(

@@ -1,27 +1,19 @@
-"""Change one file in a Git repository the GitOps way: shallow clone, edit, commit, push; re-apply on races.
+"""A private shallow clone of one branch driven through the `git` CLI: clone, read, write, commit, push.
 
 rollguard drives the `git` command-line tool (via subprocess) rather than a Python Git library: the
 step image needs git anyway, no extra dependency is pulled in, and authentication, proxies, SSH and
 `insteadOf` rewrites behave exactly as they do for the user's own git. Every message that reaches a
 log or an exception goes through a Scrubber first, because git's own messages can contain the URL
-with its credentials. A rejected push is never forced: rollguard fetches the new head, re-applies its
-edit to the file there, and pushes again, a bounded number of times with backoff.
+with its credentials.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
-
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from rollguard.steps.gitops.credentials import (
     GitCredentials,
@@ -30,8 +22,6 @@ from rollguard.steps.gitops.credentials import (
     git_environment,
     scrubber_for,
 )
-
-log = logging.getLogger(__name__)
 
 DEFAULT_AUTHOR = "rollguard <rollguard@localhost>"
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
@@ -55,46 +45,8 @@ class PushRefused(GitError):
     """The remote refused the push for a reason other than a race (hook, permissions, protection)."""
 
 
-class PushRaceLost(GitError):
-    """Other commits kept landing first; the bounded number of re-applied pushes ran out."""
-
-
-class _PushRaced(Exception):
-    """Internal: one push was rejected because the remote branch moved; retried by tenacity."""
-
-
-class FileChange(Protocol):
-    """The result of editing a file's text: the new text and whether it differs."""
-
-    @property
-    def text(self) -> str: ...
-
-    @property
-    def changed(self) -> bool: ...
-
-
-ChangeT = TypeVar("ChangeT", bound=FileChange)
-
-
-class PublishState(Enum):
-    """What happened to the repository."""
-
-    PUSHED = "pushed"  # a new commit is on the remote branch
-    UNCHANGED = "unchanged"  # the file already said this; no commit
-    DRY_RUN = "dry-run"  # the change was computed and shown; nothing committed
-
-
-@dataclass(frozen=True)
-class PublishOutcome(Generic[ChangeT]):
-    """Outcome of publish_change: the state, the commit pushed (if any) and the file's before/after text."""
-
-    state: PublishState
-    change: ChangeT
-    old_text: str
-    commit: str | None  # the pushed SHA; None when nothing was pushed
-    head: str  # the remote branch head this run last saw (the pushed commit when pushed)
-    pushed_at: float | None  # Unix time the push finished
-    attempts: int  # push attempts made (1 without a race)
+class PushRaced(Exception):
+    """One push was rejected because the remote branch moved: fetch, re-apply and push again."""
 
 
 def parse_author(text: str) -> tuple[str, str]:
@@ -233,7 +185,7 @@ class GitWorkspace:
         return self.head()
 
     def push(self) -> None:
-        """Push HEAD to the branch. Raises _PushRaced if the branch moved, PushRefused/GitError otherwise."""
+        """Push HEAD to the branch. Raises PushRaced if the branch moved, PushRefused/GitError otherwise."""
         completed = self.run("push", "--porcelain", "origin", f"HEAD:refs/heads/{self.branch}")
         if completed.returncode == 0:
             return
@@ -241,7 +193,7 @@ class GitWorkspace:
         rejected = [line for line in output.splitlines() if line.startswith("!")]
         summary = " ".join(line.split("\t")[-1] for line in rejected)
         if any(marker in summary for marker in _RACE_MARKERS):
-            raise _PushRaced(summary)
+            raise PushRaced(summary)
         if rejected:
             remote_says = [
                 line.removeprefix("remote:").strip()
@@ -285,71 +237,6 @@ def _url_password(repo: str) -> Sequence[str]:
     if not match or ":" not in match.group("userinfo"):
         return ()
     return (match.group("userinfo").split(":", 1)[1],)
-
-
-def publish_change(
-    *,
-    repo: str,
-    branch: str,
-    path: str,
-    make_change: Callable[[str], ChangeT],
-    message: Callable[[ChangeT], str],
-    author: str,
-    credentials: GitCredentials,
-    push_retries: int = 5,
-    timeout_s: float = 60.0,
-    dry_run: bool = False,
-    before_push: Callable[[int], None] | None = None,
-) -> PublishOutcome[ChangeT]:
-    """Clone `branch`, apply `make_change` to `path`, commit with `message(change)` and push.
-
-    If the push is rejected because another commit landed first, fetch the new head, apply
-    `make_change` again to the file there (it may now be a no-op) and retry with backoff, at most
-    `push_retries` times. Never force-pushes. `before_push(attempt)` runs just before each push
-    (an extension point: tests land a competing commit there). Raises GitError subclasses.
-    """
-    with GitWorkspace(repo, branch, credentials, timeout_s=timeout_s) as workspace:
-        head = workspace.clone()
-        attempts = 0
-        retrying = Retrying(
-            stop=stop_after_attempt(push_retries + 1),
-            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
-            retry=retry_if_exception_type(_PushRaced),
-            reraise=True,
-            before_sleep=lambda state: log.warning(
-                "push to %s was rejected because another commit landed first (%s); fetching the new head and "
-                "re-applying the change (attempt %d of %d)",
-                branch,
-                state.outcome.exception() if state.outcome else "",
-                state.attempt_number + 1,
-                push_retries + 1,
-            ),
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    if attempts > 1:
-                        head = workspace.catch_up()
-                    old_text = workspace.read(path)
-                    change = make_change(old_text)
-                    if dry_run or not change.changed:
-                        state = PublishState.DRY_RUN if dry_run else PublishState.UNCHANGED
-                        return PublishOutcome(state, change, old_text, None, head, None, attempts)
-                    workspace.write(path, change.text)
-                    commit = workspace.commit(path, message(change), author)
-                    if before_push is not None:
-                        before_push(attempts)
-                    workspace.push()
-                    pushed_at = time.time()
-                    return PublishOutcome(PublishState.PUSHED, change, old_text, commit, commit, pushed_at, attempts)
-        except _PushRaced as exc:
-            raise PushRaceLost(
-                f"the push to {branch!r} of {workspace.safe_url} was rejected {attempts} times because other commits "
-                f"kept landing first (last: {exc}); nothing was pushed, the branch holds the others' commits. "
-                "Run the step again"
-            ) from None
-    raise AssertionError("unreachable: tenacity either returned or raised")  # pragma: no cover
 
 
 def _subcommand(args: Sequence[str]) -> str:

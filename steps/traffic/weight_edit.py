@@ -1,0 +1,115 @@
+"""Set new weights in the manifest text: a splice of the weight digits only, proven by parsing the result again.
+
+Every other byte (comments, quoting, key order, indentation, anchors, the other documents and routes)
+stays as it was; the edited file is parsed again and compared with the original structure, so a
+weight shared through a YAML anchor or written in an unusual way is refused instead of corrupted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from rollguard.steps.traffic.manifest_errors import InvalidWeights, ManifestError, ManifestSyntaxError
+from rollguard.steps.traffic.manifest_yaml import human_line, line_starts, load_documents, plain
+from rollguard.steps.traffic.virtualservice import TrafficSplit, find_split
+
+_PLAIN_INTEGER = re.compile(r"[0-9]+(?![0-9A-Za-z_.:])")
+
+
+@dataclass(frozen=True)
+class SplitEdit:
+    """The outcome of setting a split: the new text, the weights before and after, and warnings."""
+
+    text: str
+    changed: bool
+    before_stable_weight: int
+    before_canary_weight: int
+    stable_weight: int
+    canary_weight: int
+    routes_changed: int
+    warnings: tuple[str, ...]
+    namespace: str | None = None  # the VirtualService's metadata.namespace, when the file says it
+
+
+def set_split(
+    yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str, canary_weight: int
+) -> SplitEdit:
+    """Return the file text with every weighted route at canary `canary_weight`, stable 100 minus it.
+
+    Only the weight numbers change; the canary destination stays (with weight 0 on a rollback).
+    Raises ManifestError if the file is not a valid split or the new weights would not add up to 100.
+    """
+    if isinstance(canary_weight, bool) or not isinstance(canary_weight, int) or not 0 <= canary_weight <= 100:
+        raise InvalidWeights(f"canary weight {canary_weight!r} is outside 0..100; a weight is a whole percentage")
+    stable_weight = 100 - canary_weight
+    split = find_split(yaml_text, virtual_service, stable_subset, canary_subset)
+    for route in split.routes:
+        if route.other_weight != 0:
+            raise InvalidWeights(
+                f"the HTTP route at {human_line(route.line)} also sends {route.other_weight} % to other "
+                f"destinations, so {stable_weight}/{canary_weight} would add up to {100 + route.other_weight}, "
+                "not 100; give those destinations weight 0 or remove them"
+            )
+    starts = line_starts(yaml_text)
+    replacements: list[tuple[int, int, str]] = []
+    for route in split.routes:
+        for site, new_value in ((route.stable, stable_weight), (route.canary, canary_weight)):
+            offset = starts[site.line] + site.column
+            match = _PLAIN_INTEGER.match(yaml_text, offset)
+            if match is None or int(match.group(0)) != site.value:
+                found = yaml_text[offset : offset + 12].split("\n")[0]
+                raise InvalidWeights(
+                    f"the weight at line {site.line + 1} is written as {found!r}; rollguard only edits a weight "
+                    "written as a plain number (no anchor, alias, quotes or sign)"
+                )
+            if site.value != new_value:
+                replacements.append((match.start(), match.end(), str(new_value)))
+    new_text = yaml_text
+    for start, end, value in sorted(replacements, reverse=True):
+        new_text = new_text[:start] + value + new_text[end:]
+    if replacements:
+        _verify_only_weights_changed(yaml_text, new_text, split, stable_weight, canary_weight)
+    first = split.routes[0]
+    return SplitEdit(
+        text=new_text,
+        changed=bool(replacements),
+        before_stable_weight=first.stable.value,
+        before_canary_weight=first.canary.value,
+        stable_weight=stable_weight,
+        canary_weight=canary_weight,
+        routes_changed=sum(
+            1 for r in split.routes if (r.stable.value, r.canary.value) != (stable_weight, canary_weight)
+        ),
+        warnings=split.warnings,
+        namespace=split.namespace,
+    )
+
+
+def _verify_only_weights_changed(
+    old_text: str, new_text: str, split: TrafficSplit, stable_weight: int, canary_weight: int
+) -> None:
+    expected = [plain(doc) for doc in load_documents(old_text)]
+    http = expected[split.document_index]["spec"]["http"]
+    for route in split.routes:
+        http[route.http_index]["route"][route.stable_position]["weight"] = stable_weight
+        http[route.http_index]["route"][route.canary_position]["weight"] = canary_weight
+    try:
+        actual = [plain(doc) for doc in load_documents(new_text)]
+    except ManifestSyntaxError as exc:
+        raise ManifestError(f"refusing the edit: the changed file would not parse ({exc})") from None
+    if actual != expected:
+        raise ManifestError(
+            "refusing the edit: changing the weight numbers would change more than the weights "
+            "(are weights shared through YAML anchors?); edit this file by hand"
+        )
+
+
+def unified_diff(old_text: str, new_text: str, path: str) -> str:
+    """A `git diff`-style unified diff of the file, for --dry-run output."""
+    return "".join(
+        difflib.unified_diff(
+            old_text.splitlines(keepends=True), new_text.splitlines(keepends=True), f"a/{path}", f"b/{path}"
+        )
+    )
