@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "key; repeat for several. Steps see no other credentials of this machine")
     parser.add_argument("--config-map", action="append", default=[], metavar="NAME=DIR",
                         help="ConfigMap NAME for env configMapKeyRef: DIR holds one file per key")
+    parser.add_argument("--artifact-repository", type=Path, default=None, metavar="DIR",
+                        help="the artifact repository output artifacts go to (DIR/WORKFLOW/POD/FILE); without it an "
+                             "output artifact fails its step with Error, as on an Argo without one")
     parser.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                         help="keep each step's fresh working directory (its HOME) under DIR (default: a temporary "
                              "directory, removed after the run)")
@@ -107,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
     """Load, check and run the workflow; print its outcome."""
     parameters = parse_parameters(args.parameter)
     try:
+        if args.artifact_repository is not None and not args.artifact_repository.is_dir():
+            raise UsageError(f"--artifact-repository {args.artifact_repository}: no such directory; create it first")
         cluster = LocalCluster(secrets=parse_object_directories(args.secret, "--secret"),
-                               config_maps=parse_object_directories(args.config_map, "--config-map"))
+                               config_maps=parse_object_directories(args.config_map, "--config-map"),
+                               artifact_repository=args.artifact_repository)
         library, first = load_library(args.template_file, args.templates)
         name = args.entry or first
         result = LocalExecutor(library, cluster=cluster, work_dir=args.work_dir).run(name, parameters)

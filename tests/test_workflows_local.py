@@ -17,6 +17,7 @@ import pytest
 from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
+from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.ports import free_port
@@ -54,7 +55,7 @@ def split_in(bare: Path) -> tuple[int, int]:
     return read_split(text, "podinfo", "v1", "v2")
 
 
-def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
+def run(tmp_path: Path, workflow: str, artifact_repository: Path | None = None, **parameters: str) -> WorkflowResult:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     values = {
@@ -78,7 +79,8 @@ def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
     library = load_files(sorted(p for p in (REPO / "workflows").glob("*.yaml") if p.name != "kustomization.yaml"))
     events: list[object] = []
-    executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods")
+    executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods",
+                             cluster=LocalCluster(artifact_repository=artifact_repository))
     known = {p["name"] for p in library.get(workflow, "test").spec["arguments"]["parameters"]}
     return executor.run(workflow, {name: value for name, value in values.items() if name in known})
 
@@ -150,9 +152,12 @@ def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -
         env.traffic.set("podinfo", "v2", healthy)
         env.wait_for_requests("podinfo", "v1")
         env.wait_for_requests("podinfo", "v2")
-        result = run(
-            tmp_path, "canary-release", prometheus_url=env.url, interval="500ms", duration="2s", min_requests="10"
-        )
+        # A passing analyze saves its verdict artifact (if the templates declare one): like a cluster with an
+        # artifact repository. Without one the node would be Error (tests/test_executor_artifacts.py).
+        repository = tmp_path / "artifacts"
+        repository.mkdir()
+        result = run(tmp_path, "canary-release", artifact_repository=repository, prometheus_url=env.url,
+                     interval="500ms", duration="2s", min_requests="10")
     assert result.phase is Phase.SUCCEEDED, result.message
     paths = [node.display_name for node in result.nodes if node.phase is not Phase.SKIPPED]
     # 10 % -> pass -> 50 % -> pass -> 100 %: two analyses, two promotions, no analysis at 100 %.

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rollguard.sandbox.executor.artifacts import save_output_artifacts
 from rollguard.sandbox.executor.errors import ExecutorError
 from rollguard.sandbox.executor.expressions import substitute, yaml_text
 from rollguard.sandbox.executor.local_cluster import LocalCluster
@@ -71,7 +72,8 @@ class ContainerRunner:
             self.on_event(Event(EventKind.NOTE, display, f"retry {attempt} of {limit} in {delay_s:.1f} s"))
             time.sleep(delay_s)
             delay_s *= factor
-        self._read_outputs(node, template, variables, where)
+        self._read_outputs(node, template, variables, where)  # the wait container: parameters, then artifacts
+        save_output_artifacts(node, template, variables, self.cluster.artifact_repository, where)
         return node
 
     def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:

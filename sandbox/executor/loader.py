@@ -26,14 +26,16 @@ K8S_ONLY_SPEC = {
     "automountServiceAccountToken", "executor", "priority", "priorityClassName", "schedulerName",
     "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName",
 }
-SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef", "volumes"}
+SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef", "volumes",
+                  "artifactRepositoryRef"}
 K8S_ONLY_TEMPLATE = {
     "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
     "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken",
-    "archiveLocation", "hostAliases",
+    "hostAliases",
 }
 SUPPORTED_TEMPLATE = {
     "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds", "volumes",
+    "archiveLocation",
 }
 K8S_ONLY_CONTAINER = {
     "image", "imagePullPolicy", "resources", "securityContext", "ports", "livenessProbe",
@@ -149,6 +151,8 @@ def check_definition(definition: WorkflowDefinition, ignored: list[str]) -> None
     if (spec.get("arguments") or {}).get("artifacts"):
         raise UnsupportedFeature("arguments.artifacts", where)
     _check_volumes(spec.get("volumes") or [], where)
+    if set(spec.get("artifactRepositoryRef") or {}) - {"configMap", "key"}:
+        raise UnsupportedFeature("artifactRepositoryRef fields other than configMap and key", where)
     for template in spec.get("templates") or []:
         check_template(template, f"{where} template {template.get('name')!r}", ignored)
 
@@ -189,9 +193,32 @@ def _check_artifacts(artifacts: list[dict[str, Any]], where: str, ignored: list[
             if not artifact.get("path") or "data" not in (artifact["raw"] or {}):
                 raise ExecutorError(f"{where}: raw artifact {artifact.get('name')!r} needs raw.data and a path")
             continue
+        if not inputs:  # saved like Argo's wait container does (rollguard.sandbox.executor.artifacts)
+            _check_output_artifact(artifact, where)
+            continue
         if not artifact.get("optional"):
             raise UnsupportedFeature("artifacts", where, f"artifact {artifact.get('name')!r} is not optional")
         ignored.append(f"{where}: optional artifact {artifact.get('name')!r}")
+
+
+def _check_output_artifact(artifact: dict[str, Any], where: str) -> None:
+    artifact_where = f"{where} artifact {artifact.get('name')!r}"
+    if not artifact.get("name") or not artifact.get("path"):
+        raise ExecutorError(f"{artifact_where}: an output artifact needs a name and a path")
+    for key in artifact:
+        if key in ("name", "path", "optional", "archive"):
+            continue
+        hint = "locally an output artifact goes to the artifact repository, run-local --artifact-repository DIR"
+        raise UnsupportedFeature(f"output artifact field {key}", artifact_where, hint)
+    archive = artifact.get("archive") or {}
+    if set(archive) - {"none", "tar"}:
+        raise UnsupportedFeature(f"archive {', '.join(sorted(set(archive) - {'none', 'tar'}))}", artifact_where)
+
+
+def _check_archive_location(location: dict[str, Any], where: str) -> None:
+    if set(location) - {"archiveLogs"}:
+        raise UnsupportedFeature(f"archiveLocation {', '.join(sorted(set(location) - {'archiveLogs'}))}", where,
+                                 "locally the artifact repository is run-local --artifact-repository DIR")
 
 
 def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> None:
@@ -204,6 +231,7 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
                 raise UnsupportedFeature("raw input artifact on a steps template", where)
     _check_keys(template, SUPPORTED_TEMPLATE, K8S_ONLY_TEMPLATE, where, ignored)
     _check_volumes(template.get("volumes") or [], where)
+    _check_archive_location(template.get("archiveLocation") or {}, where)
     kinds = [key for key in ("container", "steps") if key in template]
     if len(kinds) != 1:
         raise ExecutorError(f"{where}: a template needs exactly one of container or steps (has {kinds or 'none'})")

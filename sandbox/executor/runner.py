@@ -99,6 +99,12 @@ class LocalExecutor:
             raise SubmissionRefused("spec.entrypoint is required")
         values = workflow_parameters(spec, parameters, where)
         check_submission(self.library, definition, spec, list(values))
+        repository_reference = spec.get("artifactRepositoryRef")
+        if repository_reference and self.cluster.artifact_repository is None:
+            # operator.go operate(): artifactRepositories.Resolve fails, the workflow is Error before anything runs
+            config_map = repository_reference.get("configMap", "artifact-repositories")
+            raise SubmissionRefused(f'failed to resolve artifact repository: configmaps "{config_map}" not found; '
+                                    "locally run-local --artifact-repository DIR stands for it")
         workflow_name = f"{definition.name}-local-{uuid.uuid4().hex[:5]}"
         variables = {f"workflow.parameters.{key}": value for key, value in values.items()}
         variables.update({
