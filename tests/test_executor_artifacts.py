@@ -100,9 +100,9 @@ def test_an_optional_artifact_whose_file_is_missing_is_skipped(tmp_path: Path) -
 def test_a_required_artifact_whose_file_is_missing_errors_even_with_a_repository(tmp_path: Path) -> None:
     repository = tmp_path / "repository"
     repository.mkdir()
-    result = _run(tmp_path, write="no", repository=repository, text=VERDICT.replace("optional: true\n        path: "
-                                                                                     '"{{workflow.parameters.dir}}/v',
-                                                                                     'path: "{{workflow.parameters.dir}}/v'))
+    required = VERDICT.replace('optional: true\n        path: "{{workflow.parameters.dir}}/v',
+                               'path: "{{workflow.parameters.dir}}/v')
+    result = _run(tmp_path, write="no", repository=repository, text=required)
     analyze = result.node("main.analyze")
     assert analyze.phase is Phase.ERROR
     assert analyze.message == f"Error (exit code 1): {tmp_path}/verdict.json no such file or directory;"
