@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
 from rollguard.sandbox.executor.loader import Library, load_files
-from rollguard.sandbox.executor.local_cluster import LocalCluster, parse_object_directories
+from rollguard.sandbox.executor.local_cluster import LocalCluster, default_lock_dir, parse_object_directories
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.steps.exit_codes import ExitCode
@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifact-repository", type=Path, default=None, metavar="DIR",
                         help="the artifact repository output artifacts go to (DIR/WORKFLOW/POD/FILE); without it an "
                              "output artifact fails its step with Error, as on an Argo without one")
+    parser.add_argument("--lock-dir", type=Path, default=default_lock_dir(), metavar="DIR",
+                        help="where synchronization mutexes are held as file locks, shared by every run on this "
+                             "machine like one Argo controller's (default: %(default)s)")
     parser.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                         help="keep each step's fresh working directory (its HOME) under DIR (default: a temporary "
                              "directory, removed after the run)")
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--artifact-repository {args.artifact_repository}: no such directory; create it first")
         cluster = LocalCluster(secrets=parse_object_directories(args.secret, "--secret"),
                                config_maps=parse_object_directories(args.config_map, "--config-map"),
-                               artifact_repository=args.artifact_repository)
+                               artifact_repository=args.artifact_repository, lock_dir=args.lock_dir)
         library, first = load_library(args.template_file, args.templates)
         name = args.entry or first
         result = LocalExecutor(library, cluster=cluster, work_dir=args.work_dir).run(name, parameters)

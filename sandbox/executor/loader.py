@@ -27,7 +27,7 @@ K8S_ONLY_SPEC = {
     "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName",
 }
 SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef", "volumes",
-                  "artifactRepositoryRef"}
+                  "artifactRepositoryRef", "synchronization"}
 K8S_ONLY_TEMPLATE = {
     "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
     "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken",
@@ -151,10 +151,24 @@ def check_definition(definition: WorkflowDefinition, ignored: list[str]) -> None
     if (spec.get("arguments") or {}).get("artifacts"):
         raise UnsupportedFeature("arguments.artifacts", where)
     _check_volumes(spec.get("volumes") or [], where)
+    _check_synchronization(spec.get("synchronization") or {}, where)
     if set(spec.get("artifactRepositoryRef") or {}) - {"configMap", "key"}:
         raise UnsupportedFeature("artifactRepositoryRef fields other than configMap and key", where)
     for template in spec.get("templates") or []:
         check_template(template, f"{where} template {template.get('name')!r}", ignored)
+
+
+def _check_synchronization(synchronization: dict[str, Any], where: str) -> None:
+    """Workflow-level mutexes are held with file locks (rollguard.sandbox.executor.mutex); semaphores are not."""
+    for key in synchronization:
+        if key not in ("mutex", "mutexes"):
+            raise UnsupportedFeature(f"synchronization.{key}", where, "a semaphore's limit lives in a ConfigMap of the "
+                                     "cluster; only mutexes are held locally")
+    mutexes = list(synchronization.get("mutexes") or []) + ([synchronization["mutex"]] if "mutex" in synchronization
+                                                            else [])
+    for mutex in mutexes:
+        if not isinstance(mutex, dict) or not mutex.get("name") or set(mutex) - {"name", "namespace"}:
+            raise UnsupportedFeature(f"synchronization mutex {mutex!r}", where, "a mutex is {name, namespace}")
 
 
 def _check_volumes(volumes: list[dict[str, Any]], where: str) -> None:

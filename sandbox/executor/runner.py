@@ -32,6 +32,7 @@ from rollguard.sandbox.executor.errors import ExecutorError, SubmissionRefused
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute, yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
 from rollguard.sandbox.executor.local_cluster import LocalCluster
+from rollguard.sandbox.executor.mutex import WorkflowLocks, mutex_keys
 from rollguard.sandbox.executor.nodes import (
     Event,
     EventKind,
@@ -118,7 +119,9 @@ class LocalExecutor:
             self.on_event(Event(EventKind.NOTE, "", f"no local meaning, not used: {note}"))
         self._workflow_name = workflow_name
         self._workflow_volumes = list(spec.get("volumes") or [])
-        with self._pods_directory() as pods_directory:
+        locks = WorkflowLocks(mutex_keys(spec, variables, variables["workflow.namespace"]), self.cluster.lock_dir,
+                              workflow_name, self.on_event, self._processes.abort_reason)
+        with locks, self._pods_directory() as pods_directory:
             self._containers = ContainerRunner(self._processes, self.cluster, self.host_environment, pods_directory,
                                                self.on_event)
             return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where)

@@ -37,6 +37,10 @@ class StepProcesses:
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
 
+    def abort_reason(self) -> str | None:
+        """Why the run was aborted, None while it was not."""
+        return self._abort_reason
+
     def run(
         self, argv: list[str], environment: dict[str, str], cwd: Path | None, display: str, template: str,
         timeout_s: float | None, attempt: int,
