@@ -188,7 +188,7 @@ def test_continue_on_when_retries_and_exit_handler_on_failure(tmp_path: Path) ->
     assert result.phase is Phase.FAILED
     broken = result.node("main.broken")
     assert result.message == f"child '{broken.node_id}' failed"  # Argo's steps.go wording, with Argo's node id
-    assert broken.message == "Error (exit code 3)"
+    assert (broken.exit_code, broken.message) == (3, "No more retries left")  # the retry node's message, as Argo
     assert marker.read_text().splitlines() == ["reacted", "exit handler saw Failed"]
     assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
     attempts = [e for e in events if e.kind is EventKind.STARTED and e.step == "main.broken"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rollguard.sandbox.executor.expressions import substitute, yaml_text
 from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
 from rollguard.sandbox.executor.pod import PodIdentity, prepare_pod
+from rollguard.sandbox.executor.retry import RetryStrategy
 from rollguard.sandbox.executor.step_process import StepProcesses
 from rollguard.steps.options import parse_duration
 from rollguard.steps.output_files import write_atomically
@@ -35,6 +35,7 @@ class ContainerRunner:
         self.host_environment = host_environment
         self.work_dir = work_dir
         self.on_event = on_event
+        self.workflow_deadline: float | None = None  # Unix time of the workflow's activeDeadlineSeconds
         self._pods = itertools.count(1)
 
     def run(
@@ -46,35 +47,35 @@ class ContainerRunner:
         `volumes` are the template's and the workflow's volumes, for the container's volumeMounts.
         """
         container = template["container"]
-        command = [substitute(yaml_text(part), variables, f"{where} container command")
-                   for part in (container.get("command") or []) + (container.get("args") or [])]
-        self._write_raw_artifacts(template, variables, where)
         timeout_s = _timeout(template, variables, where)
-        retry = template.get("retryStrategy") or {}
-        limit = int(substitute(yaml_text(retry.get("limit", 0)), variables, f"{where} retryStrategy.limit"))
-        policy = retry.get("retryPolicy", "OnFailure")
-        backoff = retry.get("backoff") or {}
-        delay_s = parse_duration(yaml_text(backoff.get("duration", "0"))) if backoff.get("duration") else 0.0
-        factor = float(backoff.get("factor", 1) or 1)
-        attempt = 0
+        strategy = RetryStrategy.of(template, variables, where)
+        attempts: list[NodeResult] = []
         while True:
+            # each attempt is a new pod: its own directory, init (raw artifacts), main, wait (outputs)
+            attempt_variables = {**variables, "retries": str(len(attempts))} if strategy else variables
+            command = [substitute(yaml_text(part), attempt_variables, f"{where} container command")
+                       for part in (container.get("command") or []) + (container.get("args") or [])]
+            self._write_raw_artifacts(template, attempt_variables, where)
             pod_directory = self.work_dir / f"{next(self._pods):03d}-{_file_name(display)}"
-            pod = prepare_pod(container, volumes, variables, where, self.cluster, self.host_environment,
+            pod = prepare_pod(container, volumes, attempt_variables, where, self.cluster, self.host_environment,
                               pod_directory, PodIdentity(node_id))
             argv = [pod.localize(part) for part in command]
             node = self.processes.run(argv, pod.environment, pod.directory, display, str(template["name"]), timeout_s,
-                                      attempt)
-            retryable = (node.phase is Phase.FAILED and policy in ("OnFailure", "Always")) or (
-                node.phase is Phase.ERROR and policy in ("OnError", "Always"))
-            if node.phase is Phase.SUCCEEDED or not retryable or attempt >= limit:
-                break
-            attempt += 1
-            self.on_event(Event(EventKind.NOTE, display, f"retry {attempt} of {limit} in {delay_s:.1f} s"))
-            time.sleep(delay_s)
-            delay_s *= factor
-        self._read_outputs(node, template, variables, where)  # the wait container: parameters, then artifacts
-        save_output_artifacts(node, template, variables, self.cluster.artifact_repository, where)
-        return node
+                                      len(attempts))
+            self._read_outputs(node, template, attempt_variables, where)  # the wait container: parameters, ...
+            save_output_artifacts(node, template, attempt_variables, self.cluster.artifact_repository, where)
+            attempts.append(node)
+            if strategy is None:
+                return node
+            decision = strategy.after(attempts, self.workflow_deadline)
+            if not decision.retry:
+                if decision.message is not None:
+                    node.message = decision.message
+                return node
+            limit = "no limit" if strategy.limit is None else f"{strategy.limit}"
+            self.on_event(Event(EventKind.NOTE, display, f"retry {len(attempts)} of {limit} in {decision.wait_s:.1f} s "
+                                f"(lastRetry.exitCode {RetryStrategy.scope(attempts)['lastRetry.exitCode']})"))
+            self.processes.sleep(decision.wait_s)
 
     def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
         """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
+from rollguard.sandbox.executor.retry_expression import RetryExpression
 
 KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "Workflow")
 
@@ -43,7 +44,7 @@ K8S_ONLY_CONTAINER = {
 }
 SUPPORTED_CONTAINER = {"command", "args", "env", "volumeMounts"}
 SUPPORTED_STEP = {"name", "template", "templateRef", "arguments", "when", "continueOn"}
-SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff"}
+SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff", "expression"}
 SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom"}
 SUPPORTED_ARGUMENT = {"name", "value", "description"}
 
@@ -271,8 +272,10 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
             if key not in SUPPORTED_RETRY:
                 raise UnsupportedFeature(f"retryStrategy.{key}", where)
         for key in (retry.get("backoff") or {}):
-            if key not in ("duration", "factor"):
+            if key not in ("duration", "factor", "maxDuration"):
                 raise UnsupportedFeature(f"retryStrategy.backoff.{key}", where)
+        if retry.get("expression"):
+            RetryExpression(str(retry["expression"]), where)  # parsed and type-checked now, not after a failure
         if retry.get("retryPolicy", "OnFailure") not in ("OnFailure", "Always", "OnError"):
             raise UnsupportedFeature(f"retryPolicy {retry.get('retryPolicy')}", where)
     if "container" in template:

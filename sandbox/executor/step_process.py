@@ -28,14 +28,21 @@ class StepProcesses:
         self._lock = threading.Lock()
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._abort_reason: str | None = None
+        self._aborted = threading.Event()
 
     def abort(self, reason: str) -> None:
         """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
         with self._lock:
             self._abort_reason = reason
             running = list(self._running.values())
+        self._aborted.set()
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds` (a retry's backoff); an abort ends the wait with ExecutorAborted."""
+        if self._aborted.wait(seconds):
+            raise ExecutorAborted(f"run aborted during a retry's backoff: {self._abort_reason}")
 
     def abort_reason(self) -> str | None:
         """Why the run was aborted, None while it was not."""

@@ -116,9 +116,9 @@ class _SubmissionCheck:
         for artifact in (template.get("inputs") or {}).get("artifacts") or []:
             scope.add(f"inputs.artifacts.{artifact.get('name')}", local=False)
             scope.add(f"inputs.artifacts.{artifact.get('name')}.path", local=False)
-        if template.get("retryStrategy") is not None:
+        if template.get("retryStrategy") is not None:  # `retries` is filled in a template, lastRetry.* are not
             for variable in RETRY_VARIABLES:
-                scope.add(variable, local=False)
+                scope.add(variable, local=variable == "retries")
         if "steps" in template:
             self._steps(definition, template, scope)
             self._tags(template.get("outputs"), scope, f"{definition.kind} {definition.name} template {name!r}",
