@@ -135,7 +135,7 @@ def test_an_expression_argo_would_get_silently_wrong_is_refused_when_the_workflo
     path.write_text(text)
     with pytest.raises(ExecutorError, match=r'compares a str with a int.*lastRetry.exitCode != "2"'):
         load_files([path])
-    with pytest.raises(UnsupportedFeature, match="lastRetry.exitcode"):
+    with pytest.raises(UnsupportedFeature, match=r"lastRetry\.exitcode"):
         RetryExpression('lastRetry.exitcode == "2"', "t")
     with pytest.raises(ExecutorError, match="not true or false"):
         RetryExpression("asInt(lastRetry.exitCode)", "t")
