@@ -9,10 +9,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
 from rollguard.sandbox.executor.loader import load_files
 from rollguard.sandbox.executor.local_cluster import LocalCluster
-from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
-from rollguard.sandbox.executor.runner import LocalExecutor, node_id
+from rollguard.sandbox.executor.nodes import Phase, WorkflowResult, node_id
+from rollguard.sandbox.executor.runner import LocalExecutor
 
 PY = sys.executable
 
@@ -125,10 +128,83 @@ def test_secret_env_comes_from_a_given_secret_only(tmp_path: Path) -> None:
     assert json.loads((out / "first.json").read_text())["env"]["TOKEN"] == "from-the-secret"
 
 
-def test_a_required_secret_that_was_not_given_stops_the_step(tmp_path: Path) -> None:
+def test_a_required_secret_that_was_not_given_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    # Kubernetes would keep the pod waiting for the Secret forever; locally the run does not start
     path = _write(tmp_path, "reporting.yaml", REPORTING.replace("optional: true", "optional: false"))
-    result = _run(path, {"dir": str(tmp_path)}, environment=_machine_with_credentials(tmp_path))
-    assert result.phase is not Phase.SUCCEEDED
-    failed = result.node("main.first")
-    assert failed.phase is Phase.ERROR
-    assert "Secret 'git-credentials'" in failed.message and "--secret git-credentials=DIR" in failed.message
+    with pytest.raises(ExecutorError, match=r"env TOKEN of template 'report' needs Secret 'git-credentials'.*"
+                                            r"--secret git-credentials=DIR"):
+        _run(path, {"dir": str(tmp_path)}, environment=_machine_with_credentials(tmp_path))
+    assert not (tmp_path / "first.json").exists()
+
+
+# The git credentials come as a Secret volume mounted at /etc/rollguard/git; the step is told the file's path
+# in the container, and prints what it finds there (or that there is nothing).
+MOUNTED = """
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: mounted}
+spec:
+  entrypoint: main
+  ttlStrategy: {secondsAfterCompletion: 300}
+  podGC: {strategy: OnPodCompletion}
+  podMetadata:
+    labels: {sidecar.istio.io/inject: "false"}
+  volumes:
+  - name: git-credentials
+    secret: {secretName: rollguard-git, optional: OPTIONAL}
+  arguments:
+    parameters: [{name: out}]
+  templates:
+  - name: main
+    container:
+      image: x
+      command: [PYTHON, -c]
+      args:
+      - |
+        import os, sys
+        token = sys.argv[2]
+        seen = open(token).read() if os.path.exists(token) else "no token"
+        writable = bool(os.stat(token).st_mode & 0o222) if os.path.exists(token) else None
+        open(sys.argv[1], "w").write(f"{seen} {writable} {os.environ['TOKEN_FILE'] == token}")
+      - "{{workflow.parameters.out}}"
+      - /etc/rollguard/git/token
+      env:
+      - {name: TOKEN_FILE, value: /etc/rollguard/git/token}
+      volumeMounts:
+      - {name: git-credentials, mountPath: /etc/rollguard/git, readOnly: true}
+"""
+
+
+def _mounted(tmp_path: Path, optional: str, secrets: dict[str, Path]) -> tuple[WorkflowResult, Path]:
+    path = _write(tmp_path, "mounted.yaml", MOUNTED.replace("OPTIONAL", optional))
+    out = tmp_path / "seen.txt"
+    return _run(path, {"out": str(out)}, cluster=LocalCluster(secrets=secrets)), out
+
+
+def test_a_secret_volume_is_mounted_from_the_given_directory_read_only(tmp_path: Path) -> None:
+    secret = tmp_path / "rollguard-git"
+    secret.mkdir()
+    (secret / "token").write_text("s3cret")
+    result, out = _mounted(tmp_path, "false", {"rollguard-git": secret})
+    assert result.phase is Phase.SUCCEEDED, result.message
+    assert out.read_text() == "s3cret False True"  # read-only; the env value was rewritten to the mount too
+
+
+def test_an_optional_secret_volume_that_was_not_given_mounts_empty(tmp_path: Path) -> None:
+    result, out = _mounted(tmp_path, "true", {})
+    assert result.phase is Phase.SUCCEEDED, result.message
+    assert out.read_text() == "no token None True"
+
+
+def test_a_required_secret_volume_that_was_not_given_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError, match=r"volume 'git-credentials' needs Secret 'rollguard-git'.*--secret "
+                                            r"rollguard-git=DIR"):
+        _mounted(tmp_path, "false", {})
+    assert not (tmp_path / "seen.txt").exists()
+
+
+def test_other_volume_kinds_are_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, "mounted.yaml", MOUNTED.replace("secret: {secretName: rollguard-git, optional: OPTIONAL}",
+                                                            "emptyDir: {}"))
+    with pytest.raises(UnsupportedFeature, match="volume of kind emptyDir"):
+        load_files([path])

@@ -151,3 +151,15 @@ def test_a_reference_argo_fills_but_the_executor_cannot_is_refused_as_unsupporte
     path.write_text(textwrap.dedent(text).replace("PYTHON", PY))
     with pytest.raises(UnsupportedFeature, match=r"`\{\{steps.plan.startedAt\}\}`.*Argo fills it"):
         LocalExecutor(load_files([path]), on_event=lambda _e: None).run("release", {"dir": str(tmp_path)})
+
+
+def test_an_unknown_pod_gc_strategy_is_refused_and_known_ones_have_no_local_meaning(tmp_path: Path) -> None:
+    text = RELEASE.replace("  onExit: cleanup\n", "  onExit: cleanup\n  podGC: {strategy: OnPodFailure}\n")
+    assert _refused(tmp_path, text) == "podGC.strategy unknown strategy 'OnPodFailure'"
+    path = tmp_path / "release.yaml"
+    path.write_text(textwrap.dedent(text.replace("OnPodFailure", "OnWorkflowSuccess")).replace("PYTHON", PY))
+    notes: list[str] = []
+    result = LocalExecutor(load_files([path]), on_event=lambda e: notes.append(e.text)).run(
+        "release", {"dir": str(tmp_path)})
+    assert result.phase.value == "Succeeded"
+    assert any("no local meaning, not used: WorkflowTemplate release: podGC" in note for note in notes)

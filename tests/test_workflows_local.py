@@ -55,7 +55,10 @@ def split_in(bare: Path) -> tuple[int, int]:
     return read_split(text, "podinfo", "v1", "v2")
 
 
-def run(tmp_path: Path, workflow: str, artifact_repository: Path | None = None, **parameters: str) -> WorkflowResult:
+def run(
+    tmp_path: Path, workflow: str, artifact_repository: Path | None = None, deadline_s: int | None = None,
+    **parameters: str,
+) -> WorkflowResult:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     values = {
@@ -78,6 +81,8 @@ def run(tmp_path: Path, workflow: str, artifact_repository: Path | None = None, 
     }
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
     library = load_files(sorted(p for p in (REPO / "workflows").glob("*.yaml") if p.name != "kustomization.yaml"))
+    if deadline_s is not None:  # as a team would set spec.activeDeadlineSeconds on the release
+        library.definitions[workflow].spec["activeDeadlineSeconds"] = deadline_s
     events: list[object] = []
     executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods",
                              cluster=LocalCluster(artifact_repository=artifact_repository))
@@ -129,6 +134,17 @@ def test_exit_handler_rolls_back_a_workflow_that_failed(remote: Path, tmp_path: 
     assert "rollback-unfinished" in ran(result)
     assert split_in(remote) == (100, 0)
     assert "before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
+
+
+def test_a_release_past_its_deadline_is_rolled_back_by_the_exit_handler(remote: Path, tmp_path: Path) -> None:
+    # analyze would keep looking for a minute (Prometheus unreachable, errors tolerated); the deadline cuts it
+    result = run(tmp_path, "canary-release", deadline_s=6, on_error="continue", duration="60s")
+    analyze = next(node for node in result.nodes if node.display_name.endswith(".analyze"))
+    assert (analyze.phase, analyze.message) == (Phase.FAILED, "Step exceeded its deadline")
+    assert result.phase is Phase.FAILED
+    assert "rollback-unfinished" in ran(result)
+    assert split_in(remote) == (100, 0)
+    assert "the workflow ended Failed before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
 
 
 def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from rollguard.sandbox.executor.errors import ExecutorError
 from rollguard.sandbox.executor.expressions import substitute, yaml_text
 from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
-from rollguard.sandbox.executor.pod import PodIdentity, prepare_pod
+from rollguard.sandbox.executor.pod import NO_DEADLINE, PodIdentity, prepare_pod
 from rollguard.sandbox.executor.retry import RetryStrategy
 from rollguard.sandbox.executor.step_process import StepProcesses
 from rollguard.steps.options import parse_duration
@@ -40,7 +41,7 @@ class ContainerRunner:
 
     def run(
         self, template: dict[str, Any], variables: dict[str, str], volumes: list[dict[str, Any]], display: str,
-        node_id: str, where: str,
+        node_id: str, where: str, exit_handler: bool = False,
     ) -> NodeResult:
         """Run the container template (with its retries); the node carries its phase and output parameters.
 
@@ -58,16 +59,16 @@ class ContainerRunner:
             self._write_raw_artifacts(template, attempt_variables, where)
             pod_directory = self.work_dir / f"{next(self._pods):03d}-{_file_name(display)}"
             pod = prepare_pod(container, volumes, attempt_variables, where, self.cluster, self.host_environment,
-                              pod_directory, PodIdentity(node_id))
+                              pod_directory, PodIdentity(node_id, self._deadline_text(exit_handler)))
             argv = [pod.localize(part) for part in command]
             node = self.processes.run(argv, pod.environment, pod.directory, display, str(template["name"]), timeout_s,
-                                      len(attempts))
+                                      len(attempts), exit_handler)
             self._read_outputs(node, template, attempt_variables, where)  # the wait container: parameters, ...
             save_output_artifacts(node, template, attempt_variables, self.cluster.artifact_repository, where)
             attempts.append(node)
             if strategy is None:
                 return node
-            decision = strategy.after(attempts, self.workflow_deadline)
+            decision = strategy.after(attempts, None if exit_handler else self.workflow_deadline)
             if not decision.retry:
                 if decision.message is not None:
                     node.message = decision.message
@@ -76,6 +77,12 @@ class ContainerRunner:
             self.on_event(Event(EventKind.NOTE, display, f"retry {len(attempts)} of {limit} in {decision.wait_s:.1f} s "
                                 f"(lastRetry.exitCode {RetryStrategy.scope(attempts)['lastRetry.exitCode']})"))
             self.processes.sleep(decision.wait_s)
+
+    def _deadline_text(self, exit_handler: bool) -> str:
+        """ARGO_DEADLINE (workflowpod.go getDeadline): the workflow's deadline, none for the exit handler's pods."""
+        if self.workflow_deadline is None or exit_handler:
+            return NO_DEADLINE
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.workflow_deadline))
 
     def _write_raw_artifacts(self, template: dict[str, Any], variables: dict[str, str], where: str) -> None:
         """Input artifacts with `raw.data` are written to their (substituted) path, as Argo does in the pod."""

@@ -28,7 +28,7 @@ K8S_ONLY_SPEC = {
     "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName",
 }
 SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef", "volumes",
-                  "artifactRepositoryRef", "synchronization"}
+                  "artifactRepositoryRef", "synchronization", "activeDeadlineSeconds"}
 K8S_ONLY_TEMPLATE = {
     "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
     "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken",

@@ -12,8 +12,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rollguard.sandbox.executor.errors import ExecutorError
+from rollguard.sandbox.executor.expressions import substitute
 
 
 def default_lock_dir() -> Path:
@@ -61,3 +63,32 @@ def parse_object_directories(pairs: list[str], flag: str) -> dict[str, Path]:
             raise ExecutorError(f"{flag} {pair!r}: {path} is not a directory; give a directory with one file per key")
         objects[name.strip()] = path
     return objects
+
+
+def check_required_secrets(templates: list[dict[str, Any]], volumes: list[dict[str, Any]],
+                           variables: dict[str, str], cluster: LocalCluster) -> None:
+    """Before anything runs: every Secret a non-optional volume or env needs must have been given.
+
+    Kubernetes would leave such a pod waiting for its Secret forever (Argo's node stays Pending);
+    locally the run is refused up front. Names that depend on a template's inputs are checked when
+    their step starts.
+    """
+    needed: list[tuple[str, str]] = []  # (secret name, what needs it)
+    for volume in volumes + [v for template in templates for v in template.get("volumes") or []]:
+        secret = volume.get("secret") or {}
+        if secret and not secret.get("optional"):
+            needed.append((str(secret.get("secretName", "")), f"volume {volume.get('name')!r}"))
+    for template in templates:
+        for variable in (template.get("container") or {}).get("env") or []:
+            reference = (variable.get("valueFrom") or {}).get("secretKeyRef")
+            if reference and not reference.get("optional"):
+                needed.append((str(reference.get("name", "")), f"env {variable.get('name')} of template "
+                                                                f"{template.get('name')!r}"))
+    for raw, what in needed:
+        try:
+            name = substitute(raw, variables, what)
+        except ExecutorError:
+            continue  # depends on inputs: checked when the step starts
+        if name not in cluster.secrets:
+            raise ExecutorError(f"{what} needs Secret {name!r}, which this run was not given; pass --secret "
+                                f"{name}=DIR (a directory with one file per key) or mark it optional")

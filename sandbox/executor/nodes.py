@@ -102,3 +102,13 @@ def failures_json(nodes: Sequence[NodeResult], workflow_name: str) -> str:
         "podName": f"{workflow_name}-{node.template}-{node.node_id.rsplit('-', 1)[-1]}",
         "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node.finished_at or time.time())),
     } for node in failed], separators=(",", ":"))
+
+
+def node_id(workflow_name: str, node_name: str) -> str:
+    """Argo's node id (pkg/apis/workflow/v1alpha1/workflow_types.go, `Workflow.NodeID`)."""
+    if node_name == workflow_name:
+        return workflow_name
+    digest = 0x811C9DC5  # FNV-1a, 32 bits, as Go's hash/fnv New32a
+    for byte in node_name.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{workflow_name}-{digest}"

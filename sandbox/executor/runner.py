@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from rollguard.sandbox.executor.container import ContainerRunner
+from rollguard.sandbox.executor.deadline import workflow_deadline
 from rollguard.sandbox.executor.errors import ExecutorError, SubmissionRefused
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute, yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
-from rollguard.sandbox.executor.local_cluster import LocalCluster
+from rollguard.sandbox.executor.local_cluster import LocalCluster, check_required_secrets
 from rollguard.sandbox.executor.mutex import WorkflowLocks, mutex_keys
 from rollguard.sandbox.executor.nodes import (
     Event,
@@ -41,6 +42,7 @@ from rollguard.sandbox.executor.nodes import (
     Phase,
     WorkflowResult,
     failures_json,
+    node_id,
     print_events,
 )
 from rollguard.sandbox.executor.step_process import StepProcesses
@@ -54,6 +56,7 @@ class _Scope:
 
     definition: WorkflowDefinition
     variables: dict[str, str]
+    exit_handler: bool = False  # inside onExit: not subject to the workflow deadline
 
 
 class LocalExecutor:
@@ -119,12 +122,14 @@ class LocalExecutor:
             self.on_event(Event(EventKind.NOTE, "", f"no local meaning, not used: {note}"))
         self._workflow_name = workflow_name
         self._workflow_volumes = list(spec.get("volumes") or [])
+        check_required_secrets(self._templates_in_reach(definition), self._workflow_volumes, variables, self.cluster)
         locks = WorkflowLocks(mutex_keys(spec, variables, variables["workflow.namespace"]), self.cluster.lock_dir,
                               workflow_name, self.on_event, self._processes.abort_reason)
         with locks, self._pods_directory() as pods_directory:
             self._containers = ContainerRunner(self._processes, self.cluster, self.host_environment, pods_directory,
                                                self.on_event)
-            return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where)
+            with workflow_deadline(spec, variables, where, self._containers, self._processes, self.on_event):
+                return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where)
 
     def _run_workflow(
         self, definition: WorkflowDefinition, spec: dict[str, Any], variables: dict[str, str], entrypoint: str,
@@ -147,7 +152,7 @@ class LocalExecutor:
             self.on_event(Event(EventKind.NOTE, "", f"running exit handler {exit_template} (workflow.status="
                                 f"{phase.value})"))
             try:
-                exit_node = self._execute(_Scope(definition, exit_variables), exit_template, {}, "onExit",
+                exit_node = self._execute(_Scope(definition, exit_variables, True), exit_template, {}, "onExit",
                                           f"{workflow_name}.onExit", f"{where} onExit")
             except ExecutorError as exc:
                 exit_node = NodeResult("onExit", exit_template, Phase.ERROR, message=str(exc),
@@ -157,6 +162,16 @@ class LocalExecutor:
                 # operator.go: a succeeded workflow whose exit handler failed takes the exit node's phase and message
                 phase, message = exit_node.phase, exit_node.message
         return WorkflowResult(workflow_name, phase, list(self.nodes), exit_node, message)
+
+    def _templates_in_reach(self, definition: WorkflowDefinition) -> list[dict[str, Any]]:
+        """The definition's templates and those of the WorkflowTemplates its steps refer to."""
+        templates = list(definition.spec.get("templates") or [])
+        referred = {str(step["templateRef"].get("name")) for template in templates
+                    for group in template.get("steps") or [] for step in (group if isinstance(group, list) else [group])
+                    if step.get("templateRef")}
+        for name in sorted(referred & set(self.library.definitions)):
+            templates.extend(self.library.definitions[name].spec.get("templates") or [])
+        return templates
 
     @contextmanager
     def _pods_directory(self) -> Iterator[Path]:
@@ -192,7 +207,7 @@ class LocalExecutor:
                 raise ExecutorError(f"{where}: input parameter {key!r} was not passed and has no default")
             check_enum(parameter, value, f"{where} input {key!r}")
             variables[f"inputs.parameters.{key}"] = value
-        local = _Scope(scope.definition, variables)
+        local = _Scope(scope.definition, variables, scope.exit_handler)
         if "container" in template:
             return self._run_container(local, template, display, node_name, where)
         node = self._run_steps(local, template, display, node_name, where)
@@ -262,11 +277,12 @@ class LocalExecutor:
         if "templateRef" in step:
             reference = step["templateRef"]
             target = self.library.get(str(reference.get("name")), f"{step_where} templateRef")
-            child_scope = _Scope(target, {k: v for k, v in scope.variables.items() if k.startswith("workflow.")})
+            child_scope = _Scope(target, {k: v for k, v in scope.variables.items() if k.startswith("workflow.")},
+                                 scope.exit_handler)
             template_name = str(reference.get("template"))
         else:
             child_scope = _Scope(scope.definition, {k: v for k, v in scope.variables.items()
-                                                    if k.startswith("workflow.")})
+                                                    if k.startswith("workflow.")}, scope.exit_handler)
             template_name = str(step["template"])
         try:
             node = self._execute(child_scope, template_name, arguments, display, node_name, step_where)
@@ -305,7 +321,7 @@ class LocalExecutor:
         # Argo's v2 pod name (util/workflow GeneratePodName): <workflow>-<template>-<FNV-32a of the node name>
         pod_name = f"{self._workflow_name}-{template['name']}-{identity.rsplit('-', 1)[-1]}"
         variables = {**scope.variables, "pod.name": pod_name}
-        node = self._containers.run(template, variables, volumes, display, identity, where)
+        node = self._containers.run(template, variables, volumes, display, identity, where, scope.exit_handler)
         node.node_id = identity
         self._finish(node)
         return node
@@ -321,13 +337,3 @@ class LocalExecutor:
             if shown:
                 text += " outputs " + ", ".join(f"{k}={v!r}" for k, v in shown.items())
         self.on_event(Event(kind, node.display_name, text, node))
-
-
-def node_id(workflow_name: str, node_name: str) -> str:
-    """Argo's node id (pkg/apis/workflow/v1alpha1/workflow_types.go, `Workflow.NodeID`)."""
-    if node_name == workflow_name:
-        return workflow_name
-    digest = 0x811C9DC5  # FNV-1a, 32 bits, as Go's hash/fnv New32a
-    for byte in node_name.encode():
-        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return f"{workflow_name}-{digest}"

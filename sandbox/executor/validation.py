@@ -28,6 +28,8 @@ RETRY_VARIABLES = ("retries", "lastRetry.exitCode", "lastRetry.status", "lastRet
 _ARGO_ALWAYS = ("outputs.", "workflow.creationTimestamp", "workflow.scheduledTime", "workflow.duration", "tasks.name",
                 "steps.name", "node.name")
 _TAG = re.compile(r"\{\{(.*?)\}\}")
+# PodGCStrategy.IsValid (pkg/apis/workflow/v1alpha1/workflow_types.go); podGC itself has no local meaning
+POD_GC_STRATEGIES = ("", "OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 
 
 class _Refusal(Exception):
@@ -74,6 +76,9 @@ class _SubmissionCheck:
             entrypoint = self.spec.get("entrypoint")
             if not entrypoint:
                 raise _Refusal("spec.entrypoint is required")
+            strategy = (self.spec.get("podGC") or {}).get("strategy", "")
+            if strategy not in POD_GC_STRATEGIES:
+                raise _Refusal(f"podGC.strategy unknown strategy '{strategy}'")
             self._named(self.definition, str(entrypoint))
             if self.spec.get("onExit"):
                 self._named(self.definition, str(self.spec["onExit"]))
