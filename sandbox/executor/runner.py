@@ -1,16 +1,14 @@
 """Run a loaded WorkflowTemplate the way Argo would: workflow arguments, steps, `when`, `continueOn`, onExit.
 
-Implemented: workflow arguments (`-p`), template inputs with defaults and enums, `{{...}}`
-substitution, steps in order (parallel within a group), `when`, `continueOn`, `retryStrategy`
-(limit, retryPolicy, backoff), `timeout`/`activeDeadlineSeconds`, output parameters from
-`valueFrom.path` files (read after the step, surrounding whitespace stripped) or
-`valueFrom.parameter`, input artifacts with `raw.data` (written to their path before the step),
-`templateRef` across loaded files, and `onExit` with `{{workflow.status}}`. Optional artifacts
-(other than raw inputs) are not stored anywhere; the run's notes list them.
+The run: submission checks (validation), the workflow's mutexes (mutex), its deadline (deadline),
+then the entrypoint — steps in order, the items of a group in parallel, each container step in
+its own pod stand-in (container, pod, retry, artifacts) — and the exit handler with Argo's
+`{{workflow.status}}` and `{{workflow.failures}}` (workflow/controller/operator.go operate(),
+steps.go executeStepGroup). Node phases and messages are Argo's: a steps node with an uncovered
+Failed or Error child is Failed, "child '<node id>' failed".
 
-Container steps run as local processes (rollguard.sandbox.executor.container). Ctrl-C stops the
-running steps' process groups (every step of a parallel group too) and ends the run without the
-exit handler, like `argo terminate`.
+Ctrl-C stops the running steps' process groups (every step of a parallel group too) and ends the
+run without the exit handler, like `argo terminate`. sandbox/README.md lists what is implemented.
 """
 
 from __future__ import annotations
