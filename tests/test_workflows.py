@@ -6,6 +6,7 @@ Regenerate the golden files with `.venv/bin/rollguard render --out workflows/`.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import itertools
 import re
@@ -14,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import hera.workflows.models
 import pytest
+from argo_schema import HERA_SCHEMA_VERSION, SUPPORTED_LINES, schema_errors
 from hera.workflows.models import WorkflowTemplate as WorkflowTemplateModel
 from ruamel.yaml import YAML
 
@@ -97,6 +100,32 @@ def test_every_template_parses_into_argos_schema_without_losing_a_field(docs: di
     for name, document in docs.items():
         model = WorkflowTemplateModel.model_validate(document)
         assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == document, name
+
+
+@pytest.mark.parametrize("line", sorted(SUPPORTED_LINES))
+def test_every_template_fits_argos_schema_of_each_supported_line_unknown_fields_refused(
+    docs: dict[str, dict[str, Any]], line: str
+) -> None:
+    for name, document in docs.items():
+        assert schema_errors(document, SUPPORTED_LINES[line]) == [], f"{name} on Argo Workflows {line}"
+
+
+def test_the_schema_check_refuses_what_argo_would_refuse(docs: dict[str, dict[str, Any]]) -> None:
+    # The version table in argo_schema.py is relative to the Argo release Hera's models come from.
+    assert f"argo-workflows/{HERA_SCHEMA_VERSION}/" in (hera.workflows.models.__doc__ or "")
+    document = copy.deepcopy(docs["canary-analysis"])
+    document["spec"]["retryStrategy"] = {"expresion": "x"}  # a typo Hera's models would drop
+    document["spec"]["activeDeadlineSeconds"] = "600"  # a string where Argo's Go type is int64
+    for version in SUPPORTED_LINES.values():
+        errors = schema_errors(document, version)
+        assert any("'expresion'" in e for e in errors) and any("activeDeadlineSeconds" in e for e in errors), errors
+    legacy = copy.deepcopy(docs["canary-analysis"])
+    legacy["spec"]["synchronization"] = {"mutex": {"name": "x"}}  # 3.5-3.7 spelling, gone in 4.0
+    assert schema_errors(legacy, "v3.6.0") == schema_errors(legacy, "v3.7.0") == []
+    assert any("no field 'mutex'" in e for e in schema_errors(legacy, "v4.0.0"))
+    listed = copy.deepcopy(docs["canary-analysis"])
+    listed["spec"]["synchronization"] = {"mutexes": [{"name": "x", "database": True}]}  # `database`: 4.x only
+    assert any("'database'" in e for e in schema_errors(listed, "v3.6.0")) and not schema_errors(listed, "v4.0.0")
 
 
 def test_the_kustomization_lists_every_rendered_template(files: dict[str, str]) -> None:
