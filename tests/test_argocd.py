@@ -378,3 +378,24 @@ def test_kind_script_counts_only_a_rollback_on_a_fail_verdict(
     assert grep_matches(kind_script_pattern("FAIL_VERDICT_LINE"), message) is counts
     text = KIND_SCRIPT.read_text(encoding="utf-8")
     assert 'grep -q "$FAIL_VERDICT_LINE"' in text and 'grep -q "$ROLLBACK_SUBJECT"' in text
+
+
+def argo_submit_commands(text: str) -> list[str]:
+    """Every `argo submit ...` command in a Markdown text, joined across line breaks, up to its closing backtick."""
+    return [" ".join(match.split()) for match in re.findall(r"`(argo submit [^`]+)`", text)]
+
+
+@pytest.mark.parametrize("document", ["README.md", "argocd/README.md"])
+def test_documented_release_commands_name_the_namespace_and_every_required_parameter(document: str) -> None:
+    template = load_all(REPO / "workflows" / "canary-release.yaml")[0]
+    declared = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
+    required = {name for name, p in declared.items() if "value" not in p}
+    commands = argo_submit_commands((REPO / document).read_text(encoding="utf-8"))
+    assert commands, f"{document} shows no `argo submit` command"
+    for command in commands:
+        words = command.split()
+        assert "-n" in words and words[words.index("-n") + 1] == "demo", f"{document}: no `-n demo` in {command}"
+        assert "--from" in words and words[words.index("--from") + 1] == "workflowtemplate/canary-release"
+        given = {words[i + 1].split("=", 1)[0] for i, word in enumerate(words) if word == "-p"}
+        assert required <= given, f"{document}: the command misses {sorted(required - given)}"
+        assert given <= set(declared), f"{document}: unknown parameters {sorted(given - set(declared))}"
