@@ -11,7 +11,6 @@ failed user requests).
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -320,11 +319,10 @@ def wait_router_synced(sandbox: Sandbox, deadline_s: float) -> dict[str, Any]:
 
 
 def _read_verdict(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    from rollguard.steps import verdict_document
+
+    reading = verdict_document.read_file(path)
+    return reading.to_json() if isinstance(reading, verdict_document.VerdictDocument) else {}
 
 
 def collect_result(

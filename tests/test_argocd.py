@@ -4,6 +4,7 @@ Argo objects against Hera's models, the kustomization, the RBAC limits, and the 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -17,9 +18,10 @@ from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualSe
 from hera.workflows.models import Workflow as WorkflowModel
 from ruamel.yaml import YAML
 
-from rollguard.steps import analyze
+from rollguard.steps.analyze import command as analyze
 from rollguard.steps.rollback import evidence_lines, rollback_message
 from rollguard.steps.traffic.virtualservice import SplitEdit, read_split
+from rollguard.steps.verdict_document import read_text
 
 REPO = Path(__file__).resolve().parents[1]
 ARGOCD = REPO / "argocd"
@@ -373,7 +375,7 @@ def test_kind_script_counts_only_a_rollback_on_a_fail_verdict(
                               path="k8s/istio.yml")  # fmt: skip
     edit = SplitEdit(text="", changed=True, before_stable_weight=90, before_canary_weight=10, stable_weight=100,
                      canary_weight=0, routes_changed=1, warnings=())  # fmt: skip
-    message = rollback_message(args, edit, evidence_lines(verdict))
+    message = rollback_message(args, edit, evidence_lines(read_text(json.dumps(verdict), "the verdict")))
     assert grep_matches(kind_script_pattern("ROLLBACK_SUBJECT"), message)
     assert grep_matches(kind_script_pattern("FAIL_VERDICT_LINE"), message) is counts
     text = KIND_SCRIPT.read_text(encoding="utf-8")

@@ -22,7 +22,7 @@ DOCKERFILE = REPO / "images" / "Dockerfile"
 REQUIREMENTS = REPO / "images" / "requirements.txt"
 STEP_MODULES = [
     "rollguard.steps.cli",
-    "rollguard.steps.analyze",
+    "rollguard.steps.analyze.command",
     "rollguard.steps.deploy",
     "rollguard.steps.promote",
     "rollguard.steps.rollback",

@@ -10,7 +10,8 @@ import pytest
 
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.prometheus_server import PrometheusServer
-from rollguard.steps.metrics.prometheus_client import PrometheusQuerier, QueryStatus
+from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
+from rollguard.steps.metrics.query_results import QueryStatus
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_vector_accepts_several_series(querier: PrometheusQuerier) -> None:
     two = 'label_replace(vector(1), "pod", "a", "", "") or label_replace(vector(2), "pod", "b", "", "")'
     result = querier.vector(two)
     assert result.status is QueryStatus.VALUE
-    assert sorted(sample.label("pod") for sample in result.samples) == ["a", "b"]
+    assert sorted(dict(sample.labels)["pod"] for sample in result.samples) == ["a", "b"]
 
 
 def test_refused_query_is_not_retried(querier: PrometheusQuerier) -> None:

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from rollguard.steps.metrics import istio_queries
 from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
 from rollguard.steps.metrics.custom_templates import MetricsFileError, load_metrics, render
-from rollguard.steps.metrics.prometheus_client import QueryStatus, Sample, classify
 from rollguard.steps.metrics.promql import escape_label_value, range_window
+from rollguard.steps.metrics.query_results import QueryStatus, Sample, classify
 
 SELECTOR = ('reporter="destination",destination_workload_namespace="shop",destination_service_name="checkout",'
             'destination_version="v2"')
@@ -30,12 +30,6 @@ def test_error_rate_query_verbatim() -> None:
 def test_p99_latency_query_verbatim() -> None:
     assert istio_queries.p99_latency_query("shop", "checkout", "v2", 30.0) == (
         f"histogram_quantile(0.99, sum by (le) (rate(istio_request_duration_milliseconds_bucket{{{SELECTOR}}}[30s])))"
-    )
-
-
-def test_request_count_query_verbatim() -> None:
-    assert istio_queries.request_count_query("shop", "checkout", "v2", "2m") == (
-        f"sum(increase(istio_requests_total{{{SELECTOR}}}[2m]))"
     )
 
 

@@ -22,6 +22,7 @@ from hera.workflows.models import WorkflowTemplate as WorkflowTemplateModel
 from ruamel.yaml import YAML
 
 from rollguard.steps.cli import COMMANDS
+from rollguard.steps.verdict_document import NoVerdict, read_text
 from rollguard.workflows import render, templates
 from rollguard.workflows.parameters import RenderError, parameters_of
 from rollguard.workflows.step_templates import STEP_SPECS
@@ -163,6 +164,7 @@ def test_output_parameters_read_the_files_named_by_input_parameters(docs: dict[s
     assert analyze["verdict"] == {"path": "{{inputs.parameters.verdict-word-file}}", "default": "error"}
     assert analyze["verdict-json"]["path"] == "{{inputs.parameters.verdict-summary-file}}"  # bounded size
     assert '"verdict": "error"' in analyze["verdict-json"]["default"]
+    assert isinstance(read_text(analyze["verdict-json"]["default"], "default"), NoVerdict)
     artifact = steps["analyze"]["outputs"]["artifacts"][0]
     assert artifact == {
         "name": "verdict",
@@ -310,7 +312,9 @@ def evaluate(condition: str, values: dict[str, str]) -> bool:
     text = REFERENCE.sub(lambda match: values[match.group(1)], condition)
     outcomes = []
     for clause in text.split("&&"):
-        left, operator, right = re.fullmatch(r"\s*(.*?)\s*(==|!=|<|>)\s*(.*?)\s*", clause).groups()
+        comparison = re.fullmatch(r"\s*(.*?)\s*(==|!=|<|>)\s*(.*?)\s*", clause)
+        assert comparison is not None, f"not a comparison the templates use: {clause!r}"
+        left, operator, right = comparison.groups()
         left, right = left.strip("'"), right.strip("'")
         if operator == "==":
             outcomes.append(left == right)

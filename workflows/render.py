@@ -13,6 +13,7 @@ from pathlib import Path
 from rollguard.steps import logs
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag, add_switch
+from rollguard.steps.output_files import write_atomically
 from rollguard.workflows.parameters import InvalidDefault, RenderError
 from rollguard.workflows.step_templates import DEFAULT_IMAGE
 from rollguard.workflows.templates import TemplateSettings, build_templates
@@ -45,7 +46,7 @@ def write_rendered(out_dir: Path, settings: TemplateSettings | None = None) -> l
     written = []
     for name, text in files.items():
         path = out_dir / name
-        path.write_text(text, encoding="utf-8")
+        write_atomically(path, text)
         written.append(path)
     return written
 

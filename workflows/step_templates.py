@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hera.shared.serialization import MISSING
 from hera.workflows import (
     Artifact,
     Container,
@@ -20,18 +21,18 @@ from hera.workflows import (
     RetryStrategy,
     SecretEnv,
 )
-from hera.workflows.models import Backoff, ValueFrom
+from hera.workflows.models import Backoff, IntOrString, ValueFrom
 
+from rollguard.steps.verdict_document import NO_VERDICT_WORD, NoVerdict
 from rollguard.workflows.parameters import FlagParameter, RenderError, command_parameters
 
 DEFAULT_IMAGE = "rollguard:0.1.0"  # what `docker build -f images/Dockerfile -t rollguard:0.1.0 .` makes
 GIT_TOKEN_ENV = "ROLLGUARD_GIT_TOKEN"
 
 # What rollback records when no verdict file came through (analyze crashed, or the exit handler).
-MISSING_VERDICT_JSON = (
-    '{"verdict": "error", "reason": "the analyze step wrote no verdict (it crashed, timed out or was '
-    'given bad flags); see its log", "failed_check": null}'
-)
+MISSING_VERDICT_JSON = NoVerdict(
+    "the analyze step wrote no verdict (it crashed, timed out or was given bad flags); see its log"
+).render()
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ STEP_SPECS: dict[str, StepSpec] = {
     "analyze": StepSpec(
         "analyze",
         outputs=(
-            OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing="error"),
+            OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing=NO_VERDICT_WORD),
             # The summary (no per-check list) stays small whatever the bake time: workflow parameters
             # live in the Workflow object, which etcd caps. The full verdict is the artifact.
             OutputFile("verdict-json", "verdict-summary-file", "/tmp/rollguard-verdict-summary.json",
@@ -130,19 +131,22 @@ def step_parameters(command: str) -> list[FlagParameter]:
 
 def input_parameter(parameter: FlagParameter) -> Parameter:
     """The Argo input parameter for a flag (no default when the flag is required)."""
-    return Parameter(name=parameter.name, **parameter_fields(parameter, "default"))
+    return Parameter(
+        name=parameter.name,
+        default=MISSING if parameter.required else parameter.default,  # MISSING: no key; None would be 'null'
+        description=parameter.help or None,
+        enum=list(parameter.choices) or None,
+    )
 
 
-def parameter_fields(parameter: FlagParameter, value_field: str) -> dict[str, object]:
-    """`default`/`value`, `description`, `enum` of a parameter, leaving out what is unset (Hera would write null)."""
-    fields: dict[str, object] = {}
-    if not parameter.required:
-        fields[value_field] = parameter.default
-    if parameter.help:
-        fields["description"] = parameter.help
-    if parameter.choices:
-        fields["enum"] = list(parameter.choices)
-    return fields
+def argument_parameter(parameter: FlagParameter) -> Parameter:
+    """The workflow argument for a flag: its value is the default; a required flag has none (Argo asks for it)."""
+    return Parameter(
+        name=parameter.name,
+        value=MISSING if parameter.required else parameter.default,
+        description=parameter.help or None,
+        enum=list(parameter.choices) or None,
+    )
 
 
 def step_template(command: str, options: StepOptions) -> Container:
@@ -180,7 +184,7 @@ def step_template(command: str, options: StepOptions) -> Container:
         )
     retry = None
     if spec.retry_safe and options.retry_limit > 0:
-        backoff = Backoff(duration=options.retry_backoff, factor=2)
+        backoff = Backoff(duration=options.retry_backoff, factor=IntOrString(2))
         retry = RetryStrategy(limit=str(options.retry_limit), backoff=backoff)
     return Container(
         name=command,

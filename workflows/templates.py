@@ -40,14 +40,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hera.workflows import Parallel, Parameter, Step, Steps, WorkflowTemplate
-from hera.workflows.models import ContinueOn, TemplateRef
+from hera.workflows.models import ContinueOn, Template, TemplateRef
+from hera.workflows.protocol import Templatable
 
+from rollguard.steps.verdict_document import NoVerdict
 from rollguard.workflows.parameters import FlagParameter, InvalidDefault, RenderError
 from rollguard.workflows.step_templates import (
     DEFAULT_IMAGE,
     STEP_SPECS,
     StepOptions,
-    parameter_fields,
+    argument_parameter,
     step_parameters,
     step_template,
 )
@@ -104,10 +106,9 @@ WHEN_ADVANCE_INCONCLUSIVE = (
 )
 WHEN_WORKFLOW_NOT_SUCCEEDED = "'{{workflow.status}}' != 'Succeeded'"
 EXIT_REASON = "the workflow ended {{workflow.status}} before the release finished (exit handler)"
-EXIT_VERDICT_JSON = (
-    '{"verdict": "error", "reason": "the workflow ended {{workflow.status}} before the release finished; '
-    'the exit handler rolled the canary back", "failed_check": null}'
-)
+EXIT_VERDICT_JSON = NoVerdict(
+    "the workflow ended {{workflow.status}} before the release finished; the exit handler rolled the canary back"
+).render()
 
 
 def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list[FlagParameter]:
@@ -169,11 +170,17 @@ def _check_defaults(settings: TemplateSettings) -> None:
 
 def _argument_parameters(parameters: list[FlagParameter]) -> list[Parameter]:
     """`spec.arguments.parameters`: a required flag without default has no value (Argo asks for it)."""
-    return [Parameter(name=parameter.name, **parameter_fields(parameter, "value")) for parameter in parameters]
+    return [argument_parameter(parameter) for parameter in parameters]
 
 
 def _step_call(
-    name: str, command: str, settings: TemplateSettings, wired: Mapping[str, str] | None = None, **step_fields: object
+    name: str,
+    command: str,
+    settings: TemplateSettings,
+    wired: Mapping[str, str] | None = None,
+    *,
+    when: str | None = None,
+    continue_on: ContinueOn | None = None,
 ) -> Step:
     """A step that runs `command` from rollguard-steps, each flag fed from the workflow parameter."""
     wired = dict(wired or {})
@@ -187,7 +194,8 @@ def _step_call(
         name=name,
         template_ref=TemplateRef(name=settings.steps_template, template=command),
         arguments=arguments,
-        **step_fields,
+        when=when,
+        continue_on=continue_on,
     )
 
 
@@ -214,14 +222,10 @@ def _exit_handler(settings: TemplateSettings) -> Steps:
     return on_exit
 
 
-def _spec_fields(settings: TemplateSettings) -> dict[str, object]:
-    return {"service_account_name": settings.service_account} if settings.service_account else {}
-
-
 def rollguard_steps(settings: TemplateSettings | None = None) -> WorkflowTemplate:
     """The library of step templates, one per command, for `templateRef`."""
     settings = settings or TemplateSettings()
-    templates = [step_template(command, settings.step_options) for command in STEP_SPECS]
+    templates: list[Template | Templatable] = [step_template(command, settings.step_options) for command in STEP_SPECS]
     return WorkflowTemplate(
         name=settings.steps_template,
         annotations={"workflows.argoproj.io/description": "rollguard step containers, for templateRef"},
@@ -240,7 +244,7 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
         on_exit="on-exit",
         arguments=_argument_parameters(parameters),
         annotations={"workflows.argoproj.io/description": "canary release over a weight schedule, with rollback"},
-        **_spec_fields(settings),
+        service_account_name=settings.service_account or None,
     ) as template:
         with Steps(name="release"):
             _step_call("plan", "next-weight", settings)
@@ -286,7 +290,7 @@ def canary_analysis(settings: TemplateSettings | None = None) -> WorkflowTemplat
         on_exit="on-exit",
         arguments=_argument_parameters(parameters),
         annotations={"workflows.argoproj.io/description": "analyze the canary at its current weight; roll back"},
-        **_spec_fields(settings),
+        service_account_name=settings.service_account or None,
     ) as template:
         with Steps(name="analysis"):
             _step_call("status", "status", settings)

@@ -28,7 +28,6 @@ from rollguard.steps.metrics.promql import escape_label_value
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FIELDS = {"name", "query", "min", "max", "vars"}
-BUILTIN_VARIABLES = ("namespace", "service", "version", "canary_version", "stable_version", "window")
 
 
 class MetricsFileError(ValueError):
@@ -76,8 +75,8 @@ def load_metrics(path: Path, builtins: dict[str, str]) -> list[CustomMetric]:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise MetricsFileError(f"{path}{line}: YAML syntax error: {exc.problem or exc}") from None
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise MetricsFileError(f"{path}{where}: YAML syntax error: {exc.problem or exc}") from None
     except YAMLError as exc:
         raise MetricsFileError(f"{path}: YAML error: {exc}") from None
 

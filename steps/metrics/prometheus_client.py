@@ -9,57 +9,13 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import math
 import re
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from rollguard.steps.metrics.query_results import QueryResult, QueryStatus, Sample, classify
+
 log = logging.getLogger(__name__)
-
-Labels = tuple[tuple[str, str], ...]
-
-
-class QueryStatus(str, Enum):
-    """How a query turned out."""
-
-    VALUE = "value"  # the expected number of series, with numbers
-    EMPTY = "empty"  # no series matched
-    NAN = "nan"  # one series whose value is NaN
-    MULTIPLE = "multiple"  # several series where exactly one was expected
-    ERROR = "error"  # unreachable, timed out, HTTP error, or a query Prometheus refused
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One series of an instant vector: its labels (sorted) and its value."""
-
-    labels: Labels
-    value: float
-
-    def label(self, name: str, default: str = "") -> str:
-        """The value of label `name`, or `default`."""
-        return dict(self.labels).get(name, default)
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """The classified answer to one query."""
-
-    query: str
-    status: QueryStatus
-    samples: tuple[Sample, ...] = field(default_factory=tuple)
-    detail: str = ""
-    attempts: int = 1
-    unreachable: bool = False  # ERROR because Prometheus did not answer (not because it refused the query)
-
-    @property
-    def value(self) -> float:
-        """The single value when status is VALUE and one series came back; NaN otherwise."""
-        if self.status is QueryStatus.VALUE and len(self.samples) == 1:
-            return self.samples[0].value
-        return math.nan
 
 
 class TransientQueryError(Exception):
@@ -195,19 +151,6 @@ class PrometheusQuerier:
         return classify(query, samples, expect_one=expect_one, attempts=attempts)
 
 
-def classify(query: str, samples: tuple[Sample, ...], *, expect_one: bool, attempts: int = 1) -> QueryResult:
-    """Turn parsed series into a QueryResult: empty, several where one was expected, NaN, or values."""
-    if not samples:
-        return QueryResult(query, QueryStatus.EMPTY, detail="no series matched", attempts=attempts)
-    if expect_one and len(samples) > 1:
-        shown = "; ".join(_labels_text(sample.labels) for sample in samples[:3])
-        return QueryResult(query, QueryStatus.MULTIPLE, samples,
-                           detail=f"{len(samples)} series where one was expected: {shown}", attempts=attempts)
-    if expect_one and math.isnan(samples[0].value):
-        return QueryResult(query, QueryStatus.NAN, samples, detail="the value is NaN", attempts=attempts)
-    return QueryResult(query, QueryStatus.VALUE, samples, attempts=attempts)
-
-
 def _samples(data: Any) -> tuple[Sample, ...]:
     """Parse the `result` of /api/v1/query: an instant vector, or a scalar `[time, "value"]`."""
     if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
@@ -227,10 +170,6 @@ def _error_from_body(text: str) -> str:
         return str(json.loads(body)["error"])
     except (ValueError, SyntaxError, TypeError, KeyError):
         return text[:200]
-
-
-def _labels_text(labels: Labels) -> str:
-    return "{" + ",".join(f'{key}="{value}"' for key, value in labels) + "}"
 
 
 def _short(exc: BaseException) -> str:
