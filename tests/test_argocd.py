@@ -34,7 +34,7 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 
 def objects_under(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
-    found = []
+    found: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(folder.rglob("*.y*ml")):
         if path.name != "kustomization.yaml":
             found.extend((path, doc) for doc in load_all(path))
@@ -158,10 +158,19 @@ def test_rbac_is_namespaced_and_limited_to_the_one_virtualservice_and_applicatio
 
 def test_the_secret_template_is_what_the_steps_read_and_is_not_installed_by_kustomize() -> None:
     secret = one("Secret")
-    steps = load_all(REPO / "workflows" / "rollguard-steps.yaml")[0]
-    refs = [e["valueFrom"]["secretKeyRef"] for t in steps["spec"]["templates"] for e in t["container"]["env"]
-            if "valueFrom" in e]  # fmt: skip
-    assert refs and all(ref == {"name": secret["metadata"]["name"], "key": "token", "optional": True} for ref in refs)
+    for name in ("rollguard-steps", "canary-release", "canary-analysis"):
+        spec = load_all(REPO / "workflows" / f"{name}.yaml")[0]["spec"]
+        git_steps = [t for t in spec["templates"] if t["name"] in ("deploy", "promote", "rollback", "status")]
+        assert git_steps, name
+        for template in git_steps:
+            inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
+            assert inputs["git-secret"]["default"] == secret["metadata"]["name"]
+            refs = [e["valueFrom"]["secretKeyRef"] for e in template["container"]["env"] if "valueFrom" in e]
+            assert refs == [{"name": "{{inputs.parameters.git-secret}}", "key": "token", "optional": True}]
+            assert template["volumes"][0]["secret"]["secretName"] == "{{inputs.parameters.git-secret}}"
+        arguments = {p["name"]: p for p in spec.get("arguments", {}).get("parameters", [])}
+        if arguments:  # the workflows pass their parameter `git-secret`, defaulting to the same Secret
+            assert arguments["git-secret"]["value"] == secret["metadata"]["name"]
     assert set(secret["stringData"]) == {"token"}
     assert "git-credentials" not in (ARGOCD / "kustomization.yaml").read_text(encoding="utf-8").split("resources:")[1]
 
