@@ -20,7 +20,8 @@ from ruamel.yaml import YAML
 
 from rollguard.steps.analyze import command as analyze
 from rollguard.steps.rollback import evidence_lines, rollback_message
-from rollguard.steps.traffic.virtualservice import SplitEdit, read_split
+from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.steps.traffic.weight_edit import SplitEdit
 from rollguard.steps.verdict_document import read_text
 
 REPO = Path(__file__).resolve().parents[1]
