@@ -25,3 +25,8 @@ class UndeclaredSubset(ManifestError):
 
 class InvalidWeights(ManifestError):
     """Weights are missing, not whole numbers, outside 0..100, or would not add up to 100."""
+
+
+class SplitRouteUnclear(ManifestError):
+    """Which routes are the split is unclear (the routes holding both subsets disagree), or --route names a
+    route that is missing or does not hold both subsets."""

@@ -34,17 +34,23 @@ class SplitEdit:
 
 
 def set_split(
-    yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str, canary_weight: int
+    yaml_text: str,
+    virtual_service: str,
+    stable_subset: str,
+    canary_subset: str,
+    canary_weight: int,
+    routes: tuple[str, ...] = (),
 ) -> SplitEdit:
-    """Return the file text with every weighted route at canary `canary_weight`, stable 100 minus it.
+    """Return the file text with every route of the split at canary `canary_weight`, stable 100 minus it.
 
+    The split is found by route_selection's rule (`routes`: the --route names, if given).
     Only the weight numbers change; the canary destination stays (with weight 0 on a rollback).
     Raises ManifestError if the file is not a valid split or the new weights would not add up to 100.
     """
     if isinstance(canary_weight, bool) or not isinstance(canary_weight, int) or not 0 <= canary_weight <= 100:
         raise InvalidWeights(f"canary weight {canary_weight!r} is outside 0..100; a weight is a whole percentage")
     stable_weight = 100 - canary_weight
-    split = find_split(yaml_text, virtual_service, stable_subset, canary_subset)
+    split = find_split(yaml_text, virtual_service, stable_subset, canary_subset, routes)
     for route in split.routes:
         if route.other_weight != 0:
             raise InvalidWeights(

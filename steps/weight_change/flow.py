@@ -68,9 +68,12 @@ def _change_maker(
     """The edit of the file on whatever head publish_change has: the step decides from the split it finds there."""
 
     def make_change(text: str) -> WeightChange:
-        current = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset)
+        routes = tuple(args.route or ())
+        current = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset, routes)
         wanted = plan(current.stable_weight, current.canary_weight)
-        edit = set_split(text, args.virtual_service, args.stable_subset, args.canary_subset, wanted.canary_weight)
+        edit = set_split(
+            text, args.virtual_service, args.stable_subset, args.canary_subset, wanted.canary_weight, routes
+        )
         return WeightChange(edit, wanted, message(edit))
 
     return make_change

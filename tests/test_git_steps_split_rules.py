@@ -1,0 +1,63 @@
+"""The split rules through the commands, against a real bare repository: status, deploy, promote and rollback
+read the same split, and a matched route outside it stays byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from git_remote import FIXTURE, MANIFEST_PATH, make_remote, remote_file, remote_head, remote_log
+
+from rollguard.steps import cli
+from rollguard.steps.exit_codes import ExitCode
+from rollguard.steps.traffic.virtualservice import read_split
+
+ORIGINAL = FIXTURE.read_text(encoding="utf-8")
+PINNED_TESTERS = (
+    "    route:\n    - destination:\n        host: reviews\n        subset: v1\n      weight: 0\n"
+    "    - destination:\n        host: reviews\n        subset: v2\n      weight: 100\n  # The weighted split"
+)
+PINNED = ORIGINAL.replace(
+    "    route:\n    - destination:\n        host: reviews\n        subset: v2\n  # The weighted split", PINNED_TESTERS
+)
+
+
+def run(remote: Path, command: str, *extra: str) -> int:
+    args = [command, "--repo", str(remote), "--path", MANIFEST_PATH, "--virtual-service", "reviews", *extra]
+    try:
+        return cli.main(args)
+    except SystemExit as exc:  # argparse refusing a flag value
+        return int(exc.code or 0)
+
+
+def test_a_pinned_header_route_is_left_alone_by_every_command(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path, {MANIFEST_PATH: PINNED})
+    assert run(remote, "status") == ExitCode.OK
+    assert "reviews: stable v1 90 %, canary v2 10 %" in capfd.readouterr().out
+    assert run(remote, "deploy", "--weight", "20") == ExitCode.OK
+    assert run(remote, "promote", "--weight", "50") == ExitCode.OK
+    assert run(remote, "rollback") == ExitCode.OK
+    err = capfd.readouterr().err
+    assert "(was v1 50 %, v2 50 %)" in err and "was v1 0 %" not in err
+    assert PINNED_TESTERS in remote_file(remote)
+    assert remote_file(remote) == PINNED.replace("weight: 90     # stable", "weight: 100     # stable").replace(
+        "weight: 10     # canary", "weight: 0     # canary"
+    )
+
+
+def test_route_flag_decides_and_is_refused_when_it_names_no_split(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path, {MANIFEST_PATH: PINNED})
+    assert run(remote, "deploy", "--weight", "0", "--route", "testers") == ExitCode.OK
+    assert read_split(remote_file(remote), "reviews", "v1", "v2", ("testers",)) == (100, 0)
+    assert read_split(remote_file(remote), "reviews", "v1", "v2") == (90, 10)
+    capfd.readouterr()
+    assert run(remote, "status", "--route", "primary") == ExitCode.OK
+    assert "stable v1 90 %, canary v2 10 %" in capfd.readouterr().out
+    head = remote_head(remote)
+    assert run(remote, "rollback", "--route", "nope") == ExitCode.USAGE
+    assert "--route nope: no HTTP route is named 'nope'; named routes: 'testers', 'primary'" in capfd.readouterr().err
+    assert remote_head(remote) == head
