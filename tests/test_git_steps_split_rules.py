@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from git_remote import FIXTURE, MANIFEST_PATH, make_remote, remote_file, remote_head, remote_log
+from git_remote import FIXTURE, MANIFEST_PATH, git, make_remote, remote_file, remote_head
 
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
@@ -61,3 +61,17 @@ def test_route_flag_decides_and_is_refused_when_it_names_no_split(
     assert run(remote, "rollback", "--route", "nope") == ExitCode.USAGE
     assert "--route nope: no HTTP route is named 'nope'; named routes: 'testers', 'primary'" in capfd.readouterr().err
     assert remote_head(remote) == head
+
+
+def test_a_split_written_by_kubectl_without_a_zero_weight(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    kubectl_style = ORIGINAL.replace("      weight: 90     # stable", "      weight: 100").replace(
+        "      weight: 10     # canary\n", ""
+    )
+    remote = make_remote(tmp_path, {MANIFEST_PATH: kubectl_style})
+    head = remote_head(remote)
+    assert run(remote, "rollback") == ExitCode.OK
+    assert remote_head(remote) == head and "already rolled back" in capfd.readouterr().err
+    assert run(remote, "deploy", "--weight", "10") == ExitCode.OK
+    assert git("--git-dir", str(remote), "show", "--numstat", "--format=", "main").split()[:2] == ["2", "1"]
+    assert "        port: {number: 9080}\n      weight: 10\n    timeout: 3s\n" in remote_file(remote)
+    assert read_split(remote_file(remote), "reviews", "v1", "v2") == (90, 10)

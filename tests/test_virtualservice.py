@@ -161,7 +161,6 @@ def test_file_weights_that_do_not_add_up_are_refused_by_read_split() -> None:
         ('weight: "10"     # canary', "not a whole number"),
         ("weight: 10.5     # canary", "not a whole number"),
         ("weight: 150     # canary", "must be 0 to 100"),
-        ("nothing: 10     # canary", "has no weight"),
     ],
 )
 def test_bad_weights_in_the_file_are_refused(replacement: str, words: str) -> None:

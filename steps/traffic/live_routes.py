@@ -27,9 +27,13 @@ def apply_split_to_routes(
         route = http_routes[chosen.http_index]
         entries = [dict(entry) if isinstance(entry, Mapping) else entry for entry in route["route"]]
         wanted = {chosen.stable_position: 100 - canary_weight, chosen.canary_position: canary_weight}
-        if any(entries[position].get("weight") != weight for position, weight in wanted.items()):
-            changed += 1
-        for position, weight in wanted.items():
+        different = {
+            position: weight for position, weight in wanted.items() if entries[position].get("weight", 0) != weight
+        }
+        if not different:
+            continue  # a destination without `weight` already weighs 0
+        changed += 1
+        for position, weight in different.items():
             entries[position]["weight"] = weight
         new_route = dict(route)
         new_route["route"] = entries

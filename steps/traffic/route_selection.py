@@ -7,7 +7,7 @@
    gateway routes split alike); when they disagree the command refuses and asks for `--route NAME`.
 
 A matched route outside the split (testers pinned to the canary by a header, a session-affinity
-cookie route) is never touched.
+cookie route) is never touched. A destination without `weight` weighs 0, as Istio reads it.
 """
 
 from __future__ import annotations
@@ -49,16 +49,13 @@ def weighted_route_positions(route: Any, stable_subset: str, canary_subset: str)
 
 
 def destination_weight(entry: Any, subset: str | None, route_line: int) -> int:
-    """The weight of one destination; InvalidWeights if it has none or it is not a whole number in 0..100."""
+    """The weight of one destination, 0 when it has none (as Istio reads it); InvalidWeights if not 0..100."""
     line = line_of(entry)
     where = human_line(line if line >= 0 else route_line)
     if not isinstance(entry, Mapping):
         raise InvalidWeights(f"the destination at {where} is not a mapping; write `destination:` and `weight:`")
     if "weight" not in entry:
-        raise InvalidWeights(
-            f"the destination with subset {subset!r} at {where} has no weight; "
-            "give every destination of a split an explicit `weight:` (0 to 100)"
-        )
+        return 0  # as Istio reads it (and as kubectl writes a weight of 0: not at all)
     weight = entry["weight"]
     if isinstance(weight, bool) or not isinstance(weight, int):
         raise InvalidWeights(

@@ -29,15 +29,7 @@ from rollguard.steps.traffic.route_selection import destination_weight, route_na
 from rollguard.steps.traffic.route_selection import (  # experiment/cluster.py reads live objects with it
     weighted_route_positions as weighted_route_positions,
 )
-
-
-@dataclass(frozen=True)
-class WeightSite:
-    """One `weight:` scalar of a destination: where it is in the text (0-based) and its value."""
-
-    line: int
-    column: int
-    value: int
+from rollguard.steps.traffic.weight_sites import WeightSite, weight_site
 
 
 @dataclass(frozen=True)
@@ -72,17 +64,6 @@ class TrafficSplit:
     def canary_weight(self) -> int:
         """Canary weight of the first weighted route."""
         return self.routes[0].canary.value
-
-
-def _weight_site(entry: Any, subset: str, route_line: int) -> WeightSite:
-    value = destination_weight(entry, subset, route_line)
-    if "weight" not in entry.lc.data:  # inherited through a YAML merge key (<<): no position of its own
-        raise InvalidWeights(
-            f"the weight of subset {subset!r} at {human_line(line_of(entry))} comes from a YAML merge key (<<); "
-            "write `weight:` explicitly in the destination so rollguard can change it"
-        )
-    line, column = entry.lc.value("weight")
-    return WeightSite(line=int(line), column=int(column), value=value)
 
 
 def _the_virtual_service(documents: list[Any], virtual_service: str) -> tuple[int, Any]:
@@ -139,9 +120,9 @@ def find_split(
                 http_index=chosen.http_index,
                 name=route_name(route),
                 line=route_line,
-                stable=_weight_site(entries[chosen.stable_position], stable_subset, route_line),
+                stable=weight_site(entries[chosen.stable_position], stable_subset, route_line, yaml_text),
                 stable_position=chosen.stable_position,
-                canary=_weight_site(entries[chosen.canary_position], canary_subset, route_line),
+                canary=weight_site(entries[chosen.canary_position], canary_subset, route_line, yaml_text),
                 canary_position=chosen.canary_position,
                 other_weight=sum(others),
             )

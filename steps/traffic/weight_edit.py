@@ -1,8 +1,10 @@
 """Set new weights in the manifest text: a splice of the weight digits only, proven by parsing the result again.
 
-Every other byte (comments, quoting, key order, indentation, anchors, the other documents and routes)
-stays as it was; the edited file is parsed again and compared with the original structure, so a
-weight shared through a YAML anchor or written in an unusual way is refused instead of corrupted.
+A destination without `weight:` (it weighs 0) gets one only when it is set to another value, in the
+file's style (weight_sites.py). Every other byte (comments, quoting, key order, indentation, anchors,
+the other documents and routes) stays as it was; the edited file is parsed again and compared with
+the original structure, so a weight shared through a YAML anchor or written in an unusual way is
+refused instead of corrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from rollguard.steps.traffic.manifest_errors import InvalidWeights, ManifestError, ManifestSyntaxError
 from rollguard.steps.traffic.manifest_yaml import human_line, line_starts, load_documents, plain
 from rollguard.steps.traffic.virtualservice import TrafficSplit, find_split
+from rollguard.steps.traffic.weight_sites import insertion
 
 _PLAIN_INTEGER = re.compile(r"[0-9]+(?![0-9A-Za-z_.:])")
 
@@ -62,6 +65,11 @@ def set_split(
     replacements: list[tuple[int, int, str]] = []
     for route in split.routes:
         for site, new_value in ((route.stable, stable_weight), (route.canary, canary_weight)):
+            if site.missing:  # no `weight:` in the file: it weighs 0; add one only for another value
+                if new_value != 0:
+                    offset, added = insertion(site, new_value, yaml_text)
+                    replacements.append((offset, offset, added))
+                continue
             offset = starts[site.line] + site.column
             match = _PLAIN_INTEGER.match(yaml_text, offset)
             if match is None or int(match.group(0)) != site.value:
@@ -99,8 +107,10 @@ def _verify_only_weights_changed(
     expected = [plain(doc) for doc in load_documents(old_text)]
     http = expected[split.document_index]["spec"]["http"]
     for route in split.routes:
-        http[route.http_index]["route"][route.stable_position]["weight"] = stable_weight
-        http[route.http_index]["route"][route.canary_position]["weight"] = canary_weight
+        for site, position, value in ((route.stable, route.stable_position, stable_weight),
+                                      (route.canary, route.canary_position, canary_weight)):  # fmt: skip
+            if not (site.missing and value == 0):
+                http[route.http_index]["route"][position]["weight"] = value
     try:
         actual = [plain(doc) for doc in load_documents(new_text)]
     except ManifestSyntaxError as exc:
