@@ -75,3 +75,20 @@ def test_a_split_written_by_kubectl_without_a_zero_weight(tmp_path: Path, capfd:
     assert git("--git-dir", str(remote), "show", "--numstat", "--format=", "main").split()[:2] == ["2", "1"]
     assert "        port: {number: 9080}\n      weight: 10\n    timeout: 3s\n" in remote_file(remote)
     assert read_split(remote_file(remote), "reviews", "v1", "v2") == (90, 10)
+
+
+def test_weights_that_do_not_add_up_to_100_are_refused_alike_and_rollback_repairs_them(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    relative = ORIGINAL.replace("weight: 90     # stable", "weight: 9     # stable").replace(
+        "weight: 10     # canary", "weight: 1     # canary"
+    )
+    remote = make_remote(tmp_path, {MANIFEST_PATH: relative})
+    head = remote_head(remote)
+    for command in (["status"], ["deploy", "--weight", "10"], ["promote", "--weight", "50"]):
+        assert run(remote, *command) == ExitCode.USAGE, command
+        assert "add up to 10, not 100: rollguard reads weights as percent" in capfd.readouterr().err
+    assert remote_head(remote) == head
+    assert run(remote, "rollback") == ExitCode.OK
+    assert "(was v1 9 %, v2 1 %)" in capfd.readouterr().err
+    assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)

@@ -148,7 +148,9 @@ def agreed_weights(split: TrafficSplit, virtual_service: str) -> tuple[int, int]
         total = route.stable.value + route.canary.value + route.other_weight
         if total != 100:
             raise InvalidWeights(
-                f"the weights of the HTTP route at {human_line(route.line)} add up to {total}, not 100"
+                f"the weights of the HTTP route at {human_line(route.line)} add up to {total}, not 100: rollguard "
+                "reads weights as percent and does not guess what other totals mean (Istio reads 9/1 as the "
+                "shares 90/10); write them so they add up to 100 (`rollguard rollback` rewrites any split to 100/0)"
             )
     pairs = {(route.stable.value, route.canary.value) for route in split.routes}
     if len(pairs) > 1:

@@ -18,7 +18,7 @@ from rollguard.steps.gitops.git_publish import PublishOutcome, PublishState, pub
 from rollguard.steps.gitops.git_workspace import BranchNotFound, FileNotInRepo, GitError, display_url
 from rollguard.steps.options import UsageError, check_output_files
 from rollguard.steps.traffic.manifest_errors import ManifestError
-from rollguard.steps.traffic.virtualservice import find_split
+from rollguard.steps.traffic.virtualservice import agreed_weights, find_split
 from rollguard.steps.traffic.weight_edit import SplitEdit, set_split, unified_diff
 from rollguard.steps.weight_change.change import WeightChange, WeightPlan
 from rollguard.steps.weight_change.cluster import ClusterSettings, ClusterSide, GitOutcome
@@ -33,11 +33,15 @@ def change_split(
     action: str,
     plan: Callable[[int, int], WeightPlan],
     message: Callable[[SplitEdit], str],
+    *,
+    always_applies: bool = False,
 ) -> int:
     """Run one weight change end to end; return the exit code.
 
     `plan(stable, canary)` gets the split Git holds (on every push attempt: a race may have moved it)
     and returns the wanted canary weight; it may raise UsageError. `message` writes the commit message.
+    The split Git holds must add up to 100 and agree across its routes, except for a step that
+    `always_applies` (rollback: safety first), which sets its weights over whatever the file says.
     """
     report = StepReport(
         action=action,
@@ -54,7 +58,7 @@ def change_split(
         cluster.start_connecting()  # the cluster actions follow the push: load the client while git works
     try:
         try:
-            outcome = _publish(args, report, credentials, _change_maker(args, plan, message))
+            outcome = _publish(args, report, credentials, _change_maker(args, plan, message, always_applies))
         except GitError as exc:
             return _fail(args, report, f"{exc}")
         return _after_publish(args, report, outcome, cluster)
@@ -63,14 +67,21 @@ def change_split(
 
 
 def _change_maker(
-    args: argparse.Namespace, plan: Callable[[int, int], WeightPlan], message: Callable[[SplitEdit], str]
+    args: argparse.Namespace,
+    plan: Callable[[int, int], WeightPlan],
+    message: Callable[[SplitEdit], str],
+    always_applies: bool,
 ) -> Callable[[str], WeightChange]:
     """The edit of the file on whatever head publish_change has: the step decides from the split it finds there."""
 
     def make_change(text: str) -> WeightChange:
         routes = tuple(args.route or ())
         current = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset, routes)
-        wanted = plan(current.stable_weight, current.canary_weight)
+        if always_applies:
+            stable, canary = current.stable_weight, current.canary_weight
+        else:
+            stable, canary = agreed_weights(current, args.virtual_service)
+        wanted = plan(stable, canary)
         edit = set_split(
             text, args.virtual_service, args.stable_subset, args.canary_subset, wanted.canary_weight, routes
         )
