@@ -92,3 +92,26 @@ def test_weights_that_do_not_add_up_to_100_are_refused_alike_and_rollback_repair
     assert run(remote, "rollback") == ExitCode.OK
     assert "(was v1 9 %, v2 1 %)" in capfd.readouterr().err
     assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
+
+
+def test_dry_run_prints_exactly_the_diff_of_the_commit_on_a_long_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    header_route = (
+        '  - match:\n    - headers:\n        x-user:\n          exact: "u{i}"\n    route:\n    - destination:\n'
+        "        host: reviews\n        subset: v2\n        port: {{number: 9080}}\n"
+    )
+    long_file = ORIGINAL.replace(
+        "  # The weighted split that rollguard moves.\n",
+        "".join(header_route.format(i=i) for i in range(30)) + "  # The weighted split that rollguard moves.\n",
+    )  # over 200 lines, most of them alike: difflib's autojunk showed unchanged lines as changed here
+    remote = make_remote(tmp_path, {MANIFEST_PATH: long_file})
+    capfd.readouterr()
+    assert run(remote, "rollback", "--dry-run") == ExitCode.OK
+    printed = capfd.readouterr().out
+    assert run(remote, "rollback") == ExitCode.OK
+    committed = git("--git-dir", str(remote), "diff", "main~1", "main")
+    hunk = printed[printed.index("@@ ") :]  # git adds the enclosing key after the second @@; the rest is equal
+    assert hunk.startswith("@@ -319,12 +319,12 @@\n")
+    assert hunk.split("@@\n", 1)[1] == committed.split(" @@ spec:\n", 1)[1]
+    assert [line[0] for line in hunk.splitlines()[1:] if line[0] != " "] == ["-", "+", "-", "+"]

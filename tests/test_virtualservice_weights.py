@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from rollguard.steps.traffic.live_routes import apply_split_to_routes
 from rollguard.steps.traffic.manifest_yaml import load_documents, plain
 from rollguard.steps.traffic.virtualservice import read_split
-from rollguard.steps.traffic.weight_edit import set_split
+from rollguard.steps.traffic.weight_edit import set_split, unified_diff
 
 HEAD = """\
 apiVersion: networking.istio.io/v1beta1
@@ -81,3 +84,13 @@ def test_the_live_patch_reads_a_missing_weight_as_0_too() -> None:
     assert changed == 0 and unchanged == live
     patched, changed = apply_split_to_routes(live, "v1", "v2", 10)
     assert changed == 1 and [entry.get("weight") for entry in patched[0]["route"]] == [90, 10]
+
+
+def test_the_dry_run_diff_applies_with_git_when_the_file_has_no_final_line_break(tmp_path: Path) -> None:
+    edit = set_split(WIDE, "reviews", "v1", "v2", 10)
+    diff = unified_diff(WIDE, edit.text, "istio.yml")
+    assert diff.endswith("-                subset: v2\n\\ No newline at end of file\n+                subset: v2\n"
+                         "+            weight: 10\n\\ No newline at end of file\n")
+    (tmp_path / "istio.yml").write_text(WIDE)
+    subprocess.run(["git", "apply", "-"], input=diff, cwd=tmp_path, check=True, text=True, capture_output=True)
+    assert (tmp_path / "istio.yml").read_text() == edit.text

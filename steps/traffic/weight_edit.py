@@ -122,10 +122,42 @@ def _verify_only_weights_changed(
         )
 
 
-def unified_diff(old_text: str, new_text: str, path: str) -> str:
-    """A `git diff`-style unified diff of the file, for --dry-run output."""
-    return "".join(
-        difflib.unified_diff(
-            old_text.splitlines(keepends=True), new_text.splitlines(keepends=True), f"a/{path}", f"b/{path}"
-        )
-    )
+def unified_diff(old_text: str, new_text: str, path: str, context: int = 3) -> str:
+    """A `git diff`-style unified diff of the file, for --dry-run output: exactly the lines the commit changes.
+
+    difflib.unified_diff cannot be used: on files over 200 lines its "autojunk" heuristic ignores
+    frequent lines (`host: reviews`, `- destination:`) when matching, and then shows unchanged lines
+    between two weights as removed and added again.
+    """
+    old_lines, new_lines = _lines(old_text), _lines(new_text)
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    out: list[str] = []
+    for group in matcher.get_grouped_opcodes(context):
+        first, last = group[0], group[-1]
+        out.append(f"@@ -{_range(first[1], last[2])} +{_range(first[3], last[4])} @@\n")
+        for tag, old_start, old_end, new_start, new_end in group:
+            if tag == "equal":
+                out.extend(_diff_line(" ", line) for line in old_lines[old_start:old_end])
+                continue
+            out.extend(_diff_line("-", line) for line in old_lines[old_start:old_end])
+            out.extend(_diff_line("+", line) for line in new_lines[new_start:new_end])
+    return f"--- a/{path}\n+++ b/{path}\n" + "".join(out) if out else ""
+
+
+def _lines(text: str) -> list[str]:
+    """The file's lines as git counts them: split after each "\\n" only (a CR or a form feed is text)."""
+    return [line for line in re.split(r"(?<=\n)", text) if line]
+
+
+def _range(start: int, end: int) -> str:
+    """A hunk's line range as unified diffs write it (1-based start, and the length unless it is 1)."""
+    length = end - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
+
+
+def _diff_line(marker: str, line: str) -> str:
+    if line.endswith("\n"):
+        return marker + line
+    return f"{marker}{line}\n\\ No newline at end of file\n"
