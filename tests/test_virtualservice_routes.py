@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rollguard.steps.traffic.live_routes import apply_split_to_routes
-from rollguard.steps.traffic.manifest_errors import InvalidWeights, SplitRouteUnclear
+from rollguard.steps.traffic.manifest_errors import InvalidWeights, SplitRouteUnclear, WeightedRouteNotFound
 from rollguard.steps.traffic.manifest_yaml import load_documents, plain
 from rollguard.steps.traffic.virtualservice import find_split, read_split
 from rollguard.steps.traffic.weight_edit import set_split
@@ -107,3 +107,33 @@ def test_route_names_decide() -> None:
 def test_a_route_name_that_is_not_a_split_is_refused(routes: tuple[str, ...], words: str) -> None:
     with pytest.raises(SplitRouteUnclear, match=words):
         set_split(URI_ROUTES, "reviews", "v1", "v2", 0, routes=routes)
+
+
+def test_a_split_between_hosts_is_named_as_such() -> None:
+    text = URI_ROUTES.split("  http:\n")[0] + (
+        "  http:\n  - route:\n    - {destination: {host: reviews-v1}, weight: 90}\n"
+        "    - {destination: {host: reviews-v2}, weight: 10}\n"
+    )
+    with pytest.raises(WeightedRouteNotFound) as refused:
+        read_split(text, "reviews", "v1", "v2")
+    assert str(refused.value).endswith(
+        "its routes: #1 at line 7 -> hosts reviews-v1, reviews-v2, no subset (a split between hosts, which rollguard "
+        "does not move)"
+    )
+    mixed = text.replace("{host: reviews-v2}", "{host: reviews, subset: v2}")
+    with pytest.raises(WeightedRouteNotFound, match=r"-> host reviews-v1 \(no subset\) 90, v2 10$"):
+        read_split(mixed, "reviews", "v1", "v2")
+
+
+def test_a_split_in_a_tcp_route_says_so() -> None:
+    text = URI_ROUTES.split("  http:\n")[0] + (
+        "  tcp:\n  - match: [{port: 27017}]\n    route:\n"
+        "    - {destination: {host: mongo, subset: v1}, weight: 90}\n"
+        "    - {destination: {host: mongo, subset: v2}, weight: 10}\n"
+    )
+    with pytest.raises(WeightedRouteNotFound) as refused:
+        read_split(text, "reviews", "v1", "v2")
+    assert str(refused.value) == (
+        "VirtualService 'reviews' has no HTTP routes: its split between 'v1' and 'v2' is a tcp route (at line 7 -> "
+        "v1 90, v2 10), and rollguard moves the weights of HTTP routes only; change TCP/TLS weights by hand"
+    )

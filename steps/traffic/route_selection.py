@@ -87,11 +87,13 @@ def describe_route(index: int, route: Any) -> str:
         return f"{label} -> nothing"
     if all(destination_subset(entry) is None for entry in entries):
         hosts = ", ".join(str(destination_host(entry)) for entry in entries)
-        return f"{label} -> hosts {hosts} (no subset: a split between hosts, not between subsets)"
+        return f"{label} -> hosts {hosts}, no subset (a split between hosts, which rollguard does not move)"
     parts = []
     for entry in entries:
         weight = entry.get("weight") if isinstance(entry, Mapping) else None
-        parts.append(f"{destination_subset(entry)}" + (f" {weight}" if weight is not None else ""))
+        subset = destination_subset(entry)
+        target = subset if subset is not None else f"host {destination_host(entry)} (no subset)"
+        parts.append(target + (f" {weight}" if weight is not None else ""))
     return f"{label} -> {', '.join(parts)}"
 
 

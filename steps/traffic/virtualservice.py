@@ -17,6 +17,7 @@ from rollguard.steps.traffic.istio_objects import (
     is_istio,
     name_of,
     namespace_of,
+    non_http_routes,
 )
 from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
@@ -25,7 +26,7 @@ from rollguard.steps.traffic.manifest_errors import (
     WeightedRouteNotFound,
 )
 from rollguard.steps.traffic.manifest_yaml import human_line, line_of, load_documents
-from rollguard.steps.traffic.route_selection import destination_weight, route_name, select_split_routes
+from rollguard.steps.traffic.route_selection import describe_route, destination_weight, route_name, select_split_routes
 from rollguard.steps.traffic.route_selection import (  # experiment/cluster.py reads live objects with it
     weighted_route_positions as weighted_route_positions,
 )
@@ -94,6 +95,7 @@ def find_split(
     documents = load_documents(yaml_text)
     document_index, document = _the_virtual_service(documents, virtual_service)
     http = http_routes(document)
+    _refuse_a_split_outside_http(document, virtual_service, http, stable_subset, canary_subset)
     try:
         selected = select_split_routes(http, stable_subset, canary_subset, routes)
     except ManifestError as exc:
@@ -128,6 +130,26 @@ def find_split(
             )
         )
     return TrafficSplit(document_index, tuple(found), tuple(warnings), namespace_of(document))
+
+
+def _refuse_a_split_outside_http(
+    document: Any, virtual_service: str, http: list[Any], stable_subset: str, canary_subset: str
+) -> None:
+    """Say so when the only split between the subsets is in a TCP or TLS route, which rollguard does not edit."""
+    if any(weighted_route_positions(route, stable_subset, canary_subset) for route in http):
+        return
+    elsewhere = [
+        f"a {kind} route ({describe_route(index, route).split(' ', 1)[1]})"
+        for index, (kind, route) in enumerate(non_http_routes(document))
+        if weighted_route_positions(route, stable_subset, canary_subset)
+    ]
+    if elsewhere:
+        has = "has no HTTP routes" if not http else "has no HTTP route holding both subsets"
+        raise WeightedRouteNotFound(
+            f"VirtualService {virtual_service!r} {has}: its split between {stable_subset!r} and {canary_subset!r} "
+            f"is {' and '.join(elsewhere)}, and rollguard moves the weights of HTTP routes only; change TCP/TLS "
+            "weights by hand"
+        )
 
 
 def read_split(
