@@ -3,6 +3,8 @@ read the same split, and a matched route outside it stays byte for byte."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.traffic.virtualservice import read_split
 
 ORIGINAL = FIXTURE.read_text(encoding="utf-8")
+ROLLGUARD = str(Path(sys.executable).parent / "rollguard")
 PINNED_TESTERS = (
     "    route:\n    - destination:\n        host: reviews\n        subset: v1\n      weight: 0\n"
     "    - destination:\n        host: reviews\n        subset: v2\n      weight: 100\n  # The weighted split"
@@ -115,3 +118,34 @@ def test_dry_run_prints_exactly_the_diff_of_the_commit_on_a_long_file(
     assert hunk.startswith("@@ -319,12 +319,12 @@\n")
     assert hunk.split("@@\n", 1)[1] == committed.split(" @@ spec:\n", 1)[1]
     assert [line[0] for line in hunk.splitlines()[1:] if line[0] != " "] == ["-", "+", "-", "+"]
+
+
+BOMB = (  # "billion laughs": 9 levels of 9 aliases, under 600 bytes, 387 million strings when expanded
+    '---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\ndata:\n  a: &a ["lol", "lol", "lol", "lol"]\n'
+    + "".join(
+        f"  {name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+        for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (ORIGINAL + BOMB, "the file's YAML aliases (*name) expand to more than 500,000 values (an alias bomb?)"),
+        (ORIGINAL + "# padding\n" * 120_000, "the file is 1.1 MiB; rollguard edits manifests up to 1 MiB"),
+    ],
+    ids=["alias-bomb", "over-1-MiB"],
+)
+def test_a_manifest_that_would_take_unbounded_work_is_refused(tmp_path: Path, text: str, words: str) -> None:
+    assert len(BOMB) < 600
+    remote = make_remote(tmp_path, {MANIFEST_PATH: text})
+    head = remote_head(remote)
+    for command in (["rollback"], ["deploy", "--weight", "20"]):
+        completed = subprocess.run(  # a separate process: a hang fails the test at the timeout instead of the suite
+            [ROLLGUARD, *command, "--repo", str(remote), "--path", MANIFEST_PATH, "--virtual-service", "reviews"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert completed.returncode == ExitCode.USAGE, completed.stderr
+        assert words in completed.stderr
+    assert remote_head(remote) == head

@@ -11,6 +11,10 @@ class ManifestSyntaxError(ManifestError):
     """The file is not valid YAML."""
 
 
+class ManifestTooLarge(ManifestError):
+    """The file is too large, or expands through YAML aliases into too much data, to be edited safely."""
+
+
 class VirtualServiceNotFound(ManifestError):
     """No VirtualService with the given metadata.name is in the file."""
 

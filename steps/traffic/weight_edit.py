@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from rollguard.steps.traffic.manifest_errors import InvalidWeights, ManifestError, ManifestSyntaxError
-from rollguard.steps.traffic.manifest_yaml import human_line, line_starts, load_documents, plain
+from rollguard.steps.traffic.manifest_yaml import human_line, line_starts, load_documents, plain_documents
 from rollguard.steps.traffic.virtualservice import TrafficSplit, find_split
 from rollguard.steps.traffic.weight_sites import insertion
 
@@ -43,17 +43,19 @@ def set_split(
     canary_subset: str,
     canary_weight: int,
     routes: tuple[str, ...] = (),
+    found: TrafficSplit | None = None,
 ) -> SplitEdit:
     """Return the file text with every route of the split at canary `canary_weight`, stable 100 minus it.
 
-    The split is found by route_selection's rule (`routes`: the --route names, if given).
+    The split is found by route_selection's rule (`routes`: the --route names, if given), unless the
+    caller `found` it in this very text already (parsing a large file takes a while).
     Only the weight numbers change; the canary destination stays (with weight 0 on a rollback).
     Raises ManifestError if the file is not a valid split or the new weights would not add up to 100.
     """
     if isinstance(canary_weight, bool) or not isinstance(canary_weight, int) or not 0 <= canary_weight <= 100:
         raise InvalidWeights(f"canary weight {canary_weight!r} is outside 0..100; a weight is a whole percentage")
     stable_weight = 100 - canary_weight
-    split = find_split(yaml_text, virtual_service, stable_subset, canary_subset, routes)
+    split = found or find_split(yaml_text, virtual_service, stable_subset, canary_subset, routes)
     for route in split.routes:
         if route.other_weight != 0:
             raise InvalidWeights(
@@ -104,7 +106,7 @@ def set_split(
 def _verify_only_weights_changed(
     old_text: str, new_text: str, split: TrafficSplit, stable_weight: int, canary_weight: int
 ) -> None:
-    expected = [plain(doc) for doc in load_documents(old_text)]
+    expected = plain_documents(load_documents(old_text))
     http = expected[split.document_index]["spec"]["http"]
     for route in split.routes:
         for site, position, value in ((route.stable, route.stable_position, stable_weight),
@@ -112,7 +114,7 @@ def _verify_only_weights_changed(
             if not (site.missing and value == 0):
                 http[route.http_index]["route"][position]["weight"] = value
     try:
-        actual = [plain(doc) for doc in load_documents(new_text)]
+        actual = plain_documents(load_documents(new_text))
     except ManifestSyntaxError as exc:
         raise ManifestError(f"refusing the edit: the changed file would not parse ({exc})") from None
     if actual != expected:

@@ -70,15 +70,19 @@ def _line_break(text: str) -> str:
     return match.group(0) if match else "\n"
 
 
-def _last_line(node: Any, at_least: int) -> int:
-    """The last line any key or value inside `node` (parsed YAML) starts on."""
+def _last_line(node: Any, at_least: int, seen: set[int] | None = None) -> int:
+    """The last line any key or value inside `node` (parsed YAML) starts on; an aliased node is visited once."""
+    seen = seen if seen is not None else set()
+    if id(node) in seen:
+        return at_least
+    seen.add(id(node))
     last = at_least
     if isinstance(node, Mapping) and hasattr(node, "lc"):
         for key in node:
-            last = max(last, int(node.lc.key(key)[0]), int(node.lc.value(key)[0]), _last_line(node[key], last))
+            last = max(last, int(node.lc.key(key)[0]), int(node.lc.value(key)[0]), _last_line(node[key], last, seen))
     elif isinstance(node, Sequence) and not isinstance(node, str) and hasattr(node, "lc"):
         for index, item in enumerate(node):
-            last = max(last, int(node.lc.item(index)[0]), _last_line(item, last))
+            last = max(last, int(node.lc.item(index)[0]), _last_line(item, last, seen))
     return last
 
 

@@ -83,7 +83,7 @@ def _change_maker(
             stable, canary = agreed_weights(current, args.virtual_service)
         wanted = plan(stable, canary)
         edit = set_split(
-            text, args.virtual_service, args.stable_subset, args.canary_subset, wanted.canary_weight, routes
+            text, args.virtual_service, args.stable_subset, args.canary_subset, wanted.canary_weight, routes, current
         )
         return WeightChange(edit, wanted, message(edit))
 
