@@ -17,11 +17,12 @@ from pathlib import Path
 
 from rollguard.steps.gitops.credentials import (
     GitCredentials,
-    Scrubber,
     git_config_arguments,
     git_environment,
     scrubber_for,
+    with_url_password,
 )
+from rollguard.steps.gitops.repo_url import parse_repo_url
 
 DEFAULT_AUTHOR = "rollguard <rollguard@localhost>"
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
@@ -59,18 +60,20 @@ def parse_author(text: str) -> tuple[str, str]:
 
 def display_url(repo: str) -> str:
     """The repository URL as it may be shown: without any user:password part."""
-    return Scrubber().scrub(repo)
+    return parse_repo_url(repo).shown
 
 
 class GitWorkspace:
     """A private temporary clone of one branch, with the credentials wired into every git call."""
 
     def __init__(self, repo: str, branch: str, credentials: GitCredentials, *, timeout_s: float = 60.0) -> None:
-        self.repo = _absolute_if_local(repo)
+        url = parse_repo_url(repo)
+        credentials = with_url_password(credentials, repo)  # UsageError if a token is set too
+        self.repo = _absolute_if_local(url.for_git)  # git never sees the password: askpass answers with it
         self.branch = branch
         self.credentials = credentials
         self.timeout_s = timeout_s
-        self.scrubber = scrubber_for(credentials, *_url_password(repo))
+        self.scrubber = scrubber_for(credentials, *filter(None, (url.password, url.password_as_written)))
         self._temp = tempfile.TemporaryDirectory(prefix="rollguard-git-")
         root = Path(self._temp.name)
         helper_dir = root / "helper"
@@ -114,7 +117,7 @@ class GitWorkspace:
     @property
     def safe_url(self) -> str:
         """The repository as it may appear in logs."""
-        return self.scrubber.scrub(self.repo)
+        return self.scrubber.scrub(parse_repo_url(self.repo).shown)
 
     def clone(self) -> str:
         """Shallow-clone the branch; return its head SHA."""
@@ -230,13 +233,6 @@ def _absolute_if_local(repo: str) -> str:
         return repo
     path = Path(repo).expanduser()
     return str(path.resolve()) if path.exists() else repo
-
-
-def _url_password(repo: str) -> Sequence[str]:
-    match = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^/@\s]+)@", repo)
-    if not match or ":" not in match.group("userinfo"):
-        return ()
-    return (match.group("userinfo").split(":", 1)[1],)
 
 
 def _subcommand(args: Sequence[str]) -> str:

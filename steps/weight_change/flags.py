@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rollguard.steps.gitops.credentials import GitCredentials, load_credentials
+from rollguard.steps.gitops.credentials import GitCredentials, load_credentials, with_url_password
 from rollguard.steps.gitops.git_workspace import DEFAULT_AUTHOR, parse_author
 from rollguard.steps.gitops.object_refs import DEFAULT_ISTIO_API_VERSION
 from rollguard.steps.options import add_flag, add_switch, non_negative_int, positive_duration
@@ -100,5 +100,8 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def credentials_from(args: argparse.Namespace) -> GitCredentials:
-    """GitCredentials from the flags and the environment."""
-    return load_credentials(args.git_token_file, args.git_ssh_key_file, args.git_username, args.git_known_hosts_file)
+    """GitCredentials from the flags, the environment and a user:password in --repo (UsageError on a conflict)."""
+    credentials = load_credentials(
+        args.git_token_file, args.git_ssh_key_file, args.git_username, args.git_known_hosts_file
+    )
+    return with_url_password(credentials, args.repo)
