@@ -75,9 +75,9 @@ def set_split(
             offset = starts[site.line] + site.column
             match = _PLAIN_INTEGER.match(yaml_text, offset)
             if match is None or int(match.group(0)) != site.value:
-                found = yaml_text[offset : offset + 12].split("\n")[0]
+                written = yaml_text[offset : offset + 12].split("\n")[0]
                 raise InvalidWeights(
-                    f"the weight at line {site.line + 1} is written as {found!r}; rollguard only edits a weight "
+                    f"the weight at line {site.line + 1} is written as {written!r}; rollguard only edits a weight "
                     "written as a plain number (no anchor, alias, quotes or sign)"
                 )
             if site.value != new_value:
