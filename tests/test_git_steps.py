@@ -211,17 +211,18 @@ def test_unreadable_reason_file_does_not_stop_a_rollback(remote: Path, tmp_path:
     assert weights(remote) == (100, 0)
 
 
-def rollback_change(text: str) -> WeightChange:
+def rollback_change(text: str, _previous: WeightChange | None = None) -> WeightChange:
     return WeightChange(set_split(text, "reviews", "v1", "v2", 0), WeightPlan(0, "already"), "rollguard: roll back")
 
 
-def rollback_racing(others: Callable[[int], None]) -> Callable[[str], WeightChange]:
+def rollback_racing(others: Callable[[int], None]) -> Callable[[str, WeightChange | None], WeightChange]:
     """The rollback edit, with `others(attempt)` landing their commits between our clone (or fetch) and our push."""
     attempts = 0
 
-    def make_change(text: str) -> WeightChange:
+    def make_change(text: str, previous: WeightChange | None) -> WeightChange:
         nonlocal attempts
         attempts += 1
+        assert (previous is None) == (attempts == 1), "after a race, the change made on the old head is handed in"
         others(attempts)
         return rollback_change(text)
 

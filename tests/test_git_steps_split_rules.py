@@ -1,18 +1,30 @@
 """The split rules through the commands, against a real bare repository: status, deploy, promote and rollback
-read the same split, and a matched route outside it stays byte for byte."""
+read the same split (which routes, which weights, within bounded work), a matched route outside it stays byte
+for byte, and a push race that moved the split stops every step but rollback."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from git_remote import FIXTURE, MANIFEST_PATH, git, make_remote, remote_file, remote_head
+from git_remote import (
+    FIXTURE,
+    MANIFEST_PATH,
+    git,
+    make_remote,
+    race_next_push,
+    remote_file,
+    remote_head,
+    remote_log,
+)
 
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.steps.traffic.weight_edit import set_split
 
 ORIGINAL = FIXTURE.read_text(encoding="utf-8")
 ROLLGUARD = str(Path(sys.executable).parent / "rollguard")
@@ -149,3 +161,28 @@ def test_a_manifest_that_would_take_unbounded_work_is_refused(tmp_path: Path, te
         assert completed.returncode == ExitCode.USAGE, completed.stderr
         assert words in completed.stderr
     assert remote_head(remote) == head
+
+
+@pytest.mark.parametrize(
+    ("command", "racing_weight", "code", "landed"),
+    [
+        (["deploy", "--weight", "20"], 0, ExitCode.ERROR, (100, 0)),  # a rollback won: the deploy stops
+        (["promote", "--weight", "50"], 0, ExitCode.ERROR, (100, 0)),
+        (["deploy", "--weight", "20"], 20, ExitCode.OK, (80, 20)),  # the same deploy won: nothing left to do
+        (["rollback"], 50, ExitCode.OK, (100, 0)),  # rollback applies whatever happened (safety first)
+    ],
+)
+def test_a_lost_push_race_that_moved_the_split(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], command: list[str], racing_weight: int, code: int,
+    landed: tuple[int, int],
+) -> None:
+    remote = make_remote(tmp_path)
+    race_next_push(remote, MANIFEST_PATH, set_split(ORIGINAL, "reviews", "v1", "v2", racing_weight).text, "Other")
+    result_file = tmp_path / "result.json"
+    assert run(remote, *command, "--result-file", str(result_file)) == code
+    assert read_split(remote_file(remote), "reviews", "v1", "v2") == landed
+    if code == ExitCode.ERROR:
+        err = capfd.readouterr().err
+        assert "changed the split: Git now has v1 100 %, v2 0 % (this step started from 90 % / 10 %)" in err
+        assert remote_log(remote)[0] == "Other"
+        assert "Nothing was pushed" in json.loads(result_file.read_text())["error"]

@@ -68,7 +68,7 @@ def publish_change(
     repo: str,
     branch: str,
     path: str,
-    make_change: Callable[[str], ChangeT],
+    make_change: Callable[[str, ChangeT | None], ChangeT],
     author: str,
     credentials: GitCredentials,
     push_retries: int = 5,
@@ -77,14 +77,17 @@ def publish_change(
 ) -> PublishOutcome[ChangeT]:
     """Clone `branch`, apply `make_change` to `path`, commit with the change's message and push.
 
-    If the push is rejected because another commit landed first, fetch the new head, apply
-    `make_change` again to the file there (it may now be a no-op) and retry with backoff, at most
+    `make_change(text, previous)` gets the file's text and, after a lost push race, the change it made
+    on the head before (None the first time): it may refuse to go on when the race moved what it
+    started from. If the push is rejected because another commit landed first, fetch the new head,
+    apply `make_change` again to the file there (it may now be a no-op) and retry with backoff, at most
     `push_retries` times. Never force-pushes. The outcome carries the change made on the last head,
     so the caller reads what was decided there. Raises GitError subclasses.
     """
     with GitWorkspace(repo, branch, credentials, timeout_s=timeout_s) as workspace:
         head = workspace.clone()
         attempts = 0
+        previous: ChangeT | None = None
         retrying = Retrying(
             stop=stop_after_attempt(push_retries + 1),
             wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
@@ -106,7 +109,8 @@ def publish_change(
                     if attempts > 1:
                         head = workspace.catch_up()
                     old_text = workspace.read(path)
-                    change = make_change(old_text)
+                    change = make_change(old_text, previous)
+                    previous = change
                     if dry_run or not change.changed:
                         state = PublishState.DRY_RUN if dry_run else PublishState.UNCHANGED
                         return PublishOutcome(state, change, old_text, None, head, None, attempts)

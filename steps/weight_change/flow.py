@@ -40,8 +40,10 @@ def change_split(
 
     `plan(stable, canary)` gets the split Git holds (on every push attempt: a race may have moved it)
     and returns the wanted canary weight; it may raise UsageError. `message` writes the commit message.
-    The split Git holds must add up to 100 and agree across its routes, except for a step that
-    `always_applies` (rollback: safety first), which sets its weights over whatever the file says.
+    The split Git holds must add up to 100 and agree across its routes, and a lost push race must
+    not have moved it (else exit 4: this step's weights would land on top of, say, a rollback),
+    except for a step that `always_applies` (rollback: safety first), which sets its weights over
+    whatever the file says.
     """
     report = StepReport(
         action=action,
@@ -74,13 +76,15 @@ def _change_maker(
 ) -> Callable[[str], WeightChange]:
     """The edit of the file on whatever head publish_change has: the step decides from the split it finds there."""
 
-    def make_change(text: str) -> WeightChange:
+    def make_change(text: str, previous: WeightChange | None) -> WeightChange:
         routes = tuple(args.route or ())
         current = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset, routes)
         if always_applies:
             stable, canary = current.stable_weight, current.canary_weight
         else:
             stable, canary = agreed_weights(current, args.virtual_service)
+            if previous is not None:
+                _check_not_moved_by_the_race(args, previous, stable, canary)
         wanted = plan(stable, canary)
         edit = set_split(
             text, args.virtual_service, args.stable_subset, args.canary_subset, wanted.canary_weight, routes, current
@@ -88,6 +92,24 @@ def _change_maker(
         return WeightChange(edit, wanted, message(edit))
 
     return make_change
+
+
+class SplitMovedInRace(GitError):
+    """A lost push race moved the split this step started from (a rollback landed first): it stops, exit 4."""
+
+
+def _check_not_moved_by_the_race(args: argparse.Namespace, previous: WeightChange, stable: int, canary: int) -> None:
+    """Refuse to re-apply a step's weights on a head where someone else moved the split, unless it is already there."""
+    started = (previous.edit.before_stable_weight, previous.edit.before_canary_weight)
+    wanted = (previous.edit.stable_weight, previous.edit.canary_weight)
+    if (stable, canary) in (started, wanted):
+        return
+    raise SplitMovedInRace(
+        f"another commit landed on {args.branch} first and changed the split: Git now has {args.stable_subset} "
+        f"{stable} %, {args.canary_subset} {canary} % (this step started from {started[0]} % / {started[1]} %). "
+        f"Nothing was pushed: setting {args.canary_subset} {wanted[1]} % on top of that change could undo it "
+        "(a rollback?). Check why it moved, then run the step again if it is still wanted"
+    )
 
 
 def _publish(
