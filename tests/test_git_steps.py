@@ -317,3 +317,13 @@ def test_refusal_is_recorded_in_the_result_file(remote: Path, tmp_path: Path) ->
     result = json.loads(result_file.read_text())
     assert result["changed"] is False and result["commit"] is None
     assert "no VirtualService named 'nope'" in result["error"]
+
+
+def test_a_tag_given_as_branch_is_refused(remote: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    git("--git-dir", str(remote), "tag", "v1.0", "main")
+    head = remote_head(remote)
+    for command in (["rollback"], ["status"]):
+        assert run(remote, *command, "--branch", "v1.0") == ExitCode.USAGE
+        assert "--branch v1.0 names a tag in" in capfd.readouterr().err
+    assert git("--git-dir", str(remote), "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/main\n"
+    assert remote_head(remote) == head

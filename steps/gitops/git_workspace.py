@@ -91,8 +91,11 @@ class GitWorkspace:
         """Delete the clone and the credential helper files."""
         self._temp.cleanup()
 
-    def run(self, *args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run one git command; raise GitError (scrubbed) if it fails or takes longer than the timeout."""
+    def run(
+        self, *args: str, cwd: Path | None = None, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one git command; raise GitError (scrubbed) if it fails (unless `check` is False; a failed push is
+        never raised here: push() reads its output) or takes longer than the timeout."""
         command = ["git", *git_config_arguments(self.credentials), *args]
         try:
             completed = subprocess.run(
@@ -109,7 +112,7 @@ class GitWorkspace:
             raise GitError(
                 f"`git {_subcommand(args)}` did not finish within {self.timeout_s:g} s (repository {self.safe_url})"
             ) from None
-        if completed.returncode != 0 and _subcommand(args) != "push":
+        if check and completed.returncode != 0 and _subcommand(args) != "push":
             detail = self.scrubber.scrub((completed.stderr or completed.stdout).strip())
             raise GitError(f"`git {_subcommand(args)}` failed for {self.safe_url}: {detail}{_hint(detail)}")
         return completed
@@ -120,7 +123,7 @@ class GitWorkspace:
         return self.scrubber.scrub(parse_repo_url(self.repo).shown)
 
     def clone(self) -> str:
-        """Shallow-clone the branch; return its head SHA."""
+        """Shallow-clone the branch; return its head SHA. BranchNotFound if it is missing or is a tag."""
         try:
             self.run(
                 "clone", "--quiet", "--depth", "1", "--single-branch", "--branch", self.branch, "--",
@@ -133,6 +136,11 @@ class GitWorkspace:
                     f"branch {self.branch!r} does not exist in {self.safe_url}; check --branch"
                 ) from None
             raise
+        if self.run("symbolic-ref", "-q", "HEAD", check=False).returncode != 0:  # `clone --branch` takes tags too
+            raise BranchNotFound(
+                f"--branch {self.branch} names a tag in {self.safe_url}, not a branch; a push there would create a "
+                "new branch of that name. Give the branch ArgoCD follows"
+            )
         return self.head()
 
     def head(self) -> str:
