@@ -302,3 +302,18 @@ def test_unusable_kubeconfig_after_the_push_exits_4(tmp_path: Path, content: str
     err = capfd.readouterr().err
     assert f"pushed {remote_head(remote)[:12]}, but" in err
     assert ("does not exist" if content is None else "configuration is unusable") in err
+
+
+def test_an_api_answering_with_html_is_a_clear_fault_with_the_result_written(
+    fake_api: FakeKubeApi, kubeconfig: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path)
+    fake_api.answer_with_html()
+    result_file = tmp_path / "result.json"
+    assert rollback(remote, kubeconfig, result_file, "--live-patch", "--argocd-app", "reviews") == ExitCode.ERROR
+    err = capfd.readouterr().err
+    assert "unexpected error" not in err
+    assert "answered HTTP 200 with something that is not a Kubernetes object ('<!DOCTYPE html><html><body>Sign" in err
+    result = json.loads(result_file.read_text())
+    assert result["commit"] == remote_head(remote)  # Git has the rollback; the step says the cluster part failed
+    assert result["live_patch"]["outcome"] == "failed" and result["argocd"]["outcome"] == "failed"
