@@ -212,7 +212,7 @@ class FakeKubeApi:
                 }
 
     def answer_with_html(self, page: str = "<!DOCTYPE html><html><body>Sign in to continue</body></html>") -> None:
-        """From now on answer every request HTTP 200 with an HTML page, as a proxy or a login page in front of it does."""
+        """From now on answer every request HTTP 200 with an HTML page, as a proxy or a login page would."""
         with self._store.lock:
             self._store.html_page = page
 

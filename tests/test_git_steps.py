@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -327,3 +328,27 @@ def test_a_tag_given_as_branch_is_refused(remote: Path, capfd: pytest.CaptureFix
         assert "--branch v1.0 names a tag in" in capfd.readouterr().err
     assert git("--git-dir", str(remote), "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/main\n"
     assert remote_head(remote) == head
+
+
+def test_a_push_that_times_out_says_the_commit_may_have_landed(
+    remote: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    release, done = tmp_path / "release", tmp_path / "hook-done"
+    hook = remote / "hooks" / "pre-receive"  # a server that takes the push but answers only much later
+    hook.write_text(f'#!/bin/sh\nwhile [ ! -e "{release}" ]; do sleep 0.05; done\ntouch "{done}"\n')
+    hook.chmod(0o755)
+    result_file = tmp_path / "result.json"
+    try:
+        assert run(remote, "rollback", "--git-timeout", "2s", "--result-file", str(result_file)) == ExitCode.ERROR
+    finally:
+        release.touch()
+    error = json.loads(result_file.read_text())["error"]
+    assert "did not finish within 2 s: commit" in error and "may or may not have landed on 'main'" in error
+    assert "Running the step again converges" in capfd.readouterr().err
+    deadline = time.monotonic() + 30
+    while not done.exists() and time.monotonic() < deadline:  # the server side finishes once released
+        time.sleep(0.05)
+    hook.unlink()
+    assert run(remote, "rollback") == ExitCode.OK
+    assert weights(remote) == (100, 0) and remote_log(remote)[0].startswith("rollguard: roll back")
+    assert len(remote_log(remote)) == 2  # one rollback commit, whether the first push landed or not

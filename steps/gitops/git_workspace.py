@@ -42,6 +42,10 @@ class FileNotInRepo(GitError):
     """The file to change is not in the branch (a usage problem: check --path)."""
 
 
+class GitTimeout(GitError):
+    """A git command did not finish within --git-timeout (it was stopped)."""
+
+
 class PushRefused(GitError):
     """The remote refused the push for a reason other than a race (hook, permissions, protection)."""
 
@@ -109,7 +113,7 @@ class GitWorkspace:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise GitError(
+            raise GitTimeout(
                 f"`git {_subcommand(args)}` did not finish within {self.timeout_s:g} s (repository {self.safe_url})"
             ) from None
         if check and completed.returncode != 0 and _subcommand(args) != "push":
@@ -197,7 +201,14 @@ class GitWorkspace:
 
     def push(self) -> None:
         """Push HEAD to the branch. Raises PushRaced if the branch moved, PushRefused/GitError otherwise."""
-        completed = self.run("push", "--porcelain", "origin", f"HEAD:refs/heads/{self.branch}")
+        try:
+            completed = self.run("push", "--porcelain", "origin", f"HEAD:refs/heads/{self.branch}")
+        except GitTimeout:  # the server may have taken the commit after all: say so, and how to converge
+            raise GitTimeout(
+                f"`git push` to {self.safe_url} did not finish within {self.timeout_s:g} s: commit "
+                f"{self.head()[:12]} may or may not have landed on {self.branch!r}. Running the step again "
+                "converges: it finds the change already in Git and commits nothing, or pushes it"
+            ) from None
         if completed.returncode == 0:
             return
         output = self.scrubber.scrub(f"{completed.stdout}\n{completed.stderr}")
