@@ -352,3 +352,16 @@ def test_a_push_that_times_out_says_the_commit_may_have_landed(
     assert run(remote, "rollback") == ExitCode.OK
     assert weights(remote) == (100, 0) and remote_log(remote)[0].startswith("rollguard: roll back")
     assert len(remote_log(remote)) == 2  # one rollback commit, whether the first push landed or not
+
+
+def test_a_stale_ref_lock_on_the_remote_is_not_called_a_push_race(
+    remote: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (remote / "refs" / "heads" / "main.lock").write_text("")  # left by a git process that crashed on the server
+    result_file = tmp_path / "result.json"
+    assert run(remote, "rollback", "--push-retries", "1", "--result-file", str(result_file)) == ExitCode.ERROR
+    err = capfd.readouterr().err
+    assert "could not lock branch 'main' in 2 attempts" in err and "main.lock': File exists" in err
+    assert "remove that file on the server" in json.loads(result_file.read_text())["error"]
+    assert "another commit landed first" not in err and "kept landing" not in err
+    assert remote_log(remote) == ["Add the reviews manifests"]

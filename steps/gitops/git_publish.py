@@ -17,13 +17,17 @@ from typing import Generic, Protocol, TypeVar
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
 from rollguard.steps.gitops.credentials import GitCredentials
-from rollguard.steps.gitops.git_workspace import GitError, GitWorkspace, PushRaced
+from rollguard.steps.gitops.git_workspace import GitError, GitWorkspace, PushRaced, PushRefused, RefLocked
 
 log = logging.getLogger(__name__)
 
 
 class PushRaceLost(GitError):
     """Other commits kept landing first; the bounded number of re-applied pushes ran out."""
+
+
+class RemoteRefLocked(PushRefused):
+    """The remote's ref stayed locked through every retry (a stale lock file on the server?)."""
 
 
 class FileChange(Protocol):
@@ -63,6 +67,17 @@ class PublishOutcome(Generic[ChangeT]):
     attempts: int  # push attempts made (1 without a race)
 
 
+def _log_retry(branch: str, rejection: BaseException | None, attempt: int, attempts: int) -> None:
+    if isinstance(rejection, RefLocked):
+        log.warning("the remote's lock on %s is taken (%s); trying again (attempt %d of %d)", branch, rejection,
+                    attempt, attempts)  # fmt: skip
+        return
+    log.warning(
+        "push to %s was rejected because another commit landed first (%s); fetching the new head and "
+        "re-applying the change (attempt %d of %d)", branch, rejection or "", attempt, attempts,
+    )  # fmt: skip
+
+
 def publish_change(
     *,
     repo: str,
@@ -93,14 +108,8 @@ def publish_change(
             wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
             retry=retry_if_exception_type(PushRaced),
             reraise=True,
-            before_sleep=lambda state: log.warning(
-                "push to %s was rejected because another commit landed first (%s); fetching the new head and "
-                "re-applying the change (attempt %d of %d)",
-                branch,
-                state.outcome.exception() if state.outcome else "",
-                state.attempt_number + 1,
-                push_retries + 1,
-            ),
+            before_sleep=lambda state: _log_retry(branch, state.outcome.exception() if state.outcome else None,
+                                                  state.attempt_number + 1, push_retries + 1),
         )
         try:
             for attempt in retrying:
@@ -119,6 +128,12 @@ def publish_change(
                     workspace.push()
                     pushed_at = time.time()
                     return PublishOutcome(PublishState.PUSHED, change, old_text, commit, commit, pushed_at, attempts)
+        except RefLocked as exc:
+            raise RemoteRefLocked(
+                f"{workspace.safe_url} could not lock branch {branch!r} in {attempts} attempts ({exc}); nothing was "
+                "pushed. Another push may have held the lock, or a git process that crashed on the server left the "
+                "lock file behind: if it stays, remove that file on the server, then run the step again"
+            ) from None
         except PushRaced as exc:
             raise PushRaceLost(
                 f"the push to {branch!r} of {workspace.safe_url} was rejected {attempts} times because other commits "

@@ -26,8 +26,13 @@ from rollguard.steps.gitops.repo_url import parse_repo_url
 
 DEFAULT_AUTHOR = "rollguard <rollguard@localhost>"
 _AUTHOR = re.compile(r"^\s*(?P<name>[^<>]+?)\s*<(?P<email>[^<>\s]+)>\s*$")
-# Push summaries (git push --porcelain) that mean "someone else pushed first": fetch and re-apply.
-_RACE_MARKERS = ("fetch first", "non-fast-forward", "stale info", "failed to update ref", "cannot lock ref")
+# Push summaries (git push --porcelain) that mean "someone else pushed first": fetch and re-apply. A server
+# that lost the race while updating the ref says "failed to update ref" and "... is at X but expected Y".
+_RACE_MARKERS = ("fetch first", "non-fast-forward", "stale info")
+_RACE_ON_THE_SERVER = "but expected"
+# "cannot lock ref ...: Unable to create '.../main.lock': File exists": another push holds the lock, or a
+# crashed git process on the server left the lock file behind. Not a race: nothing else landed.
+_LOCK_TAKEN = "File exists"
 
 
 class GitError(Exception):
@@ -52,6 +57,10 @@ class PushRefused(GitError):
 
 class PushRaced(Exception):
     """One push was rejected because the remote branch moved: fetch, re-apply and push again."""
+
+
+class RefLocked(PushRaced):
+    """One push was rejected because the remote's ref lock file exists: try again; it may be stale."""
 
 
 def parse_author(text: str) -> tuple[str, str]:
@@ -214,14 +223,17 @@ class GitWorkspace:
         output = self.scrubber.scrub(f"{completed.stdout}\n{completed.stderr}")
         rejected = [line for line in output.splitlines() if line.startswith("!")]
         summary = " ".join(line.split("\t")[-1] for line in rejected)
-        if any(marker in summary for marker in _RACE_MARKERS):
+        remote_says = [
+            line.removeprefix("remote:").strip()
+            for line in output.splitlines()
+            if line.startswith("remote:") and line.removeprefix("remote:").strip()
+        ]
+        said = " ".join(remote_says)
+        if any(marker in summary for marker in _RACE_MARKERS) or _RACE_ON_THE_SERVER in said:
             raise PushRaced(summary)
+        if _LOCK_TAKEN in said and ".lock" in said:
+            raise RefLocked(remote_says[0])
         if rejected:
-            remote_says = [
-                line.removeprefix("remote:").strip()
-                for line in output.splitlines()
-                if line.startswith("remote:") and line.removeprefix("remote:").strip()
-            ]
             because = f"; the remote said: {' / '.join(remote_says)}" if remote_says else ""
             raise PushRefused(
                 f"{self.safe_url} refused the push to {self.branch!r} ({summary.strip()}){because}. "
