@@ -365,3 +365,24 @@ def test_a_stale_ref_lock_on_the_remote_is_not_called_a_push_race(
     assert "remove that file on the server" in json.loads(result_file.read_text())["error"]
     assert "another commit landed first" not in err and "kept landing" not in err
     assert remote_log(remote) == ["Add the reviews manifests"]
+
+
+@pytest.mark.parametrize("link", ["k8s/istio.yml", "deploy/istio.yml"])  # a linked file, a linked directory
+def test_a_path_through_a_symbolic_link_is_refused_naming_the_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], link: str
+) -> None:
+    remote = make_remote(tmp_path, {"k8s/base/istio.yml": ORIGINAL})
+    work = tmp_path / "links"
+    git("clone", "--quiet", str(remote), str(work))
+    (work / "k8s" / "istio.yml").symlink_to("base/istio.yml")
+    (work / "deploy").symlink_to("k8s/base")
+    git("add", "--all", cwd=work)
+    git("commit", "--quiet", "-m", "links", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    head = remote_head(remote)
+    for command in (["rollback"], ["status"]):
+        assert cli.main([*command, "--repo", str(remote), "--path", link, "--virtual-service", "reviews"]) == 2
+        assert f"--path {link} is a symbolic link (or goes through one) to k8s/base/istio.yml" in (
+            capfd.readouterr().err
+        )
+    assert remote_head(remote) == head

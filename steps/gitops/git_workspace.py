@@ -9,6 +9,7 @@ with its credentials.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -185,9 +186,21 @@ class GitWorkspace:
         self._file(path).write_bytes(text.encode("utf-8"))
 
     def _file(self, path: str) -> Path:
+        """The file at --path in the clone; FileNotInRepo if it is outside or reached through a symbolic link.
+
+        A symbolic link is refused rather than followed: rollguard would edit one file and commit
+        another path, and ArgoCD may read the link differently; naming the real file is unambiguous.
+        """
+        root = self.clone_dir.resolve()
         file = (self.clone_dir / path).resolve()
-        if self.clone_dir.resolve() not in file.parents:
+        if root not in file.parents:
             raise FileNotInRepo(f"--path {path} points outside the repository; give a path inside it")
+        if file != root / os.path.normpath(path):
+            real = file.relative_to(root).as_posix()
+            raise FileNotInRepo(
+                f"--path {path} is a symbolic link (or goes through one) to {real}; rollguard edits the file "
+                f"itself: pass --path {real}"
+            )
         return file
 
     def commit(self, path: str, message: str, author: str) -> str:
