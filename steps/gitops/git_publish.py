@@ -89,6 +89,7 @@ def publish_change(
     push_retries: int = 5,
     timeout_s: float = 60.0,
     dry_run: bool = False,
+    before_commit: Callable[[], None] | None = None,
 ) -> PublishOutcome[ChangeT]:
     """Clone `branch`, apply `make_change` to `path`, commit with the change's message and push.
 
@@ -97,7 +98,9 @@ def publish_change(
     started from. If the push is rejected because another commit landed first, fetch the new head,
     apply `make_change` again to the file there (it may now be a no-op) and retry with backoff, at most
     `push_retries` times. Never force-pushes. The outcome carries the change made on the last head,
-    so the caller reads what was decided there. Raises GitError subclasses.
+    so the caller reads what was decided there. `before_commit()` runs once the change is known and
+    before anything is committed (not in a dry run): a last check that may raise to stop while nothing
+    has changed. Raises GitError subclasses.
     """
     with GitWorkspace(repo, branch, credentials, timeout_s=timeout_s) as workspace:
         head = workspace.clone()
@@ -120,6 +123,8 @@ def publish_change(
                     old_text = workspace.read(path)
                     change = make_change(old_text, previous)
                     previous = change
+                    if before_commit is not None and not dry_run:
+                        before_commit()
                     if dry_run or not change.changed:
                         state = PublishState.DRY_RUN if dry_run else PublishState.UNCHANGED
                         return PublishOutcome(state, change, old_text, None, head, None, attempts)

@@ -118,6 +118,18 @@ class ClusterSide:
         self._connection = pool.submit(_connect, self.settings)
         pool.shutdown(wait=False)
 
+    def configuration_problem(self) -> str | None:
+        """Wait for the background set-up; why the Kubernetes configuration is unusable, or None if it is fine."""
+        if self._connection is None:
+            return None
+        from rollguard.steps.gitops.kube_api import KubeConfigError
+
+        try:
+            self._connection.result()
+        except KubeConfigError as exc:
+            return str(exc)
+        return None
+
     def close(self) -> None:
         """Close the API client once it exists (now, or when the background thread finishes)."""
         if self._connection is not None:

@@ -60,7 +60,9 @@ def change_split(
         cluster.start_connecting()  # the cluster actions follow the push: load the client while git works
     try:
         try:
-            outcome = _publish(args, report, credentials, _change_maker(args, plan, message, always_applies))
+            make_change = _change_maker(args, plan, message, always_applies)
+            check = _cluster_check(cluster, always_applies)
+            outcome = _publish(args, report, credentials, make_change, check)
         except GitError as exc:
             return _fail(args, report, f"{exc}")
         return _after_publish(args, report, outcome, cluster)
@@ -73,7 +75,7 @@ def _change_maker(
     plan: Callable[[int, int], WeightPlan],
     message: Callable[[SplitEdit], str],
     always_applies: bool,
-) -> Callable[[str], WeightChange]:
+) -> Callable[[str, WeightChange | None], WeightChange]:
     """The edit of the file on whatever head publish_change has: the step decides from the split it finds there."""
 
     def make_change(text: str, previous: WeightChange | None) -> WeightChange:
@@ -112,11 +114,32 @@ def _check_not_moved_by_the_race(args: argparse.Namespace, previous: WeightChang
     )
 
 
+def _cluster_check(cluster: ClusterSide, always_applies: bool) -> Callable[[], None]:
+    """The check before the commit: an unusable Kubernetes configuration is reported while nothing has changed.
+
+    A deploy or promote then stops (exit 2: --live-patch/--argocd-app could not run after the push); a
+    rollback says so and goes on (safety first: Git is what ArgoCD applies), and exits 4 after the push.
+    """
+    reported: list[str] = []
+
+    def check() -> None:
+        problem = cluster.configuration_problem()
+        if problem is None or reported:
+            return
+        if not always_applies:
+            raise UsageError(f"{problem}; --live-patch and --argocd-app need it. Nothing was changed")
+        reported.append(problem)
+        log.error("%s: the rollback is pushed anyway, but the live patch and the ArgoCD sync cannot run", problem)
+
+    return check
+
+
 def _publish(
     args: argparse.Namespace,
     report: StepReport,
     credentials: GitCredentials,
-    make_change: Callable[[str], WeightChange],
+    make_change: Callable[[str, WeightChange | None], WeightChange],
+    before_commit: Callable[[], None],
 ) -> PublishOutcome[WeightChange]:
     """Commit and push the change. Raises UsageError for bad input (recorded), GitError for run-time faults."""
     log.info(
@@ -135,6 +158,7 @@ def _publish(
             push_retries=args.push_retries,
             timeout_s=args.git_timeout,
             dry_run=args.dry_run,
+            before_commit=before_commit,
         )
     except ManifestError as exc:
         where = f"{args.path} (branch {args.branch} of {report.repo})"
