@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     logs.configure("analyze")
     log_start(settings)
     access = settings.prometheus
-    querier = PrometheusQuerier(access.url, auth=access.auth, timeout_s=access.timeout_s, attempts=access.attempts)
+    querier = PrometheusQuerier(access.endpoint, timeout_s=access.timeout_s, attempts=access.attempts)
     try:
         document = run_checks(settings, querier)
     except AnalysisInterrupted as interrupted:

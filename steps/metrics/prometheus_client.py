@@ -11,8 +11,8 @@ import json
 import logging
 import re
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
+from rollguard.steps.metrics.prometheus_url import PrometheusUrl, parse_prometheus_url
 from rollguard.steps.metrics.query_results import QueryResult, QueryStatus, Sample, classify
 
 log = logging.getLogger(__name__)
@@ -29,32 +29,6 @@ class RefusedQueryError(Exception):
 _STATUS_IN_MESSAGE = re.compile(r"HTTP Status Code (\d+)")
 
 
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """`http://user:pass@host:9090` -> (`http://host:9090`, (user, pass)): only the clean URL is ever shown.
-
-    Users put basic-auth credentials in the URL; they must reach Prometheus, never a log, a verdict
-    file or the rollback commit that quotes the verdict.
-    """
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url, None
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port is not None else "")
-    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return clean, (unquote(parts.username or ""), unquote(parts.password or ""))
-
-
-def redacted_url(url: str) -> str:
-    """The URL with any user:password replaced by ***, for error messages about a bad URL."""
-    clean, credentials = split_credentials(url)
-    if credentials is None:
-        return url
-    scheme, rest = clean.split("://", 1) if "://" in clean else ("", clean)
-    return f"{scheme}://***@{rest}" if scheme else f"***@{rest}"
-
-
 class PrometheusQuerier:
     """Instant queries against one Prometheus, with a per-query timeout and tenacity retries.
 
@@ -62,12 +36,12 @@ class PrometheusQuerier:
     """
 
     def __init__(
-        self, url: str, *, auth: tuple[str, str] | None = None, timeout_s: float = 5.0, attempts: int = 3,
-        backoff_s: float = 0.2, max_backoff_s: float = 2.0,
+        self, url: PrometheusUrl | str, *, timeout_s: float = 5.0, attempts: int = 3, backoff_s: float = 0.2,
+        max_backoff_s: float = 2.0,
     ) -> None:
-        clean, from_url = split_credentials(url)
-        self.url = clean.rstrip("/")
-        self._auth = auth or from_url  # basic auth: sent to Prometheus, never part of self.url
+        parsed = url if isinstance(url, PrometheusUrl) else parse_prometheus_url(url)
+        self.url = parsed.url  # never holds credentials: it is what messages show
+        self._auth = None if parsed.auth is None else (parsed.auth.username, parsed.auth.password)
         self.timeout_s = timeout_s
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
