@@ -81,6 +81,12 @@ class AnalysisSettings:
     custom_metrics: tuple[CustomMetric, ...]
     outputs: VerdictFiles
 
+    @property
+    def time_limit_s(self) -> float:
+        """The longest an analysis may run: to its last planned check (the bake time rounded up to a whole
+        interval), plus one query timeout for that check's answers."""
+        return (self.plan.planned_looks - 1) * self.timing.interval_s + self.prometheus.timeout_s
+
     def query_specs(self) -> tuple[QuerySpec, ...]:
         """Every query of a check, in order: the built-in ones, then the custom metrics (`custom:NAME`)."""
         custom = tuple(QuerySpec(custom_name(metric), metric.query, AnswerShape.ONE_VALUE)
