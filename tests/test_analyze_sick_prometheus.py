@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support_http import trickling_server
+import pytest
+from support_http import answering_server, trickling_server
 
 from rollguard.steps.exit_codes import ExitCode
 
@@ -42,3 +43,45 @@ def test_a_trickling_prometheus_cannot_stretch_the_analysis_past_its_time_limit(
     assert took < 4.0 + 3.0, f"took {took:.1f}s"
     assert verdict["verdict"] == "inconclusive"
     assert "timed out (timeout 1s for the whole answer)" in json.dumps(verdict["checks"])
+
+
+def vector_of(value: str) -> bytes:
+    """A vector answer whose every series (a request counter) has the value `value`, as Prometheus writes it."""
+    series = {"metric": {"__name__": "istio_requests_total", "response_code": "200"}, "value": [1.0, value]}
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": [series]}}).encode()
+
+
+MALFORMED = [
+    pytest.param(b'{"status": "success"}', "without data", id="success-without-data"),
+    pytest.param(b'{"status": "success", "data": null}', "without data", id="data-null"),
+    pytest.param(b"[1, 2]", "its JSON is a list, not an object", id="json-list"),
+    pytest.param(b'{"status": "error", "errorType": "execution", "error": "query timed out"}',
+                 "with status error: execution: query timed out", id="status-error-with-200"),
+    pytest.param(vector_of("NaN"), "has the value nan; counters must be finite numbers", id="nan-counters"),
+    pytest.param(vector_of("+Inf"), "has the value inf; counters must be finite numbers", id="inf-counters"),
+    pytest.param(vector_of("-Inf"), "has the value -inf; counters must be finite numbers", id="minus-inf-counters"),
+]
+
+
+@pytest.mark.parametrize(("body", "problem"), MALFORMED)
+def test_a_malformed_answer_is_an_error_outcome_under_the_error_policy(body: bytes, problem: str,
+                                                                       tmp_path: Path) -> None:
+    with answering_server(200, body) as (url, seen):
+        code, verdict, log, _ = analyze(url, tmp_path, "--duration", "10s", "--max-consecutive-errors", "1",
+                                        "--on-error", "fail", "--query-attempts", "1")
+    assert code == ExitCode.FAIL, log
+    assert seen, "the server was never asked"
+    assert verdict["verdict"] == "fail"
+    assert "2 checks in a row could not be judged (budget 1)" in verdict["reason"]
+    assert problem in verdict["reason"]
+    assert [check["canary"]["status"] for check in verdict["checks"]] == ["error", "error"]
+
+
+@pytest.mark.parametrize(("body", "problem"), MALFORMED[:3])
+def test_under_the_default_policies_a_malformed_answer_ends_inconclusive_with_a_verdict(
+    body: bytes, problem: str, tmp_path: Path
+) -> None:
+    with answering_server(200, body) as (url, _):
+        code, verdict, log, _ = analyze(url, tmp_path, "--duration", "2s", "--query-attempts", "1")
+    assert code == ExitCode.INCONCLUSIVE, log
+    assert verdict["verdict"] == "inconclusive" and problem in verdict["reason"]

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rollguard.steps.metrics import istio_queries
 from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
 from rollguard.steps.metrics.custom_templates import MetricsFileError, load_metrics, render
+from rollguard.steps.metrics.prometheus_answers import MalformedAnswer, samples_of_answer
 from rollguard.steps.metrics.promql import escape_label_value, range_window
 from rollguard.steps.metrics.query_results import QueryStatus, Sample, classify
 
@@ -189,3 +190,47 @@ def test_counts_are_never_negative_and_add_up(pairs: list[tuple[str, str, int, i
     expected = sum(new - old if new >= old else new for _, _, old, new in pairs)
     assert counts.requests == expected
     assert 0 <= counts.errors <= counts.requests
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"status": "success"}, "without data"),
+        ({"status": "success", "data": None}, "without data"),
+        ([1, 2], "its JSON is a list, not an object"),
+        ("up", "its JSON is a string, not an object"),
+        ({"status": "error", "errorType": "bad_data", "error": "parse error"}, "with status error: bad_data: parse"),
+        ({"status": "pending"}, "its status is 'pending', not 'success'"),
+        ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "resultType is 'matrix'"),
+        ({"status": "success", "data": {"resultType": "vector", "result": None}}, "vector result is null"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "2"]}]}},
+         "series 1 has no `metric` object"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": 3}]}},
+         "series 1 has no [time, value] pair"),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "many"]}},
+         "the scalar has the value 'many', not a number"),
+    ],
+)
+def test_malformed_answers_say_what_is_wrong(document: object, problem: str) -> None:
+    with pytest.raises(MalformedAnswer) as malformed:
+        samples_of_answer(document)
+    assert problem in str(malformed.value)
+
+
+def test_answers_in_prometheus_words_parse() -> None:
+    series = [{"metric": {"b": "2", "a": "1"}, "value": [1.5, word]} for word in ("NaN", "+Inf", "-Inf", "0.25")]
+    vector = {"status": "success", "data": {"resultType": "vector", "result": series}}
+    values = [sample.value for sample in samples_of_answer(vector)]
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf, 0.25]
+    assert samples_of_answer(vector)[0].labels == (("a", "1"), ("b", "2"))
+    scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1.5, "2"]}}
+    assert samples_of_answer(scalar) == (Sample((), 2.0),)
+
+
+def test_counters_that_are_not_finite_numbers_are_an_error() -> None:
+    nan = (Sample((("code", "200"),), 5.0), Sample((("code", "500"),), math.nan))
+    result = classify("q", nan, expect_one=False)
+    assert result.status is QueryStatus.ERROR and not result.unreachable
+    assert 'series {code="500"} has the value nan' in result.detail
+    # One value may be infinite (a p99 above the last bucket): that is a value, and it breaches.
+    assert classify("q", (Sample((), math.inf),), expect_one=True).status is QueryStatus.VALUE

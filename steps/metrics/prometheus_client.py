@@ -16,8 +16,9 @@ import time
 from typing import Any
 
 from rollguard.steps.metrics.http_get import DeadlinePassed, HttpFailure, http_get
+from rollguard.steps.metrics.prometheus_answers import MalformedAnswer, samples_of_answer
 from rollguard.steps.metrics.prometheus_url import PrometheusUrl, parse_prometheus_url
-from rollguard.steps.metrics.query_results import QueryResult, QueryStatus, Sample, classify
+from rollguard.steps.metrics.query_results import QueryResult, QueryStatus, classify
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class PrometheusQuerier:
                 raise RefusedQueryError(message)
             raise TransientQueryError(message)
         try:
-            return json.loads(answer.body)["data"]["result"]
+            return json.loads(answer.body)
         except ValueError as exc:
             raise TransientQueryError(f"the answer is not JSON: {exc}") from None
 
@@ -128,7 +129,7 @@ class PrometheusQuerier:
 
     def _run(self, query: str, *, expect_one: bool) -> QueryResult:
         try:
-            data, attempts = self._query_with_retries(query)
+            document, attempts = self._query_with_retries(query)
         except TransientQueryError as exc:
             return QueryResult(query, QueryStatus.ERROR,
                                detail=f"Prometheus at {self.url} unreachable after {exc.attempts} attempts: {exc}",
@@ -136,22 +137,11 @@ class PrometheusQuerier:
         except RefusedQueryError as exc:
             return QueryResult(query, QueryStatus.ERROR, detail=f"Prometheus refused the query: {exc}")
         try:
-            samples = _samples(data)
-        except (TypeError, ValueError, KeyError, IndexError) as exc:
-            return QueryResult(query, QueryStatus.ERROR, detail=f"unexpected answer from Prometheus: {exc}",
+            samples = samples_of_answer(document)
+        except MalformedAnswer as exc:
+            return QueryResult(query, QueryStatus.ERROR, detail=f"Prometheus answered HTTP 200 but {exc}",
                                attempts=attempts)
         return classify(query, samples, expect_one=expect_one, attempts=attempts)
-
-
-def _samples(data: Any) -> tuple[Sample, ...]:
-    """Parse the `result` of /api/v1/query: an instant vector, or a scalar `[time, "value"]`."""
-    if isinstance(data, list) and len(data) == 2 and not isinstance(data[0], dict):
-        return (Sample((), float(data[1])),)
-    samples = []
-    for item in data:
-        labels = tuple(sorted((str(key), str(value)) for key, value in item["metric"].items()))
-        samples.append(Sample(labels, float(item["value"][1])))
-    return tuple(samples)
 
 
 def _error_from_body(body: bytes) -> str:
