@@ -13,6 +13,7 @@ from support_http import trickling_server
 
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.prometheus_server import PrometheusServer
+from rollguard.steps.metrics.custom_templates import render
 from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
 from rollguard.steps.metrics.query_results import QueryResult, QueryStatus
 
@@ -116,3 +117,13 @@ def test_no_query_or_retry_outlives_not_after() -> None:
     assert result.status is QueryStatus.ERROR and result.attempts == 1
     assert "the analysis's time is up" in result.detail
     assert took < 1.0 + 1.0
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_an_escaped_value_reaches_prometheus_as_one_string(querier: PrometheusQuerier, quote: str) -> None:
+    """Prometheus's own parser reads the rendered string back as exactly the value: nothing broke out."""
+    value = "a'} or vector(2) # \"x\"\n\\y"
+    query = render(f'label_replace(vector(1), "v", {quote}{{{{ value }}}}{quote}, "", "")', {"value": value}, "here")
+    result = querier.vector(query)
+    assert result.status is QueryStatus.VALUE, result.detail
+    assert [dict(sample.labels).get("v") for sample in result.samples] == [value]

@@ -234,3 +234,44 @@ def test_counters_that_are_not_finite_numbers_are_an_error() -> None:
     assert 'series {code="500"} has the value nan' in result.detail
     # One value may be infinite (a p99 above the last bucket): that is a value, and it breaches.
     assert classify("q", (Sample((), math.inf),), expect_one=True).status is QueryStatus.VALUE
+
+
+TRICKY = "a'} or vector(1) # \"x\"\n\\"
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("x{job='{{ job }}'}", "x{job='a\\'} or vector(1) # \"x\"\\n\\\\'}"),
+        ('x{job="{{ job }}"}', 'x{job="a\'} or vector(1) # \\"x\\"\\n\\\\"}'),
+        ("x{job='it\\'s {{ team }}'}", "x{job='it\\'s pay\\'ments'}"),
+        ('rate(x{a="#{{ team }}"}[{{ window }}]) > {{ limit }}', 'rate(x{a="#pay\'ments"}[1m]) > 0.5'),
+        ("x{job=`{{ window }}`}", "x{job=`1m`}"),
+    ],
+)
+def test_placeholders_are_escaped_for_the_quotes_they_stand_in(template: str, rendered: str) -> None:
+    variables = {"job": TRICKY, "team": "pay'ments", "window": "1m", "limit": "0.5"}
+    assert render(template, variables, "f.yaml line 3") == rendered
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("x > {{ job }}", "{{ job }} stands outside a quoted string, where only a plain name, number or duration"),
+        ("x # note {{ job }}", "{{ job }} stands in a # comment"),
+        ("x{job=`{{ job }}`}", "holds a backtick"),
+        ("x{job='{{ limit }}}", "a 'string' is not closed"),
+    ],
+)
+def test_unsafe_placeholders_are_refused_with_the_place(template: str, message: str) -> None:
+    with pytest.raises(MetricsFileError) as refused:
+        render(template, {"job": "a`b or vector(1)", "limit": "0.5"}, "f.yaml line 3 (metric m)")
+    assert str(refused.value).startswith("f.yaml line 3 (metric m): ")
+    assert message in str(refused.value)
+
+
+def test_a_metrics_file_with_an_injectable_placeholder_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "- name: ok\n  query: up\n  max: 1\n- name: bad\n  query: up > {{ level }}\n"
+                           "  max: 1\n  vars: {level: '1 or vector(0)'}\n")
+    with pytest.raises(MetricsFileError, match=rf"{path} line 4 \(metric bad\): \{{\{{ level \}}\}} stands outside"):
+        load_metrics(path, BUILTINS)
