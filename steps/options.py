@@ -24,6 +24,15 @@ class UsageError(Exception):
     """Bad input from the user: names the flag (or file and line) and the fix. Exit code 2."""
 
 
+def is_utf8_text(text: str) -> bool:
+    """False when the text holds bytes that were not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def env_name(flag: str) -> str:
     """Environment variable that sets `flag`: `--max-error-rate` -> `ROLLGUARD_MAX_ERROR_RATE`."""
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()

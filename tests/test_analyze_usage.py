@@ -141,3 +141,38 @@ def test_sigterm_writes_an_inconclusive_verdict(tmp_path: Path) -> None:
     assert document["verdict"] == "inconclusive" and "interrupted" in document["reason"]
     assert word.read_text() == "inconclusive"
     assert all(check["outcome"] == "error" for check in document["checks"])
+
+
+@pytest.mark.parametrize("flag", ["--namespace", "--service", "--stable-version", "--canary-version"])
+def test_a_label_flag_that_is_not_utf8_is_a_usage_error(flag: str, tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 (a mis-encoded shell or parameter) are named, not reported as Prometheus
+    being unreachable; the same through the ROLLGUARD_* variable."""
+    import os
+
+    values = {"--namespace": b"demo", "--service": b"podinfo", "--stable-version": b"v1", "--canary-version": b"v2"}
+    values[flag] = b"pod\xffinfo"
+    verdict = tmp_path / "verdict.json"
+    argv = [os.fsencode(Path(sys.executable).parent / "rollguard"), b"analyze", b"--prometheus-url",
+            b"http://127.0.0.1:9", b"--verdict-file", os.fsencode(verdict)]
+    for name, value in values.items():
+        argv += [name.encode(), value]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    assert f"{flag} 'pod\\udcffinfo' holds bytes that are not UTF-8" in completed.stderr
+    assert "Prometheus" not in completed.stderr and not verdict.exists()
+    env = {**os.environb, b"ROLLGUARD_" + flag[2:].upper().replace("-", "_").encode(): b"pod\xffinfo"}
+    by_env = subprocess.run([arg for arg in argv if arg not in (flag.encode(), b"pod\xffinfo")], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert by_env.returncode == ExitCode.USAGE, by_env.stderr
+    assert "holds bytes that are not UTF-8" in by_env.stderr
+
+
+def test_a_metrics_variable_that_is_not_utf8_text_names_its_line(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = tmp_path / "metrics.yaml"
+    metrics.write_text('- name: queue\n  query: max(queue{team="{{ team }}"})\n  max: 10\n  vars: {team: "a\\udcff"}\n')
+    verdict = tmp_path / "verdict.json"
+    code, err = run_cli([*TARGET, "--verdict-file", str(verdict), "--metrics-file", str(metrics)], capsys)
+    assert code == ExitCode.USAGE
+    assert f"--metrics-file {metrics} line 1 (metric queue): the query holds characters that are not UTF-8" in err
+    assert not verdict.exists()

@@ -17,7 +17,7 @@ from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileEr
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
 from rollguard.steps.metrics.prometheus_url import PrometheusUrl, PrometheusUrlError, parse_prometheus_url
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
-from rollguard.steps.options import UsageError, check_output_files, format_duration
+from rollguard.steps.options import UsageError, check_output_files, format_duration, is_utf8_text
 
 MAX_PLANNED_LOOKS = 100_000
 
@@ -145,8 +145,12 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     except PrometheusUrlError as exc:
         raise UsageError(f"--prometheus-url {exc}") from None
     for flag in ("namespace", "service", "stable_version", "canary_version"):
-        if not str(getattr(args, flag)).strip():
+        value = str(getattr(args, flag))
+        if not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} must not be empty")
+        if not is_utf8_text(value):
+            raise UsageError(f"--{flag.replace('_', '-')} {value!r} holds bytes that are not UTF-8; a label value "
+                             "is UTF-8 text (check the shell's or the workflow parameter's encoding)")
     if args.stable_version == args.canary_version:
         raise UsageError(f"--stable-version and --canary-version are both {args.canary_version!r}; they must differ")
     if not 0.0 < args.confidence < 1.0:
@@ -162,6 +166,11 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         raise UsageError(f"--window {format_duration(args.window)} is too short for a rate; use at least 1s (e.g. 1m)")
     target = Target(args.namespace, args.service, args.stable_version, args.canary_version)
     window = format_duration(args.window)
+    custom_metrics = _custom_metrics(args.metrics_file, target, window)
+    for metric in custom_metrics:
+        if not is_utf8_text(metric.query):
+            raise UsageError(f"--metrics-file {args.metrics_file} line {metric.line} (metric {metric.name}): the "
+                             "query holds characters that are not UTF-8 text (a \\udcxx escape in a value?)")
     return AnalysisSettings(
         prometheus=PrometheusAccess(prometheus_url, args.query_timeout, args.query_attempts),
         target=target,
@@ -182,7 +191,7 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
                                  window),
         metrics_file=args.metrics_file,
-        custom_metrics=_custom_metrics(args.metrics_file, target, window),
+        custom_metrics=custom_metrics,
         outputs=VerdictFiles(Path(args.verdict_file), _optional(args.verdict_word_file),
                              _optional(args.verdict_summary_file)),
     )

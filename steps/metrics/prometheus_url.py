@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
+from rollguard.steps.options import is_utf8_text
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _EXAMPLE = "e.g. http://prometheus.monitoring:9090 or https://user:password@prometheus.example.com/prom"
@@ -42,7 +44,7 @@ class PrometheusUrl:
 def parse_prometheus_url(text: str) -> PrometheusUrl:
     """Split `text` into the URL to show and basic-auth credentials; refuse what no HTTP client could use."""
     shown = redacted(text)
-    if _has_undecodable_bytes(text):
+    if not is_utf8_text(text):
         raise PrometheusUrlError(f"{shown!r} contains bytes that are not UTF-8 text")
     match = _SCHEME.match(text.strip())
     if match is None or match.group(1).lower() not in ("http", "https"):
@@ -95,11 +97,3 @@ def _host_and_port(authority: str, shown: str) -> str:
         raise PrometheusUrlError(f"{shown!r}: port {port!r} is not a number from 1 to 65535")
     return host if port is None else f"{host}:{int(port)}"
 
-
-def _has_undecodable_bytes(text: str) -> bool:
-    """True when the text holds bytes that were not UTF-8 (Python keeps them as lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
