@@ -176,3 +176,30 @@ def test_a_metrics_variable_that_is_not_utf8_text_names_its_line(tmp_path: Path,
     assert code == ExitCode.USAGE
     assert f"--metrics-file {metrics} line 1 (metric queue): the query holds characters that are not UTF-8" in err
     assert not verdict.exists()
+
+
+def _limit_memory() -> None:
+    """The child may use 1 GiB of address space: an unbounded read fails fast instead of filling the machine."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+
+@pytest.mark.parametrize(("contents", "message"), [
+    (None, "the metrics file is larger than 1024 KiB"),
+    (b"- name: q\n  query: up\n  max: 1\n  vars: {a: \"\xff\"}\n", "the metrics file is not UTF-8 text (byte 45)"),
+])
+def test_a_metrics_file_is_read_bounded_and_as_utf8(contents: bytes | None, message: str, tmp_path: Path) -> None:
+    metrics = Path("/dev/zero")
+    if contents is not None:
+        metrics = tmp_path / "metrics.yaml"
+        metrics.write_bytes(contents)
+    verdict = tmp_path / "verdict.json"
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "rollguard"), "analyze", *TARGET, "--verdict-file", str(verdict),
+         "--metrics-file", str(metrics)],
+        capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory,
+    )
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    assert f"--metrics-file {metrics}: {message}" in completed.stderr
+    assert not verdict.exists()

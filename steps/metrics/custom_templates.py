@@ -29,6 +29,7 @@ from rollguard.steps.metrics.promql_template import TemplateError, render_templa
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FIELDS = {"name", "query", "min", "max", "vars"}
+MAX_FILE_BYTES = 1024 * 1024
 
 
 class MetricsFileError(ValueError):
@@ -61,9 +62,17 @@ def load_metrics(path: Path, builtins: dict[str, str]) -> list[CustomMetric]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        text = path.read_text()
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)  # bounded: /dev/zero or a huge file must not fill the memory
     except OSError as exc:
         raise MetricsFileError(f"{path}: cannot read the metrics file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise MetricsFileError(f"{path}: the metrics file is larger than {MAX_FILE_BYTES // 1024} KiB; "
+                               "it holds a few PromQL templates")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MetricsFileError(f"{path}: the metrics file is not UTF-8 text (byte {exc.start + 1})") from None
     try:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
