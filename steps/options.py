@@ -183,6 +183,8 @@ def check_output_files(args: argparse.Namespace, *destinations: str) -> None:
         if not value:
             continue
         directory = os.path.dirname(os.path.abspath(value))
+        flag = "--" + destination.replace("_", "-")
         if not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
-            flag = "--" + destination.replace("_", "-")
             raise UsageError(f"{flag} {value}: directory {directory} does not exist or is not writable")
+        if os.path.isdir(value):
+            raise UsageError(f"{flag} {value} is a directory; name a file in it, e.g. {os.path.join(value, 'out')}")

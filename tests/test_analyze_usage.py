@@ -203,3 +203,42 @@ def test_a_metrics_file_is_read_bounded_and_as_utf8(contents: bytes | None, mess
     assert completed.returncode == ExitCode.USAGE, completed.stderr
     assert f"--metrics-file {metrics}: {message}" in completed.stderr
     assert not verdict.exists()
+
+
+def test_an_output_file_that_is_a_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli([*TARGET, "--verdict-file", str(tmp_path)], capsys)
+    assert code == ExitCode.USAGE
+    assert f"--verdict-file {tmp_path} is a directory" in err
+
+
+def test_a_verdict_that_cannot_be_written_is_still_logged_and_exits_with_its_code(tmp_path: Path) -> None:
+    """The output directory vanishes mid-analysis (an emptyDir gone, a full disk): the decision is not lost."""
+    import shutil
+
+    from rollguard.sandbox.ports import free_port
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [*TARGET[:-1], f"http://127.0.0.1:{free_port()}", "--interval", "500ms", "--duration", "1m",
+            "--query-attempts", "1", "--max-consecutive-errors", "8", "--on-error", "fail",
+            "--verdict-file", str(out / "verdict.json"), "--verdict-word-file", str(out / "word"),
+            "--verdict-summary-file", str(out / "summary.json")]
+    process = subprocess.Popen([str(Path(sys.executable).parent / "rollguard"), "analyze", *args],
+                               stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if " check 1/" in line:
+                shutil.rmtree(out)  # 8 more checks, 4 s, before the verdict is written
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = "".join(lines)
+    assert code == ExitCode.FAIL, log
+    assert "VERDICT FAIL: 9 checks in a row could not be judged (budget 8)" in log
+    assert log.count("could not write") == 3 and "the verdict stays FAIL (the exit code says so)" in log
+    assert not out.exists()
