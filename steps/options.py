@@ -24,6 +24,15 @@ class UsageError(Exception):
     """Bad input from the user: names the flag (or file and line) and the fix. Exit code 2."""
 
 
+def is_utf8_text(text: str) -> bool:
+    """False when the text holds bytes that were not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def env_name(flag: str) -> str:
     """Environment variable that sets `flag`: `--max-error-rate` -> `ROLLGUARD_MAX_ERROR_RATE`."""
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
@@ -178,6 +187,8 @@ def check_output_files(args: argparse.Namespace, *destinations: str) -> None:
         if not value:
             continue
         directory = os.path.dirname(os.path.abspath(value))
+        flag = "--" + destination.replace("_", "-")
         if not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
-            flag = "--" + destination.replace("_", "-")
             raise UsageError(f"{flag} {value}: directory {directory} does not exist or is not writable")
+        if os.path.isdir(value):
+            raise UsageError(f"{flag} {value} is a directory; name a file in it, e.g. {os.path.join(value, 'out')}")
