@@ -26,8 +26,9 @@ spec:
   entrypoint: hold
   onExit: exited
   synchronization:
-    mutexes:
-    - name: "{{workflow.parameters.namespace}}-{{workflow.parameters.virtual-service}}"
+    mutexes:  # as canary-release: one per namespace and VirtualService
+    - name: "rollguard-{{workflow.parameters.virtual-service}}"
+      namespace: "{{workflow.parameters.namespace}}"
   arguments:
     parameters: [{name: dir}, {name: run}, {name: namespace, value: demo}, {name: virtual-service, value: podinfo}]
   templates:
@@ -84,7 +85,7 @@ def test_a_second_run_of_the_same_key_waits_pending_until_the_first_has_ended(lo
         line = second.stdout.readline()
         while line and "Waiting for" not in line:
             line = second.stdout.readline()
-        assert "Pending: Waiting for local/Mutex/demo-podinfo lock. Lock status: 0/1" in line, line
+        assert "Pending: Waiting for demo/Mutex/rollguard-podinfo lock. Lock status: 0/1" in line, line
         assert not (tmp_path / "second.started").exists()
         (tmp_path / "first.release").touch()
         assert first.wait(timeout=30) == 0

@@ -41,7 +41,8 @@ def mutex_keys(spec: dict[str, Any], variables: dict[str, str], namespace: str) 
     keys = []
     for mutex in mutexes:
         name = substitute(yaml_text(mutex.get("name", "")), variables, "spec.synchronization mutex name")
-        keys.append(f"{mutex.get('namespace') or namespace}/Mutex/{name}")
+        own = substitute(yaml_text(mutex.get("namespace") or ""), variables, "spec.synchronization mutex namespace")
+        keys.append(f"{own or namespace}/Mutex/{name}")
     return keys
 
 
