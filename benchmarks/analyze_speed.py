@@ -26,6 +26,9 @@ from typing import Any
 from rollguard.experiment.summary import percentile  # one definition: linear interpolation
 from rollguard.sandbox.prometheus_server import PrometheusServer, ScrapeJob
 from rollguard.sandbox.synthetic_traffic import SyntheticTraffic, TrafficProfile
+from rollguard.steps import verdict_document
+from rollguard.steps.judgment.outcomes import Verdict
+from rollguard.steps.verdict_document import NoVerdict, UnreadableVerdict, VerdictDocument, VerdictReading
 
 NAMESPACE = "bench"
 ROLLGUARD = str(Path(sys.executable).parent / "rollguard")
@@ -60,16 +63,25 @@ class Analysis:
             if " check 3/" in line:
                 self.running_checks.set()
 
-    def finish(self, timeout_s: float) -> dict[str, Any]:
-        """Wait for the verdict (killing the process after `timeout_s`) and return the verdict JSON."""
+    def finish(self, timeout_s: float) -> VerdictReading:
+        """Wait for the verdict (killing the process after `timeout_s`) and read the verdict file."""
         try:
             self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            return {"verdict": "timeout", "reason": "benchmark timeout"}
+            return UnreadableVerdict("benchmark timeout")
         self.reader.join(timeout=5)
-        return json.loads(self.verdict_file.read_text())
+        return verdict_document.read_file(self.verdict_file)
+
+
+def verdict_word(reading: VerdictReading) -> str:
+    """The verdict, or what stood in its way (`timeout`, `unreadable`, `error`)."""
+    if isinstance(reading, UnreadableVerdict):
+        return "timeout" if reading.problem == "benchmark timeout" else "unreadable"
+    if isinstance(reading, NoVerdict):
+        return verdict_document.NO_VERDICT_WORD
+    return reading.verdict.value
 
 
 def wait_scraped(server: PrometheusServer, service: str, deadline_s: float = 30.0) -> None:
@@ -102,9 +114,12 @@ def bad_canary_run(traffic: SyntheticTraffic, server: PrometheusServer, index: i
     result: dict[str, float | str] = {}
     for judge, analysis in analyses.items():
         verdict = analysis.finish(timeout_s=150)
-        result[judge] = verdict["decided_at"] - fault_at if verdict["verdict"] == "fail" else verdict["verdict"]
-        if verdict.get("checks"):
-            result[f"{judge}_errors"] = verdict["checks"][-1]["canary"].get("errors") or 0
+        if isinstance(verdict, VerdictDocument) and verdict.verdict is Verdict.FAIL and verdict.decided_at is not None:
+            result[judge] = verdict.decided_at - fault_at
+        else:
+            result[judge] = verdict_word(verdict)
+        if isinstance(verdict, VerdictDocument) and verdict.checks:
+            result[f"{judge}_errors"] = verdict.checks[-1]["canary"].get("errors") or 0
     traffic.forget(service)
     return result
 
@@ -117,7 +132,7 @@ def healthy_run(traffic: SyntheticTraffic, server: PrometheusServer, index: int,
     traffic.set(service, "v2", CANARY)
     wait_scraped(server, service)
     analyses = {judge: Analysis(server.url, service, judge, duration, workdir) for judge in JUDGES}
-    verdicts = {judge: analysis.finish(timeout_s=600)["verdict"] for judge, analysis in analyses.items()}
+    verdicts = {judge: verdict_word(analysis.finish(timeout_s=600)) for judge, analysis in analyses.items()}
     traffic.forget(service)
     return verdicts
 

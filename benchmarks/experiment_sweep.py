@@ -75,10 +75,10 @@ def main() -> int:
     print("| configuration | runs | breach→cut median / p95 s | fault→cut median / p95 s | failed requests median "
           "| detection ÷ plain rule (median) | false rollbacks |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, runs, breach, fault, failed, ratio, false_rollbacks, healthy, _took in rows:
+    for label, runs, breach, fault, failed, ratio, false_rollbacks, healthy_runs, _took in rows:
         print(f"| {label} | {runs} | {_fmt(breach.median)} / {_fmt(breach.p95)} | {_fmt(fault.median)} / "
               f"{_fmt(fault.p95)} | {_fmt(failed.median)} | {_fmt(ratio.median)} | "
-              f"{f'{false_rollbacks} of {healthy}' if healthy else '–'} |")
+              f"{f'{false_rollbacks} of {healthy_runs}' if healthy_runs else '–'} |")
     print(f"\nreports: {options.out}")
     return 0
 

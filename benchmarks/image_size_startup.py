@@ -6,7 +6,7 @@ temporary cache) and prints (does not assert):
      hard-linked file once), with the largest parts of /opt/rollguard and of the rest;
   2. the median and spread of `rollguard --help` over --runs runs, as uid 65532:
      - `chroot` alone: the interpreter's start-up and rollguard's imports in the image;
-     - as the local executor runs a step: `unshare` + mounts + `chroot` (step_image.step_command).
+     - as the local executor runs a step: `unshare` + mounts + `chroot` (step_image_run.step_command).
 Needs root (chroot); without the archive or root it says so and exits 0.
 
     .venv/bin/python benchmarks/image_size_startup.py [--runs 15] [--archive PATH]
@@ -26,7 +26,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from rollguard.sandbox.step_image import open_step_image, step_command, step_environment
+from rollguard.sandbox.step_image import open_step_image
+from rollguard.sandbox.step_image_run import step_command, step_environment
 
 REPO = Path(__file__).resolve().parents[1]
 MB = 1_000_000

@@ -18,11 +18,12 @@ from rich.console import Console
 
 from rollguard.experiment.records import RunRecord
 from rollguard.experiment.threshold_replay import ThresholdRule, replay
-from rollguard.sandbox.alert_rules import error_rate_expr, p99_expr
-from rollguard.sandbox.demo import DemoSettings, run_demo
+from rollguard.sandbox.demo import run_demo
+from rollguard.sandbox.demo_settings import DemoSettings
 from rollguard.sandbox.environment import Sandbox
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, series_range
 from rollguard.sandbox.results import RunResult
+from rollguard.sandbox.scenarios import FAULTY_SCENARIOS, scenario_signal
 
 
 def scenario_sequence(scenario: str, runs: int, seed: int) -> list[str]:
@@ -34,24 +35,17 @@ def scenario_sequence(scenario: str, runs: int, seed: int) -> list[str]:
     return sequence
 
 
-def series_and_threshold(settings: DemoSettings, sandbox: Sandbox) -> tuple[str, float, str]:
-    """The query the plot and the plain rule follow for this scenario, its threshold and unit."""
-    alert = sandbox.settings.alert
-    if settings.scenario == "slow":
-        return p99_expr(alert), settings.max_p99_ms, "ms"
-    return error_rate_expr(alert), settings.max_error_rate, "fraction"
-
-
 def make_inspector(
     settings: DemoSettings, record_extra: dict[str, Any], rule: ThresholdRule | None
 ) -> Callable[[Sandbox, RunResult], None]:
     """A demo hook that stores the run's metric series (and the plain rule's decision) in `record_extra`."""
 
     def inspect(sandbox: Sandbox, result: RunResult) -> None:
-        query, threshold, unit = series_and_threshold(settings, sandbox)
+        signal = scenario_signal(settings.scenario, sandbox.settings.alert)
+        query, threshold = signal.query, signal.threshold
         begin = (result.fault_start or result.release_start) - 10.0
         end = max(result.release_end, result.traffic_cut or 0.0) + 2.0
-        record_extra.update(series_query=query, series_unit=unit, threshold=threshold)
+        record_extra.update(series_query=query, series_unit=signal.unit, threshold=threshold)
         try:
             samples = series_range(sandbox.prometheus_url, query, begin, end, settings.scrape_interval_s)
             record_extra["series"] = [[sample.at, sample.value] for sample in samples]
@@ -59,7 +53,7 @@ def make_inspector(
                 observed_until = result.traffic_cut if result.traffic_cut is not None else result.release_end
                 decision = replay(sandbox.prometheus_url, query, threshold, result.release_start, observed_until,
                                   rule, breach_at=result.first_breach,
-                                  fault_persists=settings.scenario in ("faulty", "slow"))
+                                  fault_persists=settings.scenario in FAULTY_SCENARIOS)
                 record_extra.update(
                     threshold_rule_decided_at=decision.at,
                     threshold_rule_extrapolated=decision.extrapolated,

@@ -11,9 +11,9 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,6 +31,9 @@ from rollguard.steps.options import (
     positive_duration,
     positive_int,
 )
+
+if TYPE_CHECKING:  # imported when a run starts, so that `rollguard experiment --help` starts fast
+    from rollguard.sandbox.demo_settings import DemoSettings
 
 SCENARIOS = ("faulty", "slow", "healthy", "mixed")
 MODES = ("automated", "manual")
@@ -69,18 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_release_flags(group: argparse._ArgumentGroup) -> None:
     """Copy the demo's release flags (same names, defaults, types, env variables)."""
-    from rollguard.sandbox import demo
+    from rollguard.sandbox import demo_settings
 
     template = argparse.ArgumentParser(add_help=False)
-    demo.add_arguments(template)
+    demo_settings.add_arguments(template)
     for action in template._actions:
         if set(action.option_strings) & _DEMO_ONLY or not action.option_strings:
             continue
         default = action.default
         if action.dest == "background_error_rate" and env_name("--background-error-rate") not in os.environ:
             default = BACKGROUND_ERROR_RATE
-        group.add_argument(*action.option_strings, dest=action.dest, default=default, type=action.type,
-                           choices=action.choices, help=action.help)
+        options: dict[str, Any] = {"dest": action.dest, "default": default, "choices": action.choices,
+                                   "help": action.help}
+        if action.type is not None:
+            options["type"] = action.type
+        group.add_argument(*action.option_strings, **options)
 
 
 def check_report_dir(path: Path) -> None:
@@ -96,13 +102,13 @@ def check_report_dir(path: Path) -> None:
         raise UsageError(f"--report-dir {path} is not writable ({exc.strerror}); choose another directory") from None
 
 
-def base_settings(args: argparse.Namespace, runs_dir: Path) -> Any:
+def base_settings(args: argparse.Namespace, runs_dir: Path) -> DemoSettings:
     """The demo settings every run starts from."""
-    from rollguard.sandbox import demo
+    from rollguard.sandbox import demo_settings
 
     values = dict(vars(args))
     values.update(scenario="healthy" if args.scenario == "mixed" else args.scenario, report_dir=runs_dir)
-    return demo.settings_from(argparse.Namespace(**values))
+    return demo_settings.settings_from(argparse.Namespace(**values))
 
 
 def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -119,6 +125,8 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
             faulty_canary_error_rate=args.error_rate, slow_canary_added_latency_ms=args.latency_ms,
             background_error_rate=args.background_error_rate, alert_for=f"{args.alert_for:g}s", seed=args.seed,
         )
+        if getattr(args, "step_image", None):  # the demo's --step-image: the steps ran inside the built image
+            settings["step_image"] = str(args.step_image)
     else:
         settings.update(prometheus_url=args.prometheus_url, virtual_service=f"{args.namespace}/{args.virtual_service}")
     if args.judge == "both":
@@ -183,7 +191,7 @@ def write_report(records: list[RunRecord], settings: dict[str, Any], args: argpa
                       args.report_dir / "timeline.png")
 
 
-def _runs(args: argparse.Namespace, runs_dir: Path, console: Console) -> Any:
+def _runs(args: argparse.Namespace, runs_dir: Path, console: Console) -> Iterator[RunRecord]:
     """Yield one RunRecord per finished run, showing a progress bar."""
     from rollguard.experiment.automated import scenario_sequence
 

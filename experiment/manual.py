@@ -13,12 +13,13 @@ from pathlib import Path
 from rich.console import Console
 
 from rollguard.experiment.records import RunRecord
-from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT
-from rollguard.sandbox.demo import DemoSettings, breach_and_alert
+from rollguard.sandbox.demo_settings import DemoSettings
 from rollguard.sandbox.environment import Sandbox, start_sandbox
 from rollguard.sandbox.loadgen import read_responses
 from rollguard.sandbox.processes import SandboxError, Supervisor
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
+from rollguard.sandbox.run_timeline import breach_and_alert
+from rollguard.sandbox.scenarios import FAULTY_SCENARIOS, ScenarioSignal, scenario_signal
 from rollguard.steps.options import format_duration
 
 
@@ -34,16 +35,16 @@ def revert_instructions(sandbox: Sandbox) -> str:
     )
 
 
-def _alert_firing(sandbox: Sandbox, alert_name: str) -> bool:
+def _alert_firing(sandbox: Sandbox, signal: ScenarioSignal) -> bool:
     try:
-        return bool(instant(sandbox.prometheus_url, f'ALERTS{{alertname="{alert_name}",alertstate="firing"}}'))
+        return bool(instant(sandbox.prometheus_url, signal.alert_firing_query()))
     except PrometheusQueryError:
         return False
 
 
 def _cut_time(sandbox: Sandbox, since: float) -> tuple[float, str] | None:
     view = sandbox.weights()
-    for change in view.get("changes", []):  # type: ignore[union-attr]
+    for change in view.get("changes", []):
         if change["applied_at"] >= since and int(change["canary"]) == 0:
             return float(change["applied_at"]), str(change["commit"])
     return None
@@ -51,11 +52,11 @@ def _cut_time(sandbox: Sandbox, since: float) -> tuple[float, str] | None:
 
 def run_manual(index: int, settings: DemoSettings, timeout_s: float, console: Console) -> RunRecord:
     """One manual run: fault, alert, a person's revert; returns the run's record."""
-    if settings.scenario not in ("faulty", "slow"):
+    if settings.scenario not in FAULTY_SCENARIOS:
         raise SandboxError("manual mode measures a person reverting a broken canary: use --scenario faulty or slow")
     run_dir = settings.report_dir / f"manual-{index}-{time.strftime('%Y%m%d-%H%M%S')}"
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox", seed=settings.seed + index)
-    alert_name = LATENCY_ALERT if settings.scenario == "slow" else ERROR_ALERT
+    signal = scenario_signal(settings.scenario, sandbox_settings.alert)
     with Supervisor(run_dir / "logs") as supervisor:
         sandbox = start_sandbox(sandbox_settings, supervisor)
         if settings.background_error_rate > 0:
@@ -77,10 +78,10 @@ def run_manual(index: int, settings: DemoSettings, timeout_s: float, console: Co
             if time.monotonic() > deadline:
                 break
             supervisor.check()
-            if alert_seen is None and _alert_firing(sandbox, alert_name):
+            if alert_seen is None and _alert_firing(sandbox, signal):
                 alert_seen = time.time()
-                console.print(f"[bold magenta]ALERT {alert_name} FIRING[/] ({alert_seen - fault_start:.1f} s after "
-                              "the fault): revert now")
+                console.print(f"[bold magenta]ALERT {signal.alert_name} FIRING[/] "
+                              f"({alert_seen - fault_start:.1f} s after the fault): revert now")
             cut = _cut_time(sandbox, fault_start)
             time.sleep(0.25)
         time.sleep(2 * settings.scrape_interval_s + 0.5)  # let Prometheus scrape past the cut

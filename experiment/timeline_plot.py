@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from rollguard.experiment.records import RunRecord
+from rollguard.steps.output_files import write_atomically
 
 MAX_PANELS = 12
 
@@ -39,7 +42,7 @@ def plot_timeline(records: Sequence[RunRecord], threshold: float, path: Path, *,
             axis.set_visible(False)
             continue
         _draw_run(axis, shown[index], threshold, series_key)
-    legend: dict[str, object] = {}
+    legend: dict[str, Any] = {}
     for axis in axes.flat:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
@@ -51,8 +54,10 @@ def plot_timeline(records: Sequence[RunRecord], threshold: float, path: Path, *,
     figure.suptitle(title)
     figure.tight_layout(rect=(0, 0.1 if rows < 3 else 0.05, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    png = BytesIO()
+    figure.savefig(png, format="png", dpi=110)
     plt.close(figure)
+    write_atomically(path, png.getvalue())
     return path
 
 

@@ -41,6 +41,7 @@ WORKDIR = "/tmp"
 ENV = {
     "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME": "/tmp",
+    "LANG": "C.UTF-8",  # glibc's C.utf8 is in the image; the local executor's stand-in sets it too
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }

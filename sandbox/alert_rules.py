@@ -14,6 +14,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from rollguard.steps.options import format_duration
+from rollguard.steps.output_files import write_atomically
 
 ERROR_ALERT = "CanaryHighErrorRate"
 LATENCY_ALERT = "CanaryHighLatency"
@@ -89,5 +90,5 @@ def rules_text(settings: AlertSettings) -> str:
 def write_rules(path: Path, settings: AlertSettings) -> Path:
     """Write the rules file to `path` and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rules_text(settings))
+    write_atomically(path, rules_text(settings))
     return path

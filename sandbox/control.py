@@ -13,12 +13,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from rollguard.sandbox.demo import non_negative_duration
+from rollguard.sandbox.demo_settings import non_negative_duration
 from rollguard.sandbox.environment import SandboxSettings, start_sandbox
 from rollguard.sandbox.processes import SandboxError, Supervisor, install_signal_handlers, stop_process_group
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag, non_negative_float
+from rollguard.steps.output_files import write_atomically
 
 STATE_FILE = "state.json"
 
@@ -51,13 +53,13 @@ def up(args: argparse.Namespace) -> int:
             sandbox.start_load(args.rps, args.dir.resolve() / "responses.csv")
         assert sandbox.prometheus.process is not None
         children = supervisor.detach()
-        state = {
+        state: dict[str, Any] = {
             "started_at": time.time(),
             "pids": [child.process.pid for child in children] + [sandbox.prometheus.process.pid],
             "names": [child.name for child in children] + ["prometheus"],
             "urls": sandbox.urls(),
         }
-        state_path.write_text(json.dumps(state, indent=2) + "\n")
+        write_atomically(state_path, json.dumps(state, indent=2) + "\n")
     print("sandbox up:")
     for name, url in state["urls"].items():
         print(f"  {name:13} {url}")

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rollguard.sandbox.alert_rules import AlertSettings, write_rules
 from rollguard.sandbox.demo_app import Behaviour
@@ -44,6 +45,8 @@ class SandboxSettings:
     scrape_interval_s: float = 1.0
     router_poll_s: float = 0.2
     sync_delay_s: float = 0.0
+    self_heal_s: float | None = 5.0  # ArgoCD reverting a live change Git does not hold (None: selfHeal off)
+    post_sync_hook: list[str] | None = None  # run after each sync of a new revision; the sync waits for it
     router_port: int | None = None
     prometheus_port: int | None = None
     alert: AlertSettings = field(default_factory=AlertSettings)
@@ -91,7 +94,7 @@ class Sandbox:
         for url in (self.stable_url, self.canary_url):
             _post_json(f"{url}/control", {"error_rate": error_rate, "latency_ms": 0.0})
 
-    def weights(self) -> dict[str, object]:
+    def weights(self) -> dict[str, Any]:
         """The router's applied weights and its change log."""
         return _get_json(self.router_url + ADMIN_PATH)
 
@@ -141,7 +144,7 @@ def _post_json(url: str, payload: dict[str, object]) -> dict[str, object]:
         raise SandboxError(f"{url} does not answer: {exc}") from None
 
 
-def _get_json(url: str) -> dict[str, object]:
+def _get_json(url: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return dict(json.load(response))
@@ -187,6 +190,9 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
         app_urls[role] = f"http://127.0.0.1:{port}"
     router_url = f"http://127.0.0.1:{router_port}"
     seed = [] if settings.seed is None else ["--seed", str(settings.seed + 2)]
+    argocd = ["--self-heal", f"{settings.self_heal_s if settings.self_heal_s is not None else -1:g}"]
+    if settings.post_sync_hook:
+        argocd += ["--post-sync-hook", json.dumps(settings.post_sync_hook)]
     supervisor.start(
         "router",
         [python, "-m", "rollguard.sandbox.router", "--port", str(router_port), "--git-dir", str(remote.path),
@@ -194,7 +200,7 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
          "--stable-subset", settings.stable_subset, "--canary-subset", settings.canary_subset,
          "--stable-url", app_urls["stable"], "--canary-url", app_urls["canary"], "--namespace", settings.namespace,
          "--service", settings.service, "--poll-interval", f"{settings.router_poll_s:g}",
-         "--sync-delay", f"{settings.sync_delay_s:g}", *seed],
+         "--sync-delay", f"{settings.sync_delay_s:g}", *argocd, *seed],
         port=router_port, health_url=f"{router_url}/healthz", deadline_s=settings.start_timeout_s,
     )
     sandbox = Sandbox(settings, supervisor, remote, router_url, app_urls["stable"], app_urls["canary"], prometheus)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from rollguard.steps.output_files import write_atomically
+
 MANIFEST_PATH = "k8s/istio.yml"
 PUSH_LOG = "pushes.log"
 
@@ -123,15 +125,16 @@ def create_remote(path: Path, branch: str = "main", manifest: str | None = None)
     path.mkdir(parents=True, exist_ok=True)
     run_git(["init", "--bare", "--quiet", f"--initial-branch={branch}", str(path)])
     hook = path / "hooks" / "post-receive"
-    hook.write_text(_HOOK.format(python=sys.executable, log=str((path / PUSH_LOG).resolve())))
+    write_atomically(hook, _HOOK.format(python=sys.executable, log=str((path / PUSH_LOG).resolve())))
     hook.chmod(0o755)
     with tempfile.TemporaryDirectory(prefix="rollguard-seed-") as work:
         work_path = Path(work)
         run_git(["init", "--quiet", f"--initial-branch={branch}", str(work_path)])
         target = work_path / MANIFEST_PATH
         target.parent.mkdir(parents=True)
-        target.write_text(manifest if manifest is not None else demo_manifest())
-        (work_path / "README.md").write_text("GitOps repository of the rollguard demo app (synced by the sandbox).\n")
+        write_atomically(target, manifest if manifest is not None else demo_manifest())
+        write_atomically(work_path / "README.md",
+                         "GitOps repository of the rollguard demo app (synced by the sandbox).\n")
         run_git(["add", "."], cwd=work_path)
         run_git(["commit", "--quiet", "-m", "Demo app: podinfo v1 stable, v2 canary at 10 %"], cwd=work_path)
         run_git(["push", "--quiet", str(path.resolve()), f"HEAD:refs/heads/{branch}"], cwd=work_path)

@@ -42,7 +42,7 @@ class Response:
 
 def read_responses(path: Path) -> list[Response]:
     """Every response the load generator recorded in `path` (a partial last line is skipped)."""
-    responses = []
+    responses: list[Response] = []
     if not path.exists():
         return responses
     for line in path.read_text().splitlines():

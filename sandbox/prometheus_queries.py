@@ -8,6 +8,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 
 class PrometheusQueryError(RuntimeError):
@@ -22,7 +23,7 @@ class Sample:
     value: float
 
 
-def _get(base_url: str, path: str, parameters: dict[str, str]) -> list[dict[str, object]]:
+def _get(base_url: str, path: str, parameters: dict[str, str]) -> list[dict[str, Any]]:
     url = f"{base_url}{path}?{urllib.parse.urlencode(parameters)}"
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -51,8 +52,6 @@ def series_range(base_url: str, query: str, start: float, end: float, step_s: fl
         return []
     samples = [Sample(float(at), float(value)) for at, value in result[0]["values"]]
     return [sample for sample in samples if not math.isnan(sample.value)]
-
-
 
 
 def scrape_times(base_url: str, job: str, start: float, end: float) -> list[float]:

@@ -23,6 +23,7 @@ from ruamel.yaml import YAML
 
 from rollguard.sandbox.ports import free_port, port_is_free
 from rollguard.sandbox.processes import die_with_parent
+from rollguard.steps.output_files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class PrometheusServer:
                 f"port {self.port} on 127.0.0.1 is already in use; stop what listens there or choose another port"
             )
         config_path = self.workdir / "prometheus.yml"
-        config_path.write_text(self.config_text())
+        write_atomically(config_path, self.config_text())
         data_dir = self.workdir / "data"
         data_dir.mkdir(exist_ok=True)
         command = [
@@ -180,12 +181,6 @@ class PrometheusServer:
         except OSError:
             return "(no log)"
         return " | ".join(text[-lines:]) or "(empty log)"
-
-    def reload(self) -> None:
-        """Ask the running server to re-read its config and rule files."""
-        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=5):
-            pass
 
     def kill(self) -> None:
         """Kill the process abruptly (SIGKILL) — for fault tests; the data directory stays."""

@@ -1,16 +1,17 @@
-"""The `results.json` contract of `rollguard demo`: one record per run, Unix-time floats (or null).
+"""One run's record, shared by the demo and the experiment, and the demo's `results.json`.
 
-Fields per run: `scenario`, `outcome` (`rolled_back` | `promoted`; `incomplete` when the release
-ended in neither state, e.g. interrupted), `fault_start`, `first_breach`, `alert_firing`,
-`verdict_at`, `git_push`, `traffic_cut`, `failed_requests`, plus `run` (1-based number in the
-file), `mode`, `judge`, `total_requests`, derived seconds and context — the shape
-rollguard.experiment.records reads. The file holds `{"runs": [...]}`; a new run into the same
-report directory is appended.
+`RunMoments` holds what every run records — Unix-time floats, or null for a moment that did not
+happen (the alert never fired because the rollback came first; no cut for a promoted canary) — and
+derives the durations from them; the experiment's RunRecord builds on it. The demo's RunResult adds
+the release's context. `results.json` holds `{"runs": [...]}`, one RunResult per run with `run`
+(1-based number in the file) and the derived seconds; a new run into the same report directory is
+appended. rollguard.experiment.records reads it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -21,6 +22,13 @@ from rollguard.steps.output_files import write_atomically
 RESULTS_FILE = "results.json"
 
 
+def between(start: float | None, end: float | None) -> float | None:
+    """Seconds from `start` to `end`; None when either moment did not happen (None or NaN)."""
+    if start is None or end is None or math.isnan(start) or math.isnan(end):
+        return None
+    return end - start
+
+
 class Outcome(str, Enum):
     """How the release ended, as the Git remote and the router both show it."""
 
@@ -29,22 +37,45 @@ class Outcome(str, Enum):
     INCOMPLETE = "incomplete"
 
 
-@dataclass
-class RunResult:
-    """One demo run's timeline and counts (times are Unix seconds; null when it did not happen)."""
+@dataclass(kw_only=True)
+class RunMoments:
+    """The moments and counts of one run (Unix seconds, None when it did not happen) and their durations."""
 
     scenario: str
-    outcome: Outcome
-    fault_start: float | None
-    first_breach: float | None
-    alert_firing: float | None
-    verdict_at: float | None
-    git_push: float | None
-    traffic_cut: float | None
-    failed_requests: int
+    outcome: str
+    fault_start: float | None = None
+    first_breach: float | None = None
+    alert_firing: float | None = None
+    verdict_at: float | None = None
+    git_push: float | None = None
+    traffic_cut: float | None = None
+    failed_requests: int = 0
     mode: str = "automated"
     judge: str = ""
     total_requests: int = 0
+
+    def breach_to_cut_s(self) -> float | None:
+        """Seconds from the first threshold breach Prometheus saw to the router/VirtualService cut."""
+        return between(self.first_breach, self.traffic_cut)
+
+    def fault_to_cut_s(self) -> float | None:
+        """Seconds from the fault's start to the cut: what users lived through."""
+        return between(self.fault_start, self.traffic_cut)
+
+    def alert_to_cut_s(self) -> float | None:
+        """Seconds from the alert firing (the manual baseline's start) to the cut."""
+        return between(self.alert_firing, self.traffic_cut)
+
+    def fault_to_verdict_s(self) -> float | None:
+        """Seconds from the fault's start to rollguard's verdict."""
+        return between(self.fault_start, self.verdict_at)
+
+
+@dataclass(kw_only=True)
+class RunResult(RunMoments):
+    """One demo run: its moments plus the release's context (verdict, split, counts, settings)."""
+
+    outcome: Outcome
     release_start: float = 0.0
     release_end: float = 0.0
     verdict: str | None = None
@@ -55,28 +86,18 @@ class RunResult:
     workflow_phase: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def breach_to_cut_s(self) -> float | None:
-        """Seconds from the first threshold breach to the traffic cut (null if either is missing)."""
-        return _between(self.first_breach, self.traffic_cut)
-
-    def fault_to_cut_s(self) -> float | None:
-        """Seconds from fault start to the traffic cut (null if either is missing)."""
-        return _between(self.fault_start, self.traffic_cut)
-
     def to_json(self) -> dict[str, Any]:
-        """The record as written to results.json (derived seconds included for readers)."""
+        """The record as written to results.json (derived seconds, to the millisecond, included for readers)."""
         record = {"run": 0, **asdict(self)}
         record["outcome"] = self.outcome.value
         record["final_split"] = list(self.final_split) if self.final_split else None
-        record["breach_to_cut_s"] = self.breach_to_cut_s()
-        record["fault_to_cut_s"] = self.fault_to_cut_s()
+        record["breach_to_cut_s"] = _milliseconds(self.breach_to_cut_s())
+        record["fault_to_cut_s"] = _milliseconds(self.fault_to_cut_s())
         return record
 
 
-def _between(start: float | None, end: float | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round(end - start, 3)
+def _milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def read_results(report_dir: Path) -> list[dict[str, Any]]:

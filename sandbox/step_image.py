@@ -1,16 +1,12 @@
-"""The step image on this machine: read an OCI archive, unpack it once, run a step inside it.
+"""The step image on this machine: read an OCI archive, check it, unpack it once.
 
 `open_step_image(archive)` checks the archive (an OCI image archive as `./run.sh image` writes or
-`skopeo copy ... oci-archive:` makes: index.json, a manifest, a config, layers), refuses an image
-whose entry point is not `rollguard`, and unpacks its layers once into a cache folder named by the
-manifest's digest (a second call, or a second run, reuses it). It needs root: extracting files owned
-by other users and `chroot` do. `step_command(image, argv, ...)` is the command line that runs one
-container step inside that root filesystem the way a container runtime would: in its own mount
-namespace (`unshare`), with its own /tmp (a host folder of the caller's), /proc, a few devices and
-the host's /etc/hosts and /etc/resolv.conf bound in, `chroot` as the image's user (65532), in the
-image's working directory, on the host's network (loopback included). The step's environment is
-passed through the process environment (never on a command line): `step_environment` gives the
-image's own variables (PATH, HOME...) under the template's.
+`skopeo copy ... oci-archive:` makes: index.json, a manifest, a config, layers, each blob against
+its digest), refuses an image whose entry point is not `rollguard`, and unpacks its layers
+(whiteouts applied, nothing leaving the root filesystem) once into a cache folder named by the
+manifest's digest (a second call, or a second run, reuses it). It needs root: extracting files
+owned by other users does, and so does running a step in it (rollguard.sandbox.step_image_run:
+unshare + chroot as the image's user, which is how the local executor uses it with --step-image).
 """
 
 from __future__ import annotations
@@ -20,18 +16,11 @@ import gzip
 import hashlib
 import json
 import os
-import re
-import shlex
 import shutil
-import stat
-import subprocess
 import tarfile
 import tempfile
-import threading
 import zlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, cast
 
@@ -42,8 +31,9 @@ _LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar": False,
     "application/vnd.docker.image.rootfs.diff.tar.gzip": True,
 }
-_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-_HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
+# What a step run binds into the root filesystem (step_image_run); unpacking makes their mount points
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+HOST_FILES = ("/etc/hosts", "/etc/resolv.conf")
 _COMPLETE = "unpacked"  # beside rootfs/, written once it is complete
 
 
@@ -98,171 +88,6 @@ def open_step_image(archive: Path, cache_dir: Path | None = None) -> StepImage:
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise StepImageError(f"step image {archive}: not a readable OCI archive ({exc})") from None
     return image
-
-
-def step_environment(image: StepImage, declared: Mapping[str, str]) -> dict[str, str]:
-    """The environment a container gets: the image's variables, then the template's on top."""
-    return {**image.env, **declared}
-
-
-def step_command(
-    image: StepImage,
-    argv: Sequence[str],
-    *,
-    tmp_dir: Path,
-    workdir: str | None = None,
-    binds: Sequence[Path] = (),
-) -> list[str]:
-    """The host command that runs `argv` (a container's command + args) inside the image.
-
-    Run it with `env=step_environment(image, declared)`: the variables pass through `unshare` and
-    `chroot` unchanged. `tmp_dir` (a host folder) becomes the step's /tmp, writable by the image's
-    user. Each path of `binds` (a host folder or file, e.g. a Git repository the step pushes to) is
-    bound at the same path inside. An empty `argv` runs the image's entry point and command (CMD).
-    """
-    tools = {name: shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin") for name in ("unshare", "mount", "chroot")}
-    missing = [name for name, found in tools.items() if found is None]
-    if missing:
-        raise StepImageError(f"--step-image needs {', '.join(missing)} (util-linux, coreutils) on this machine")
-    root = image.rootfs
-    _own_tmp(Path(tmp_dir), image.user)
-    q = shlex.quote
-    mount = q(str(tools["mount"]))
-    lines = [
-        "set -e",
-        f"{mount} --bind {q(str(tmp_dir))} {q(str(root / 'tmp'))}",
-        f"{mount} -t proc proc {q(str(root / 'proc'))}",
-    ]
-    for device in _DEVICES:
-        if Path("/dev", device).exists():
-            lines.append(f"{mount} --bind /dev/{device} {q(str(root / 'dev' / device))}")
-    for host_file in _HOST_FILES:
-        if Path(host_file).is_file():
-            lines.append(f"{mount} --bind {host_file} {q(str(root / host_file.lstrip('/')))}")
-    for bind in binds:
-        source = Path(bind).resolve()
-        inside = PurePosixPath(str(source))
-        if inside.parts[1] in ("proc", "dev") or inside == PurePosixPath("/"):
-            raise StepImageError(f"cannot bind {source} into the step image")
-        # the mount point: under /tmp it belongs in the step's own /tmp (mounted first), else in the image
-        if inside.parts[1] == "tmp":
-            target = Path(tmp_dir) / str(inside.relative_to("/tmp"))
-        else:
-            target = root / str(inside).lstrip("/")
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.touch(exist_ok=True)
-        lines.append(f"{mount} --bind {q(str(source))} {q(str(root / str(inside).lstrip('/')))}")
-    command = list(argv) or [*image.entrypoint, *image.cmd]
-    uid, gid = image.user.split(":", 1)
-    if (root / "usr/bin/setpriv").is_file():  # the user changed inside, so the parent-death signal survives it
-        user = ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--pdeathsig=KILL"]
-        chrooted = [str(tools["chroot"]), str(root), *user]
-    else:
-        chrooted = [str(tools["chroot"]), f"--userspec={image.user}", str(root)]
-    chrooted += ["/usr/bin/env", "-u", "PWD", "-u", "OLDPWD", "-C", workdir or image.workdir or "/", "--", *command]
-    lines.append("exec " + shlex.join(chrooted))
-    return [str(tools["unshare"]), "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)]
-
-
-class ImageSteps:
-    """What the local executor needs to run its container steps inside a step image.
-
-    Each step (node) gets a host folder as its /tmp, kept for all its attempts, under `scratch`;
-    `host_path` tells where the executor finds a file the step's container sees under /tmp (an
-    input artifact it writes before the step, an output parameter it reads after). Paths of `binds`
-    are the same inside and outside.
-    """
-
-    def __init__(self, image: StepImage, scratch: Path, binds: Sequence[Path] = ()) -> None:
-        self.image = image
-        self.scratch = Path(scratch).resolve()
-        self.binds = [Path(path).resolve() for path in binds]
-
-    def tmp_dir(self, node: str) -> Path:
-        return self.scratch / (re.sub(r"[^A-Za-z0-9_.-]+", "_", node).strip("._") or "step") / "tmp"
-
-    def host_path(self, node: str, path: Path) -> Path:
-        inside = PurePosixPath(str(path))
-        if any(inside == PurePosixPath(bind) or PurePosixPath(bind) in inside.parents for bind in self.binds):
-            return path  # a bound path, mounted over the step's /tmp
-        if inside.is_absolute() and inside.parts[1:2] == ("tmp",) and len(inside.parts) > 2:
-            return self.tmp_dir(node) / str(inside.relative_to("/tmp"))
-        return path
-
-    def command(self, node: str, argv: Sequence[str], declared: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
-        """The host command and environment that run a step (`argv`, its template's `declared` variables)."""
-        command = step_command(self.image, argv, tmp_dir=self.tmp_dir(node), binds=self.binds)
-        return command, step_environment(self.image, declared)
-
-
-class GitHttpRemote:
-    """A bare repository served over Git's smart HTTP on loopback (`git http-backend`), no auth.
-
-    For steps in the image, a Git server as on a cluster: their pushes run git-receive-pack and its
-    hooks here, as this process's user, instead of inside the image through a file path.
-    """
-
-    def __init__(self, repo: Path) -> None:
-        self.repo = Path(repo).resolve()
-        root = self.repo.parent
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.serve()
-
-            def do_POST(self) -> None:
-                self.serve()
-
-            def serve(self) -> None:
-                path, _, query = self.path.partition("?")
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(root),
-                       "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": path,
-                       "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                       "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": "rollguard", "REMOTE_ADDR": "127.0.0.1",
-                       "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-                       "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}  # fmt: skip
-                done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
-                                      timeout=120, check=False)  # fmt: skip
-                separator = b"\r\n\r\n" if b"\r\n\r\n" in done.stdout else b"\n\n"
-                head, _, payload = done.stdout.partition(separator)
-                status, headers = 200, []
-                for line in head.decode(errors="replace").splitlines():
-                    name, _, value = line.partition(":")
-                    if name.lower() == "status":
-                        status = int(value.split()[0])
-                    elif name:
-                        headers.append((name, value.strip()))
-                self.send_response(status)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name="git-http", daemon=True)  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.repo.name}"
-
-    def __enter__(self) -> GitHttpRemote:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 # ----- reading the archive --------------------------------------------------------------------------
@@ -374,7 +199,7 @@ def _unpack(tar: tarfile.TarFile, layers: list[dict[str, Any]], rootfs: Path, ar
             checked.read()  # the tar reader may stop before the end of the blob
             if "sha256:" + checked.sha256.hexdigest() != layer["digest"]:
                 raise StepImageError(f"step image {archive}: layer {name} does not match its digest (corrupt)")
-        for mount_point in [*(f"dev/{d}" for d in _DEVICES), *(f.lstrip("/") for f in _HOST_FILES)]:
+        for mount_point in [*(f"dev/{d}" for d in DEVICES), *(f.lstrip("/") for f in HOST_FILES)]:
             target = staging / mount_point
             if not target.exists() and not target.is_symlink():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -439,10 +264,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def _own_tmp(tmp_dir: Path, user: str) -> None:
-    uid, gid = (int(part) for part in user.split(":", 1))
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    os.chown(tmp_dir, uid, gid)
-    tmp_dir.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)

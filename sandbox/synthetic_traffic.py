@@ -93,12 +93,6 @@ class SyntheticTraffic:
             for key in [key for key in self._flows if key[0] == service]:
                 del self._flows[key]
 
-    def totals(self, service: str, version: str) -> tuple[int, int]:
-        """(requests, 5xx) simulated so far for one version."""
-        with self._lock:
-            flow = self._flows.get((service, version))
-            return (flow.requests, flow.errors) if flow else (0, 0)
-
     def set_gauge(self, name: str, value: float, **labels: str) -> None:
         """Publish gauge `name` with these labels (NaN allowed; two label sets give two series)."""
         with self._lock:

@@ -19,7 +19,7 @@ from rollguard.steps.options import UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "analyze": ("rollguard.steps.analyze", "judge the canary from Prometheus; write the verdict"),
+    "analyze": ("rollguard.steps.analyze.command", "judge the canary from Prometheus; write the verdict"),
     "deploy": ("rollguard.steps.deploy", "send N %% of traffic to the canary (Git, then ArgoCD)"),
     "promote": ("rollguard.steps.promote", "move the canary to the next weight; 100 completes the rollout"),
     "rollback": ("rollguard.steps.rollback", "send all traffic back to stable (Git, ArgoCD, live patch)"),

@@ -11,8 +11,10 @@ import argparse
 
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag, percent_weight
-from rollguard.steps.traffic.virtualservice import SplitEdit
-from rollguard.steps.weight_change import WeightPlan, add_change_arguments, change_split
+from rollguard.steps.traffic.weight_edit import SplitEdit
+from rollguard.steps.weight_change.change import WeightPlan
+from rollguard.steps.weight_change.flags import add_change_arguments
+from rollguard.steps.weight_change.flow import change_split
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
     return change_split(
         args,
         "deploy",
-        lambda _stable, _canary: WeightPlan(args.weight, "deploy", f"canary already at {args.weight} %"),
-        lambda edit, _plan: deploy_message(args, edit),
+        lambda _stable, _canary: WeightPlan(args.weight, f"canary already at {args.weight} %"),
+        lambda edit: deploy_message(args, edit),
     )

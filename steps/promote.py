@@ -18,8 +18,10 @@ import argparse
 
 from rollguard.steps.logs import configure
 from rollguard.steps.options import UsageError, add_flag, percent_weight
-from rollguard.steps.traffic.virtualservice import SplitEdit
-from rollguard.steps.weight_change import WeightPlan, add_change_arguments, change_split
+from rollguard.steps.traffic.weight_edit import SplitEdit
+from rollguard.steps.weight_change.change import WeightPlan
+from rollguard.steps.weight_change.flags import add_change_arguments
+from rollguard.steps.weight_change.flow import change_split
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +42,7 @@ def plan_promotion(args: argparse.Namespace, stable: int, canary: int) -> Weight
             f"--weight {args.weight} would move canary {args.canary_subset} back from {canary} %; promote only "
             "moves forward (use `rollguard rollback` or `rollguard deploy --weight N`)"
         )
-    return WeightPlan(args.weight, "promote", f"canary already at {args.weight} %")
+    return WeightPlan(args.weight, f"canary already at {args.weight} %")
 
 
 def promote_message(args: argparse.Namespace, edit: SplitEdit) -> str:
@@ -68,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
         args,
         "promote",
         lambda stable, canary: plan_promotion(args, stable, canary),
-        lambda edit, _plan: promote_message(args, edit),
+        lambda edit: promote_message(args, edit),
     )

@@ -10,16 +10,17 @@ file does not stop a rollback: it is logged and named in the commit message.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag
-from rollguard.steps.traffic.virtualservice import SplitEdit
-from rollguard.steps.weight_change import WeightPlan, add_change_arguments, change_split
+from rollguard.steps.traffic.weight_edit import SplitEdit
+from rollguard.steps.verdict_document import NO_VERDICT_WORD, NoVerdict, UnreadableVerdict, VerdictReading, read_file
+from rollguard.steps.weight_change.change import WeightPlan
+from rollguard.steps.weight_change.flags import add_change_arguments
+from rollguard.steps.weight_change.flow import change_split
 
 log = logging.getLogger("rollguard.steps")
 
@@ -31,37 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_change_arguments(parser)
 
 
-def _utc(stamp: Any) -> str | None:
-    if isinstance(stamp, bool) or not isinstance(stamp, int | float):
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(stamp)))
+def _utc(stamp: float | None) -> str | None:
+    return None if stamp is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
-def read_verdict(path: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(verdict, problem): the parsed verdict file, or why it could not be used."""
-    file = Path(path)
-    if not file.is_file():
-        return None, f"reason file {path} does not exist"
-    try:
-        verdict = json.loads(file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        return None, f"reason file {path} is not JSON ({exc})"
-    if not isinstance(verdict, dict):
-        return None, f"reason file {path} holds {type(verdict).__name__}, not a verdict object"
-    return verdict, None
-
-
-def evidence_lines(verdict: dict[str, Any]) -> list[str]:
-    """Lines of the commit message that quote the verdict: reason, failed check, times."""
-    lines = [f"Verdict: {verdict.get('verdict', 'unknown')}: {verdict.get('reason') or 'no reason given'}"]
-    check = verdict.get("failed_check")
-    if isinstance(check, dict):
-        lines.append(
-            f"Evidence: metric {check.get('metric')}, value {check.get('value')}, threshold {check.get('threshold')}"
-        )
-        if check.get("detail"):
-            lines.append(f"Detail: {check['detail']}")
-    started, decided = _utc(verdict.get("started_at")), _utc(verdict.get("decided_at"))
+def evidence_lines(reading: VerdictReading) -> list[str]:
+    """Lines of the commit message that quote the verdict: reason, failed check, times (or why there is none)."""
+    if isinstance(reading, UnreadableVerdict):
+        return [f"Verdict: unavailable ({reading.problem})"]
+    if isinstance(reading, NoVerdict):
+        return [f"Verdict: {NO_VERDICT_WORD}: {reading.reason or 'no reason given'}"]
+    lines = [f"Verdict: {reading.verdict.value}: {reading.reason or 'no reason given'}"]
+    check = reading.failed_check
+    if check is not None:
+        lines.append(f"Evidence: metric {check.metric}, value {check.value}, threshold {check.threshold}")
+        if check.detail:
+            lines.append(f"Detail: {check.detail}")
+    started, decided = _utc(reading.started_at), _utc(reading.decided_at)
     if started or decided:
         lines.append(f"Analysis started {started or 'unknown'}, decided {decided or 'unknown'}.")
     return lines
@@ -89,16 +76,16 @@ def run(args: argparse.Namespace) -> int:
     configure("rollback", verbose=args.verbose)
     verdict_lines: list[str] = []
     if args.reason_file:
-        verdict, problem = read_verdict(args.reason_file)
-        if verdict is None:
-            log.warning("%s; rolling back anyway", problem)
-            verdict_lines.append(f"Verdict: unavailable ({problem})")
+        reading = read_file(Path(args.reason_file))
+        verdict_lines = evidence_lines(reading)
+        if isinstance(reading, UnreadableVerdict):
+            log.warning("%s; rolling back anyway", reading.problem)
         else:
-            verdict_lines = evidence_lines(verdict)
             log.info("rolling back because: %s", verdict_lines[0])
     return change_split(
         args,
         "rollback",
-        lambda _stable, _canary: WeightPlan(0, "rollback", "already rolled back"),
-        lambda edit, _plan: rollback_message(args, edit, verdict_lines),
+        lambda _stable, _canary: WeightPlan(0, "already rolled back"),
+        lambda edit: rollback_message(args, edit, verdict_lines),
+        always_applies=True,
     )

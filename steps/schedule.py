@@ -15,6 +15,7 @@ from pathlib import Path
 from rollguard.steps import logs
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag
+from rollguard.steps.output_files import write_atomically
 
 DEFAULT_SCHEDULE = "10,50,100"
 
@@ -83,4 +84,4 @@ def run(args: argparse.Namespace) -> int:
 def _write(path: str, text: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    write_atomically(target, text)

@@ -13,11 +13,13 @@ import sys
 from pathlib import Path
 
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.gitops.git_repo import BranchNotFound, FileNotInRepo, GitError, GitWorkspace, display_url
+from rollguard.steps.gitops.git_workspace import BranchNotFound, FileNotInRepo, GitError, GitWorkspace, display_url
 from rollguard.steps.logs import configure
 from rollguard.steps.options import UsageError, add_flag, add_switch, check_output_files
-from rollguard.steps.traffic.virtualservice import ManifestError, agreed_weights, find_split
-from rollguard.steps.weight_change import add_repository_arguments, credentials_from
+from rollguard.steps.output_files import write_atomically
+from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.virtualservice import agreed_weights, find_split
+from rollguard.steps.weight_change.flags import add_repository_arguments, credentials_from
 
 log = logging.getLogger("rollguard.steps")
 
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return ExitCode.ERROR
     try:
-        split = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset)
+        split = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset, tuple(args.route or ()))
         stable, canary = agreed_weights(split, args.virtual_service)
         routes = len(split.routes)
     except ManifestError as exc:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     sys.stdout.flush()
     if args.canary_weight_file:
-        Path(args.canary_weight_file).write_text(str(canary), encoding="utf-8")
+        write_atomically(Path(args.canary_weight_file), str(canary))
     if args.result_file:
         result = {
             "action": "status",
@@ -69,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
             "canary_weight": canary,
             "weighted_routes": routes,
         }
-        Path(args.result_file).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_atomically(Path(args.result_file), json.dumps(result, indent=2) + "\n")
     return ExitCode.OK

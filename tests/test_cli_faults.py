@@ -38,7 +38,9 @@ def test_sigterm_ends_a_command_like_ctrl_c() -> None:
     )
     process = subprocess.Popen([sys.executable, "-c", code, str(TESTS)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
     try:
+        assert process.stdout is not None
         assert process.stdout.readline().strip() == "napping"
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)

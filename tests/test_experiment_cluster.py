@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from fake_kube_api import FakeKubeApi, virtual_service_object
 from rich.console import Console
 from support_prometheus import istio_environment, wait_for_result
@@ -15,6 +16,7 @@ from rollguard.experiment import command
 from rollguard.experiment.cluster import ClusterWatcher, canary_weight
 from rollguard.experiment.records import RunRecord
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
+from rollguard.steps.gitops.object_refs import virtual_service_ref
 from rollguard.steps.metrics.istio_queries import error_rate_query
 
 
@@ -61,3 +63,19 @@ def test_watcher_records_fault_breach_and_cut_from_the_cluster(tmp_path: Path) -
     assert record.first_breach is not None and record.fault_start <= record.first_breach <= record.traffic_cut + 1
     assert record.failed_requests > 10
     assert record.extra["series"], "no error-rate series for the plot"
+
+
+@pytest.mark.parametrize("flag", ["--istio-api-version", "--virtual-service-api-version"])
+def test_istio_api_version_has_the_steps_flag_name_and_keeps_the_old_one(flag: str, tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert "--virtual-service-api-version" not in parser.format_help()  # the old name still works, unadvertised
+    with FakeKubeApi() as api:
+        args = parser.parse_args([
+            "--target", "cluster", "--report-dir", str(tmp_path / "report"),
+            "--kubeconfig", str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+            "--namespace", "demo", "--service", "reviews", flag, "v1",
+        ])  # fmt: skip
+        assert ClusterWatcher.from_args(args).ref == virtual_service_ref("demo", "reviews", "v1")
+        defaults = parser.parse_args(["--target", "cluster", "--report-dir", str(tmp_path / "report")])
+        assert defaults.istio_api_version == "v1beta1"

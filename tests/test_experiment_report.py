@@ -12,6 +12,7 @@ from rollguard.experiment.records import RunRecord, load_results, save_results
 from rollguard.experiment.report_markdown import render_report
 from rollguard.experiment.summary import check_goals, percentile, spread, summarise
 from rollguard.experiment.timeline_plot import plot_timeline
+from rollguard.sandbox.results import Outcome, RunResult, append_result, between
 
 
 def _faulty(run: int, breach: float, cut: float, *, alert: float | None = None, rule: float | None = None) -> RunRecord:
@@ -54,6 +55,26 @@ def test_derived_durations() -> None:
     assert record.alert_to_cut_s() == pytest.approx(-26.0)
     assert record.detection_ratio() == pytest.approx(2.5 / 10.0)
     assert RunRecord(run=1, scenario="healthy", outcome="promoted").fault_to_cut_s() is None
+
+
+def test_between_is_none_when_a_moment_did_not_happen() -> None:
+    assert between(10.0, 12.5) == pytest.approx(2.5)
+    assert between(None, 12.5) is None and between(10.0, None) is None
+    assert between(float("nan"), 12.5) is None and between(10.0, float("nan")) is None
+
+
+def test_the_demo_result_and_the_experiment_record_derive_the_same_durations(tmp_path: Path) -> None:
+    result = RunResult(scenario="faulty", outcome=Outcome.ROLLED_BACK, fault_start=1000.0, first_breach=1001.2345,
+                       alert_firing=None, verdict_at=1001.5, git_push=1001.8, traffic_cut=1002.0004,
+                       failed_requests=7, release_start=999.0)
+    append_result(tmp_path, result)
+    written = json.loads((tmp_path / "results.json").read_text())["runs"][0]
+    assert written["run"] == 1 and written["outcome"] == "rolled_back"
+    assert written["breach_to_cut_s"] == round(1002.0004 - 1001.2345, 3)  # results.json: to the millisecond
+    record = RunRecord.from_dict(written)
+    for duration in ("breach_to_cut_s", "fault_to_cut_s", "alert_to_cut_s", "fault_to_verdict_s"):
+        assert getattr(record, duration)() == getattr(result, duration)(), duration
+    assert record.extra["release_start"] == 999.0 and record.faulty and not record.false_rollback
 
 
 def test_goals_fail_when_a_run_is_slow_and_when_a_healthy_run_is_rolled_back() -> None:
@@ -102,3 +123,4 @@ def test_timeline_png_is_written(tmp_path: Path) -> None:
     path = plot_timeline(records, 0.01, tmp_path / "timeline.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
+    assert [p.name for p in tmp_path.iterdir()] == ["timeline.png"], "written atomically: no temporary file left"

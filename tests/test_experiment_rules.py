@@ -12,6 +12,8 @@ import pytest
 
 from rollguard.experiment.automated import scenario_sequence
 from rollguard.experiment.threshold_replay import ThresholdRule, check_times, decision_time
+from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT, AlertSettings
+from rollguard.sandbox.scenarios import scenario_signal
 
 
 def test_rule_decides_at_the_limit_th_failed_check() -> None:
@@ -102,3 +104,15 @@ def test_cluster_target_without_kube_config_is_refused(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     names = _experiment("--target", "cluster", "--report-dir", str(tmp_path / "report"))
     assert names.returncode == 2 and "needs --namespace and --service" in names.stderr
+
+
+def test_each_scenario_is_watched_on_its_own_signal() -> None:
+    alert = AlertSettings(window="5s", max_error_rate=0.02, max_p99_ms=300.0)
+    slow = scenario_signal("slow", alert)
+    assert (slow.threshold, slow.unit, slow.alert_name) == (300.0, "ms", LATENCY_ALERT)
+    assert "histogram_quantile(0.99" in slow.query and "[5s]" in slow.query
+    for scenario in ("faulty", "healthy"):  # a healthy run is watched where a false rollback would show
+        signal = scenario_signal(scenario, alert)
+        assert (signal.threshold, signal.unit, signal.alert_name) == (0.02, "fraction", ERROR_ALERT)
+        assert 'response_code=~"5.."' in signal.query and 'destination_version="v2"' in signal.query
+    assert slow.alert_firing_query() == f'ALERTS{{alertname="{LATENCY_ALERT}",alertstate="firing"}}'

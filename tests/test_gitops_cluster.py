@@ -15,16 +15,10 @@ from git_remote import MANIFEST_PATH, make_remote, remote_head
 from rollguard.sandbox.ports import free_port
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.gitops.argocd import (
-    ArgoCdError,
-    SyncState,
-    application_ref,
-    request_sync,
-    sync_application,
-    wait_for_sync,
-)
+from rollguard.steps.gitops.argocd import ArgoCdError, SyncOutcome, SyncState, request_sync, wait_for_sync
 from rollguard.steps.gitops.kube_api import KubeApi, KubeApiError, ObjectNotFound, load_api_client
-from rollguard.steps.gitops.live_patch import LivePatchError, LivePatchState, patch_live_split, virtual_service_ref
+from rollguard.steps.gitops.live_patch import LivePatchError, LivePatchState, patch_live_split
+from rollguard.steps.gitops.object_refs import ObjectRef, application_ref, virtual_service_ref
 
 SHA = "1234567890abcdef1234567890abcdef12345678"
 ISTIO = "networking.istio.io"
@@ -48,6 +42,14 @@ def kube(kubeconfig: Path) -> Iterator[KubeApi]:
     api_client, _source = load_api_client(str(kubeconfig))
     yield KubeApi(api_client, timeout_s=5)
     api_client.close()
+
+
+def sync_application(
+    api: KubeApi, ref: ObjectRef, revision: str, *, timeout_s: float = 60.0, poll_interval_s: float = 0.25
+) -> SyncOutcome:
+    """Ask for the sync, then wait for it, as a step does."""
+    request = request_sync(api, ref, revision)
+    return wait_for_sync(api, ref, request, timeout_s=timeout_s, poll_interval_s=poll_interval_s)
 
 
 def live_weights(fake_api: FakeKubeApi) -> list[int]:
@@ -185,6 +187,7 @@ def test_in_cluster_service_account_over_tls(tmp_path: Path, monkeypatch: pytest
         account = tmp_path / "serviceaccount"
         account.mkdir()
         (account / "token").write_text("service-account-token")
+        assert api.ca_file is not None
         (account / "ca.crt").write_bytes(api.ca_file.read_bytes())
         monkeypatch.delenv("KUBECONFIG", raising=False)
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
@@ -290,7 +293,9 @@ def test_live_patch_failure_after_the_push_exits_4(fake_api: FakeKubeApi, kubeco
 
 
 @pytest.mark.parametrize("content", [None, "clusters: [unclosed\n"])
-def test_unusable_kubeconfig_after_the_push_exits_4(tmp_path: Path, content: str | None, capfd) -> None:
+def test_unusable_kubeconfig_is_said_before_a_rollback_pushes_and_exits_4(
+    tmp_path: Path, content: str | None, capfd: pytest.CaptureFixture[str]
+) -> None:
     remote = make_remote(tmp_path)
     kubeconfig = tmp_path / "kubeconfig"
     if content is not None:
@@ -298,4 +303,38 @@ def test_unusable_kubeconfig_after_the_push_exits_4(tmp_path: Path, content: str
     assert rollback(remote, kubeconfig, tmp_path / "result.json", "--live-patch") == ExitCode.ERROR
     err = capfd.readouterr().err
     assert f"pushed {remote_head(remote)[:12]}, but" in err
-    assert ("does not exist" if content is None else "configuration is unusable") in err
+    problem = "does not exist" if content is None else "configuration is unusable"
+    assert problem in err
+    # Said before the push (the rollback still goes to Git: safety first), and again in the final error.
+    assert err.index("the rollback is pushed anyway") < err.index(f"pushed {remote_head(remote)[:12]} to main")
+
+
+@pytest.mark.parametrize("command", [["deploy", "--weight", "20"], ["promote", "--weight", "50"]])
+def test_unusable_kubeconfig_stops_deploy_and_promote_before_anything_changes(
+    tmp_path: Path, command: list[str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path)
+    head, result_file = remote_head(remote), tmp_path / "result.json"
+    code = cli.main([*command, "--repo", str(remote), "--path", MANIFEST_PATH, "--virtual-service", "reviews",
+                     "--kubeconfig", str(tmp_path / "missing"), "--argocd-app", "reviews",
+                     "--result-file", str(result_file)])  # fmt: skip
+    assert code == ExitCode.USAGE
+    assert "does not exist; check --kubeconfig or KUBECONFIG; --live-patch and --argocd-app need it" in (
+        capfd.readouterr().err
+    )
+    assert remote_head(remote) == head and json.loads(result_file.read_text())["commit"] is None
+
+
+def test_an_api_answering_with_html_is_a_clear_fault_with_the_result_written(
+    fake_api: FakeKubeApi, kubeconfig: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path)
+    fake_api.answer_with_html()
+    result_file = tmp_path / "result.json"
+    assert rollback(remote, kubeconfig, result_file, "--live-patch", "--argocd-app", "reviews") == ExitCode.ERROR
+    err = capfd.readouterr().err
+    assert "unexpected error" not in err
+    assert "answered HTTP 200 with something that is not a Kubernetes object ('<!DOCTYPE html><html><body>Sign" in err
+    result = json.loads(result_file.read_text())
+    assert result["commit"] == remote_head(remote)  # Git has the rollback; the step says the cluster part failed
+    assert result["live_patch"]["outcome"] == "failed" and result["argocd"]["outcome"] == "failed"

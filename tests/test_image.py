@@ -26,7 +26,7 @@ DOCKERFILE = IMAGES / "Dockerfile"
 REQUIREMENTS = IMAGES / "requirements.txt"
 STEP_MODULES = [
     "rollguard.steps.cli",
-    "rollguard.steps.analyze",
+    "rollguard.steps.analyze.command",
     "rollguard.steps.deploy",
     "rollguard.steps.promote",
     "rollguard.steps.rollback",
@@ -133,6 +133,14 @@ def test_dockerfile_builds_on_the_same_debian_suite_in_stages_and_runs_as_non_ro
     assert all(kind not in ("RUN", "COPY") for kind, _ in final[final.index(("USER", build.USER)):])
 
 
+def test_the_local_executor_s_stand_in_for_the_image_sets_what_the_image_sets() -> None:
+    from rollguard.sandbox.executor.pod import IMAGE_ENVIRONMENT
+
+    build = load_build_script()
+    assert IMAGE_ENVIRONMENT.items() <= build.ENV.items()
+    assert set(build.ENV) - set(IMAGE_ENVIRONMENT) == {"PATH", "HOME"}, "the executor sets PATH and HOME per pod"
+
+
 def test_both_builds_use_one_package_list_one_requirements_file_and_one_finishing_script() -> None:
     build = load_build_script()
     source = (IMAGES / "build.py").read_text(encoding="utf-8")
@@ -189,7 +197,7 @@ def test_requirements_cover_every_import_of_the_step_commands() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     imported = sorted(set(json.loads(done.stdout)) | source_imports())
-    assert "prometheus_api_client" in imported, "lazy imports inside functions must be seen too"
+    assert "kubernetes" in imported, "lazy imports inside functions must be seen too"
     assert not any(name in ("aiohttp",) for name in imported)
     assert "kubernetes.aio" not in done.stdout
     owners = metadata.packages_distributions()

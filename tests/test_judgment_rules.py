@@ -10,16 +10,18 @@ from rollguard.steps.judgment.check import (
     CANARY_ERROR_RATE,
     CANARY_P99,
     CANARY_VS_STABLE,
+    STATISTICAL_TESTS_PER_LOOK,
     CheckInputs,
     Counts,
     CustomValue,
     Limits,
     PointValue,
     judge_check,
+    look_plan,
 )
 from rollguard.steps.judgment.outcomes import CheckOutcome, Judge, MetricOutcome, Phase, Policy, Step, Verdict
 from rollguard.steps.judgment.run_decision import RunJudge, RunLimits
-from rollguard.steps.judgment.statistical import LookPlan
+from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.judgment.threshold import FailureCounter
 
 LIMITS = Limits(max_error_rate=0.01, max_p99_latency_ms=500.0, max_error_rate_increase=0.01)
@@ -225,3 +227,19 @@ def test_a_handful_of_errors_at_the_end_still_passes() -> None:
     assert error_rate.phase is Phase.SUSPECT and not error_rate.over_limit_at_this_check
     decision = RunJudge(RunLimits(**{**RUN.__dict__, "duration_s": 120.0, "min_requests": 10})).observe(outcome)
     assert decision.verdict is Verdict.PASS
+
+
+@pytest.mark.parametrize(("duration_s", "interval_s", "looks"), [(120, 1, 121), (120, 5, 25), (10, 3, 5), (0.5, 1, 2)])
+def test_planned_looks_are_one_at_the_start_and_one_per_interval(duration_s: float, interval_s: float,
+                                                                  looks: int) -> None:
+    assert planned_looks(duration_s, interval_s) == looks
+    assert look_plan(0.99, duration_s, interval_s) == LookPlan(0.99, looks, STATISTICAL_TESTS_PER_LOOK)
+
+
+def test_a_plan_for_fewer_tests_than_a_check_runs_is_refused() -> None:
+    """alpha is shared over K looks x T tests: a plan that counts fewer tests would spend more than 1 - confidence."""
+    short = LookPlan(0.99, planned_looks=25, tests_per_look=STATISTICAL_TESTS_PER_LOOK - 1)
+    with pytest.raises(ValueError, match="build it with look_plan"):
+        judge_check(0, 0.0, inputs(), LIMITS, Judge.STATISTICAL, short)
+    # The threshold rule spends no alpha: any plan will do.
+    judge_check(0, 0.0, inputs(), LIMITS, Judge.THRESHOLD, short)

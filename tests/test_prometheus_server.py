@@ -89,6 +89,7 @@ def test_prometheus_stops_when_its_parent_is_killed(tmp_path) -> None:
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
+        assert parent.stdout is not None
         child_pid = int(parent.stdout.readline())
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)

@@ -31,7 +31,9 @@ from support_prometheus import NAMESPACE, IstioEnvironment
 from test_git_credentials import GOOD_TOKEN, GitHttpServer
 
 from rollguard.sandbox import step_image
-from rollguard.sandbox.step_image import StepImage, StepImageError, open_step_image, step_command, step_environment
+from rollguard.sandbox.executor.pod import Pod
+from rollguard.sandbox.step_image import StepImage, StepImageError, open_step_image
+from rollguard.sandbox.step_image_run import ImageSteps, step_command, step_environment
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.traffic.virtualservice import read_split
@@ -363,22 +365,54 @@ spec:
           - name: note
             path: /tmp/in/note.txt
             raw: {data: "weight {{inputs.parameters.weight}}"}
+      volumes:
+        - name: creds
+          secret: {secretName: creds}
       container:
         image: rollguard:0.1.0
         command: [sh, -c]
-        args: ["echo uid=$(id -u) home=$HOME; cat /tmp/in/note.txt; echo; ls /tmp; env | cut -d= -f1 | xargs"]
+        args:
+          - >-
+            echo uid=$(id -u) home=$HOME pwd=$(pwd)
+            tmp=$(python3 -c 'import tempfile; print(tempfile.gettempdir())');
+            cat /tmp/in/note.txt; echo; ls /tmp; env | cut -d= -f1 | sort | xargs;
+            cat $TOKEN_FILE; echo; echo $ARGO_CONTAINER_NAME
         env:
           - {name: DECLARED, value: "yes"}
+          - {name: TOKEN_FILE, value: /var/run/secrets/creds/token}
+        volumeMounts:
+          - {name: creds, mountPath: /var/run/secrets/creds, readOnly: true}
 """
 
 
-def test_image_steps_map_tmp_paths_to_the_step_s_own_folder_and_leave_bound_paths(tmp_path: Path) -> None:
+def test_image_steps_map_tmp_paths_to_the_pod_s_directory_and_leave_bound_paths(tmp_path: Path) -> None:
     image = StepImage(Path("x.tar"), "sha256:" + "0" * 64, tmp_path / "rootfs", ["rollguard"])
-    steps = step_image.ImageSteps(image, tmp_path / "steps", binds=[Path("/tmp/shared")])
-    assert steps.host_path("release.plan", Path("/tmp/weight")) == tmp_path / "steps/release.plan/tmp/weight"
-    assert steps.host_path("a b/c", Path("/tmp/x/y")) == tmp_path / "steps/a_b_c/tmp/x/y"
-    assert steps.host_path("plan", Path("/tmp/shared/out.json")) == Path("/tmp/shared/out.json")
-    assert steps.host_path("plan", Path("/work/out.json")) == Path("/work/out.json")
+    steps = ImageSteps(image, binds=[Path("/tmp/shared")])
+    pod = Pod(tmp_path / "pods" / "001-release.plan")
+    assert steps.host_path(Path("/tmp/weight"), pod) == pod.directory / "weight"
+    assert steps.host_path(Path("/tmp/x/y"), pod) == pod.directory / "x/y"
+    assert steps.host_path(Path("/tmp"), pod) == pod.directory
+    assert steps.host_path(Path("/tmp/shared/out.json"), pod) == Path("/tmp/shared/out.json")
+    assert steps.host_path(Path("/work/out.json"), pod) == Path("/work/out.json")
+    assert steps.host_path(Path("/tmpfile"), pod) == Path("/tmpfile")
+
+
+def test_image_steps_give_only_the_container_s_environment_with_pod_paths_as_the_container_sees_them(
+    tmp_path: Path,
+) -> None:
+    if not IS_ROOT:
+        pytest.skip("the pod's directory is handed to uid 65532 (chown)")
+    image = StepImage(Path("x.tar"), "sha256:" + "0" * 64, tmp_path / "rootfs", ["rollguard"], "65532:65532", "/tmp",
+                      {"PATH": "/opt/rollguard/bin:/usr/bin", "HOME": "/tmp", "LANG": "C.UTF-8"})  # fmt: skip
+    pod = Pod(tmp_path / "pods" / "001-deploy", environment={"PATH": "/host/bin", "HOME": "/host", "TMPDIR": "/x"},
+              container_environment={"ARGO_NODE_ID": "wf-1", "TOKEN_FILE": f"{tmp_path}/pods/001-deploy/volumes/git/t"})
+    pod.directory.mkdir(parents=True)
+    command, environment = ImageSteps(image).command(["rollguard", "deploy", f"{pod.directory}/volumes/git"], pod)
+    assert environment == {"PATH": "/opt/rollguard/bin:/usr/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
+                           "ARGO_NODE_ID": "wf-1", "TOKEN_FILE": "/tmp/volumes/git/t"}  # fmt: skip
+    assert command[-1].rstrip().endswith("-C /tmp -- rollguard deploy /tmp/volumes/git")
+    assert f"--bind {pod.directory} {tmp_path / 'rootfs' / 'tmp'}" in command[-1]
+    assert pod.directory.stat().st_uid == UID
 
 
 def test_run_local_refuses_a_bad_step_image_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -396,21 +430,32 @@ def test_run_local_refuses_a_bad_step_image_before_anything_runs(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_run_local_runs_each_step_in_the_image_with_its_own_tmp_and_only_its_env(
+def test_run_local_runs_each_step_in_the_image_in_its_fresh_directory_with_only_its_env(
     image: StepImage, tmp_path: Path
 ) -> None:
     workflow = tmp_path / "wf.yaml"
     workflow.write_text(IN_IMAGE)
+    secret = tmp_path / "creds"
+    secret.mkdir()
+    (secret / "token").write_text("from-the-secret")
     done = subprocess.run([str(Path(sys.executable).parent / "rollguard"), "run-local", str(workflow),
-                           "--step-image", str(ARCHIVE)], capture_output=True, text=True, timeout=120,
+                           "--step-image", str(ARCHIVE), "--secret", f"creds={secret}", "--work-dir",
+                           str(tmp_path / "pods")], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "XDG_CACHE_HOME": str(image.rootfs.parents[2]), "LEAK": "x"})  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     shown = [line.split("] ", 1)[1] for line in done.stdout.splitlines() if line.startswith("[main.show] ")]
-    assert shown[0] == "uid=65532 home=/tmp" and shown[1] == "weight 25"
-    assert shown[2] == "in", "the step's /tmp holds its input, not the plan step's files"
-    names = set(shown[3].split())
-    assert {"DECLARED", "HOME", "PATH"} <= names and "LEAK" not in names and "VIRTUAL_ENV" not in names
+    # the pod's fresh directory is the container's /tmp: its HOME, working directory and temporary directory
+    assert shown[0] == "uid=65532 home=/tmp pwd=/tmp tmp=/tmp" and shown[1] == "weight 25"
+    assert shown[2:4] == ["in", "volumes"], "the step's /tmp holds its input and Secret, not the plan step's files"
+    names = set(shown[4].split())
+    assert {"DECLARED", "HOME", "PATH", "TOKEN_FILE", "ARGO_NODE_ID", "ARGO_DEADLINE"} <= names
+    assert not names & {"LEAK", "VIRTUAL_ENV", "TMPDIR", "GIT_CONFIG_NOSYSTEM"}, "this machine's variables leaked"
+    assert shown[5:7] == ["from-the-secret", "main"]
     assert "Succeeded" in done.stdout.splitlines()[-1]
+    pods = sorted(path.name for path in next((tmp_path / "pods").iterdir()).iterdir())
+    assert [name.split("-", 1)[1] for name in pods] == ["main.plan", "main.show"]
+    plan = next((tmp_path / "pods").glob("*/*-main.plan"))
+    assert (plan / "weight").read_text().strip() == "25" and plan.stat().st_uid == UID
 
 
 @pytest.mark.slow
@@ -424,6 +469,6 @@ def test_demo_runs_the_release_inside_the_step_image(image: StepImage, tmp_path:
     assert "Steps run in the step image" in completed.stdout
     run, run_dir = only_run(tmp_path)
     assert run["outcome"] == "rolled_back" and isinstance(run["git_push"], float)
-    step_dirs = {path.name for path in (run_dir / "steps").iterdir()}
-    assert {"release.plan", "release.judge.analyze", "release.judge.rollback"} <= step_dirs
-    assert (run_dir / "steps" / "release.judge.analyze" / "tmp").stat().st_uid == UID
+    pods = {path.name.split("-", 1)[1]: path for path in next((run_dir / "pods").iterdir()).iterdir()}
+    assert {"release.plan", "release.judge.analyze", "release.judge.rollback"} <= set(pods)
+    assert pods["release.judge.analyze"].stat().st_uid == UID

@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualService
 from ruamel.yaml import YAML
 
-from rollguard.steps.traffic.virtualservice import (
+from rollguard.steps.traffic.live_routes import apply_split_to_routes
+from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
     ManifestError,
     ManifestSyntaxError,
     UndeclaredSubset,
     VirtualServiceNotFound,
     WeightedRouteNotFound,
-    apply_split_to_routes,
-    find_split,
-    load_documents,
-    read_split,
-    set_split,
-    unified_diff,
 )
+from rollguard.steps.traffic.manifest_yaml import load_documents
+from rollguard.steps.traffic.virtualservice import find_split, read_split
+from rollguard.steps.traffic.weight_edit import set_split, unified_diff
 
 FIXTURE = (Path(__file__).parent / "fixtures" / "istio.yml").read_text(encoding="utf-8")
 
@@ -66,7 +65,7 @@ def test_setting_the_same_split_is_a_no_op() -> None:
     assert not edit.changed and edit.text == FIXTURE and edit.routes_changed == 0
 
 
-def test_every_route_with_both_subsets_changes_and_others_do_not() -> None:
+def test_a_matched_route_with_both_subsets_is_not_the_split_when_the_default_route_is() -> None:
     text = FIXTURE.replace(
         "    timeout: 3s\n",
         "    timeout: 3s\n"
@@ -78,11 +77,12 @@ def test_every_route_with_both_subsets_changes_and_others_do_not() -> None:
         1,
     )
     edit = set_split(text, "reviews", "v1", "v2", 50)
-    assert edit.routes_changed == 2
-    assert "- {destination: {host: reviews, subset: v2}, weight: 50}" in edit.text
-    assert "- {destination: {host: reviews, subset: v1}, weight: 50}" in edit.text
-    assert len(changed_lines(text, edit.text)) == 4
-    assert len(find_split(edit.text, "reviews", "v1", "v2").routes) == 2
+    assert edit.routes_changed == 1
+    assert "- {destination: {host: reviews, subset: v2}, weight: 10}" in edit.text  # /m keeps its own split
+    assert "- {destination: {host: reviews, subset: v1}, weight: 90}" in edit.text
+    assert len(changed_lines(text, edit.text)) == 2
+    assert [route.name for route in find_split(edit.text, "reviews", "v1", "v2").routes] == ["primary"]
+    assert find_split(edit.text, "reviews", "v1", "v2", ("mobile",)).canary_weight == 10
 
 
 def test_crlf_file_keeps_its_line_endings() -> None:
@@ -114,7 +114,8 @@ def test_unreadable_file_or_missing_virtual_service(text: str, error: type[Manif
 
 
 def test_no_route_with_both_subsets_lists_the_routes() -> None:
-    with pytest.raises(WeightedRouteNotFound, match=r"both subset 'v1' and 'v3'.*#1 at line \d+ -> v2; #2"):
+    with pytest.raises(WeightedRouteNotFound, match=r"both subset 'v1' and 'v3'.*#1 'testers' at line \d+ -> v2; "
+                       r"#2 'primary' at line \d+ -> v1 90, v2 10"):
         read_split(FIXTURE, "reviews", "v1", "v3")
 
 
@@ -160,7 +161,6 @@ def test_file_weights_that_do_not_add_up_are_refused_by_read_split() -> None:
         ('weight: "10"     # canary', "not a whole number"),
         ("weight: 10.5     # canary", "not a whole number"),
         ("weight: 150     # canary", "must be 0 to 100"),
-        ("nothing: 10     # canary", "has no weight"),
     ],
 )
 def test_bad_weights_in_the_file_are_refused(replacement: str, words: str) -> None:
@@ -224,10 +224,10 @@ def test_apply_split_to_live_routes_changes_only_weighted_routes() -> None:
 def test_edited_file_is_still_valid_istio_per_the_published_models(canary_weight: int) -> None:
     """Every Istio object of the edited file round-trips through Istio's published models unchanged."""
     text = set_split(FIXTURE, "reviews", "v1", "v2", canary_weight).text
-    models = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
+    models: dict[str, Any] = {"VirtualService": VirtualService, "DestinationRule": DestinationRule}
     checked = 0
     for document in YAML(typ="safe").load_all(text):
-        model = models.get((document or {}).get("kind"))
+        model = models.get(str((document or {}).get("kind")))
         if model is not None:
             dumped = model.model_validate(document).model_dump(by_alias=True, exclude_none=True, mode="json")
             assert dumped == document

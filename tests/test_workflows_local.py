@@ -17,10 +17,14 @@ import pytest
 from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
-from rollguard.sandbox.executor.runner import LocalExecutor, Phase, WorkflowResult
+from rollguard.sandbox.executor.local_cluster import LocalCluster
+from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
+from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.workflows.render import write_rendered
+from rollguard.workflows.templates import TemplateSettings
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "sandbox" / "assets" / "k8s" / "istio.yml"
@@ -53,7 +57,7 @@ def split_in(bare: Path) -> tuple[int, int]:
     return read_split(text, "podinfo", "v1", "v2")
 
 
-def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
+def run(tmp_path: Path, workflow: str, templates_dir: Path = REPO / "workflows", **parameters: str) -> WorkflowResult:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     values = {
@@ -75,10 +79,11 @@ def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
         "rest-file": str(out / "rest"),
     }
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
-    library = load_files(sorted(p for p in (REPO / "workflows").glob("*.yaml") if p.name != "kustomization.yaml"))
+    library = load_files(sorted(p for p in templates_dir.glob("*.yaml") if p.name != "kustomization.yaml"))
     events: list[object] = []
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROLLGUARD_")}
-    executor = LocalExecutor(library, on_event=events.append, environment=environment, cwd=tmp_path)
+    # the test's own lock directory: the templates' mutex would otherwise be shared with every run on the machine
+    executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods",
+                             cluster=LocalCluster(lock_dir=tmp_path / "locks"))
     known = {p["name"] for p in library.get(workflow, "test").spec["arguments"]["parameters"]}
     return executor.run(workflow, {name: value for name, value in values.items() if name in known})
 
@@ -164,3 +169,39 @@ def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -
     subjects = git(remote, "log", "--format=%s", "main").splitlines()
     # The seed already sends 10 %, so deploy 10 pushes nothing; then one commit per promotion.
     assert len(subjects) == 3 and "50 %" in subjects[1] and "100 %" in subjects[0]
+
+
+def test_a_release_past_its_deadline_is_rolled_back_by_the_exit_handler(remote: Path, tmp_path: Path) -> None:
+    # Rendered with a short deadline: 1 s per step pod and a 1 s bake time; the analysis is then given
+    # 60 s, so the deadline (6 pods + 1 analysis = 7 s for 20,100) passes while it runs. Argo fails the
+    # running step and still runs the exit handler (workflowpod.go: exit handlers ignore the deadline).
+    rendered = tmp_path / "short-deadline"
+    write_rendered(rendered, TemplateSettings(step_allowance_s=1, defaults={"schedule": "20,100", "duration": "1s"}))
+    result = run(tmp_path, "canary-release", rendered, on_error="continue", duration="60s")
+    assert result.phase is not Phase.SUCCEEDED
+    assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
+    assert "rollback-unfinished" in ran(result)
+    assert split_in(remote) == (100, 0)
+    assert "before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
+
+
+@pytest.mark.slow
+def test_with_the_opt_in_verdict_artifact_and_no_repository_a_pass_ends_in_a_rollback(
+    remote: Path, tmp_path: Path
+) -> None:
+    # Why the verdict artifact is opt-in: without an artifact repository Argo's wait container cannot
+    # upload it, fails the *passing* analyze node with Error, continueOn.failed does not cover Error,
+    # and the exit handler rolls back a healthy canary. The default rendering has no artifact.
+    rendered = tmp_path / "with-artifact"
+    write_rendered(rendered, TemplateSettings(verdict_artifact=True))
+    healthy = TrafficProfile(requests_per_s=60, error_rate=0.0, latency_ms=20)
+    with istio_environment() as env:
+        env.traffic.set("podinfo", "v1", healthy)
+        env.traffic.set("podinfo", "v2", healthy)
+        env.wait_for_requests("podinfo", "v1")
+        env.wait_for_requests("podinfo", "v2")
+        result = run(tmp_path, "canary-release", rendered, prometheus_url=env.url, interval="500ms", duration="2s",
+                     min_requests="10", schedule="20,100")  # fmt: skip
+    assert ran(result)["analyze"] is Phase.ERROR
+    assert result.phase is not Phase.SUCCEEDED and "rollback-unfinished" in ran(result)
+    assert split_in(remote) == (100, 0)

@@ -37,7 +37,6 @@ class FlagParameter:
     default: str
     help: str
     choices: tuple[str, ...] = ()
-    is_switch: bool = False
     required: bool = False
     convert: Callable[[str], Any] | None = field(default=None, compare=False, repr=False)
 
@@ -134,7 +133,6 @@ def parameters_of(parser: argparse.ArgumentParser, command: str) -> list[FlagPar
                 default=_default_text(action),
                 help=_clean_help(action.help),
                 choices=tuple(str(choice) for choice in action.choices or ()),
-                is_switch=isinstance(action, argparse._StoreTrueAction),
                 required=bool(action.required),
                 convert=action.type if callable(action.type) else None,
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 from rollguard.steps import logs
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag, add_switch
+from rollguard.steps.output_files import write_atomically
 from rollguard.workflows.parameters import InvalidDefault, RenderError
 from rollguard.workflows.step_templates import DEFAULT_IMAGE
 from rollguard.workflows.templates import TemplateSettings, build_templates
@@ -45,7 +46,7 @@ def write_rendered(out_dir: Path, settings: TemplateSettings | None = None) -> l
     written = []
     for name, text in files.items():
         path = out_dir / name
-        path.write_text(text, encoding="utf-8")
+        write_atomically(path, text)
         written.append(path)
     return written
 
@@ -66,14 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--out", required=True, help="directory to write the YAML files into (e.g. workflows/)")
     add_flag(parser, "--image", default=DEFAULT_IMAGE, help="step container image")
     add_flag(parser, "--set", help="parameter defaults NAME=VALUE;NAME=VALUE (e.g. schedule=5,25,100)")
-    add_switch(parser, "--no-verdict-artifact", help="leave out analyze's verdict artifact (no artifact repository)")
+    add_switch(
+        parser,
+        "--verdict-artifact",
+        help="also keep analyze's full verdict file as an output artifact; needs an artifact repository, without "
+        "which Argo fails every passing analysis with Error (and the exit handler rolls back)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Render the templates and say which files were written."""
     logs.configure("render")
     settings = TemplateSettings(
-        image=args.image, verdict_artifact=not args.no_verdict_artifact, defaults=_defaults(args.set or "")
+        image=args.image, verdict_artifact=args.verdict_artifact, defaults=_defaults(args.set or "")
     )
     try:
         written = write_rendered(Path(args.out), settings)

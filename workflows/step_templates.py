@@ -4,12 +4,17 @@ Every flag `--x-y` becomes an input parameter `x-y` (same default; a switch defa
 a flag without default gets `""`, which the step reads as unset) and reaches the container as the
 environment variable `ROLLGUARD_X_Y`. The container command is plain `rollguard COMMAND`, and every
 file a step writes is a parameter, so the same template runs in a pod or as a local process.
+
+The Git steps also take the input `git-secret`: the Secret whose key `token` becomes
+ROLLGUARD_GIT_TOKEN and which is mounted (read-only, optional) at GIT_SECRET_MOUNT, where
+`--git-token-file`, `--git-ssh-key-file` and `--git-known-hosts-file` can point.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hera.shared.serialization import MISSING
 from hera.workflows import (
     Artifact,
     Container,
@@ -19,19 +24,33 @@ from hera.workflows import (
     RawArtifact,
     RetryStrategy,
     SecretEnv,
+    SecretVolume,
 )
-from hera.workflows.models import Backoff, ValueFrom
+from hera.workflows.models import Backoff, IntOrString, ValueFrom
 
+from rollguard.steps.exit_codes import ExitCode
+from rollguard.steps.verdict_document import NO_VERDICT_WORD, NoVerdict
 from rollguard.workflows.parameters import FlagParameter, RenderError, command_parameters
 
 DEFAULT_IMAGE = "rollguard:0.1.0"  # what `docker build -f images/Dockerfile -t rollguard:0.1.0 .` makes
 GIT_TOKEN_ENV = "ROLLGUARD_GIT_TOKEN"
+GIT_SECRET_INPUT = "git-secret"  # input of the Git steps (and workflow parameter): the Secret's name
+GIT_SECRET_VOLUME = "git-credentials"
+GIT_SECRET_MOUNT = "/var/run/secrets/rollguard/git"
+
+# Retries: Argo's default policy (OnFailure) retries only a Failed node, so not a deleted pod or a
+# failed init/wait container (Error), and it retries a usage error, which fails the same way every
+# time. `Always` retries both phases; the expression (expr-lang, Argo's `retryStrategy.expression`;
+# `lastRetry.exitCode` is a string, "-1" when the main container never ran) keeps usage errors out.
+# Sources: workflow/controller/operator.go processNodeRetries and buildRetryStrategyLocalScope.
+RETRY_POLICY = "Always"
+NEVER_RETRIED_EXIT_CODES = (ExitCode.USAGE,)
+RETRY_EXPRESSION = " && ".join(f'lastRetry.exitCode != "{int(code)}"' for code in NEVER_RETRIED_EXIT_CODES)
 
 # What rollback records when no verdict file came through (analyze crashed, or the exit handler).
-MISSING_VERDICT_JSON = (
-    '{"verdict": "error", "reason": "the analyze step wrote no verdict (it crashed, timed out or was '
-    'given bad flags); see its log", "failed_check": null}'
-)
+MISSING_VERDICT_JSON = NoVerdict(
+    "the analyze step wrote no verdict (it crashed, timed out or was given bad flags); see its log"
+).render()
 
 
 @dataclass(frozen=True)
@@ -71,9 +90,9 @@ STEP_SPECS: dict[str, StepSpec] = {
     "analyze": StepSpec(
         "analyze",
         outputs=(
-            OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing="error"),
+            OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing=NO_VERDICT_WORD),
             # The summary (no per-check list) stays small whatever the bake time: workflow parameters
-            # live in the Workflow object, which etcd caps. The full verdict is the artifact.
+            # live in the Workflow object, which etcd caps. The full verdict is the opt-in artifact.
             OutputFile("verdict-json", "verdict-summary-file", "/tmp/rollguard-verdict-summary.json",
                        missing=MISSING_VERDICT_JSON),
         ),
@@ -101,7 +120,9 @@ class StepOptions:
     git_token_secret: str | None = "rollguard-git"
     retry_limit: int = 2
     retry_backoff: str = "2s"  # first wait; doubled for each further retry (2 s, 4 s)
-    verdict_artifact: bool = True
+    # analyze's full verdict file as an output artifact: needs an artifact repository, without which
+    # Argo fails the node with Error even after a pass (the wait container cannot upload it).
+    verdict_artifact: bool = False
 
 
 def step_parameters(command: str) -> list[FlagParameter]:
@@ -130,19 +151,41 @@ def step_parameters(command: str) -> list[FlagParameter]:
 
 def input_parameter(parameter: FlagParameter) -> Parameter:
     """The Argo input parameter for a flag (no default when the flag is required)."""
-    return Parameter(name=parameter.name, **parameter_fields(parameter, "default"))
+    return Parameter(
+        name=parameter.name,
+        default=MISSING if parameter.required else parameter.default,  # MISSING: no key; None would be 'null'
+        description=parameter.help or None,
+        enum=list(parameter.choices) or None,
+    )
 
 
-def parameter_fields(parameter: FlagParameter, value_field: str) -> dict[str, object]:
-    """`default`/`value`, `description`, `enum` of a parameter, leaving out what is unset (Hera would write null)."""
-    fields: dict[str, object] = {}
-    if not parameter.required:
-        fields[value_field] = parameter.default
-    if parameter.help:
-        fields["description"] = parameter.help
-    if parameter.choices:
-        fields["enum"] = list(parameter.choices)
-    return fields
+def argument_parameter(parameter: FlagParameter) -> Parameter:
+    """The workflow argument for a flag: its value is the default; a required flag has none (Argo asks for it)."""
+    return Parameter(
+        name=parameter.name,
+        value=MISSING if parameter.required else parameter.default,
+        description=parameter.help or None,
+        enum=list(parameter.choices) or None,
+    )
+
+
+def workflow_inputs(command: str, options: StepOptions) -> list[str]:
+    """Inputs of the step that are not flags but come from a workflow parameter of the same name."""
+    return [GIT_SECRET_INPUT] if STEP_SPECS[command].uses_git and options.git_token_secret else []
+
+
+def git_secret_parameter(options: StepOptions) -> FlagParameter:
+    """The `git-secret` input (and workflow parameter), defaulting to the configured Secret."""
+    return FlagParameter(
+        name=GIT_SECRET_INPUT,
+        flag="",
+        env="",
+        default=options.git_token_secret or "",
+        help=(
+            f"Secret with the Git credentials: key token (HTTPS, read as {GIT_TOKEN_ENV}), or ssh-privatekey and "
+            f"known_hosts (SSH); mounted read-only at {GIT_SECRET_MOUNT}; may be absent"
+        ),
+    )
 
 
 def step_template(command: str, options: StepOptions) -> Container:
@@ -151,9 +194,20 @@ def step_template(command: str, options: StepOptions) -> Container:
     parameters = step_parameters(command)
     inputs: list[Parameter | Artifact] = [input_parameter(parameter) for parameter in parameters]
     env: list[Env | SecretEnv] = [Env(name=parameter.env, value=parameter.reference) for parameter in parameters]
-    if spec.uses_git and options.git_token_secret:
-        env.append(
-            SecretEnv(name=GIT_TOKEN_ENV, secret_name=options.git_token_secret, secret_key="token", optional=True)
+    volumes: list[SecretVolume] = []
+    if GIT_SECRET_INPUT in workflow_inputs(command, options):
+        secret = git_secret_parameter(options)
+        inputs.append(input_parameter(secret))
+        env.append(SecretEnv(name=GIT_TOKEN_ENV, secret_name=secret.reference, secret_key="token", optional=True))
+        # A template-level volume: it comes with the template, also to workflows that templateRef it.
+        volumes.append(
+            SecretVolume(
+                name=GIT_SECRET_VOLUME,
+                secret_name=secret.reference,
+                optional=True,
+                mount_path=GIT_SECRET_MOUNT,
+                read_only=True,
+            )
         )
     if command == "rollback":
         # The verdict travels as a parameter and lands as the reason file through a raw artifact:
@@ -180,8 +234,10 @@ def step_template(command: str, options: StepOptions) -> Container:
         )
     retry = None
     if spec.retry_safe and options.retry_limit > 0:
-        backoff = Backoff(duration=options.retry_backoff, factor=2)
-        retry = RetryStrategy(limit=str(options.retry_limit), backoff=backoff)
+        backoff = Backoff(duration=options.retry_backoff, factor=IntOrString(2))
+        retry = RetryStrategy(
+            limit=str(options.retry_limit), retry_policy=RETRY_POLICY, expression=RETRY_EXPRESSION, backoff=backoff
+        )
     return Container(
         name=command,
         image=options.image,
@@ -190,4 +246,5 @@ def step_template(command: str, options: StepOptions) -> Container:
         inputs=inputs,
         outputs=outputs or None,
         retry_strategy=retry,
+        volumes=volumes or None,
     )

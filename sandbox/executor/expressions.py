@@ -17,6 +17,13 @@ from rollguard.sandbox.executor.errors import ExpressionError, UnsupportedFeatur
 _REFERENCE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 
 
+def yaml_text(value: Any) -> str:
+    """A YAML scalar as the string Argo uses in a template (booleans as `true`/`false`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def substitute(text: str, variables: Mapping[str, str], where: str) -> str:
     """Replace every `{{name}}` in `text` by its value; an unknown name is an error naming `where`."""
 

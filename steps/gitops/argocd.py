@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from rollguard.steps.gitops.kube_api import Conflict, KubeApi, ObjectNotFound, ObjectRef
+from rollguard.steps.gitops.kube_api import Conflict, KubeApi, ObjectNotFound
+from rollguard.steps.gitops.object_refs import ObjectRef
 
 log = logging.getLogger(__name__)
 
-ARGOCD_GROUP = "argoproj.io"
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 _RUNNING_PHASES = ("Running", "Terminating")
 _FAILED_PHASES = ("Failed", "Error")
@@ -45,17 +45,12 @@ class SyncState(Enum):
 
 @dataclass(frozen=True)
 class SyncOutcome:
-    """Outcome of sync_application, with a sentence for the log and the result file."""
+    """How a sync request ended (wait_for_sync), with a sentence for the log and the result file."""
 
     state: SyncState
     detail: str
     revision_seen: str | None
     waited_s: float
-
-
-def application_ref(namespace: str, name: str) -> ObjectRef:
-    """Where an ArgoCD Application lives in the API."""
-    return ObjectRef(ARGOCD_GROUP, "v1alpha1", "applications", namespace, name)
 
 
 def _running_operation(app: dict[str, Any]) -> str | None:
@@ -173,17 +168,3 @@ def wait_for_sync(
             return SyncOutcome(SyncState.TIMED_OUT, detail, seen, time.monotonic() - started)
         time.sleep(min(poll_interval_s, max(0.0, deadline - time.monotonic())))
 
-
-def sync_application(
-    api: KubeApi,
-    ref: ObjectRef,
-    revision: str,
-    *,
-    timeout_s: float = 60.0,
-    poll_interval_s: float = 0.25,
-    reason: str = "rollguard",
-    conflict_retries: int = 5,
-) -> SyncOutcome:
-    """Ask ArgoCD to refresh and sync `ref` to `revision`; wait (bounded) until it reports it synced."""
-    request = request_sync(api, ref, revision, reason=reason, conflict_retries=conflict_retries)
-    return wait_for_sync(api, ref, request, timeout_s=timeout_s, poll_interval_s=poll_interval_s)

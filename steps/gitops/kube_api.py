@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.incluster_config import InClusterConfigLoader
 from urllib3.exceptions import HTTPError
+
+from rollguard.steps.gitops.object_refs import ObjectRef
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -40,21 +41,6 @@ class ObjectNotFound(KubeApiError):
 
 class Conflict(KubeApiError):
     """The object changed since it was read (HTTP 409 on a stale resourceVersion)."""
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """Where a namespaced custom object lives in the API."""
-
-    group: str
-    version: str
-    plural: str
-    namespace: str
-    name: str
-
-    def describe(self) -> str:
-        """`virtualservices.networking.istio.io shop/reviews`, as kubectl would name it."""
-        return f"{self.plural}.{self.group} {self.namespace}/{self.name}"
 
 
 def load_api_client(
@@ -107,10 +93,23 @@ class KubeApi:
             _request_timeout=self._timeout, _content_type="application/merge-patch+json",
         ))
 
-    def _call(self, verb: str, ref: ObjectRef, request: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """Run one API request, turning the client's exceptions into KubeApiError naming `verb` and `ref`."""
+    def _call(self, verb: str, ref: ObjectRef, request: Callable[[], object]) -> dict[str, Any]:
+        """Run one API request, turning the client's exceptions into KubeApiError naming `verb` and `ref`.
+
+        The client hands back whatever text an answer held that is not JSON (a proxy's or a login page's
+        HTML with HTTP 200): that is an error too, not an object.
+        """
         try:
-            return request()
+            answer = request()
+            if not isinstance(answer, dict):
+                shown = " ".join(str(answer).split())[:60]
+                raise KubeApiError(
+                    f"could not {verb} {ref.describe()}: {self.server} answered HTTP 200 with something that is not "
+                    f"a Kubernetes object ({shown!r}); is the kubeconfig's server the Kubernetes API, and not a proxy "
+                    "or a login page in front of it?",
+                    200,
+                )
+            return answer
         except ApiException as exc:
             raise _api_error(verb, ref, exc) from None
         except HTTPError as exc:

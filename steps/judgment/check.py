@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rollguard.steps.judgment.outcomes import CheckOutcome, Judge, MetricOutcome, Phase
-from rollguard.steps.judgment.statistical import LookPlan, rate_above_limit, rate_above_stable
+from rollguard.steps.judgment.statistical import LookPlan, planned_looks, rate_above_limit, rate_above_stable
 from rollguard.steps.judgment.threshold import point_breaches
 
 CANARY_ERROR_RATE = "canary_error_rate"
@@ -73,11 +74,11 @@ def judge_check(
 ) -> CheckOutcome:
     """Judge the built-in and custom metrics of one check with the chosen rule."""
     if judge is Judge.STATISTICAL:
-        builtin = [
-            _statistical_error_rate(inputs.canary_counts, limits, plan),
-            _statistical_comparison(inputs.canary_counts, inputs.stable_counts, limits, plan),
-            _statistical_latency(inputs.canary_counts, inputs.canary_p99_ms, limits, plan),
-        ]
+        if plan.tests_per_look < STATISTICAL_TESTS_PER_LOOK:
+            # Each test spends alpha / (K T): a plan for fewer tests than are run breaks the guarantee.
+            raise ValueError(f"the look plan shares alpha over {plan.tests_per_look} tests per check, but "
+                             f"{STATISTICAL_TESTS_PER_LOOK} run; build it with look_plan()")
+        builtin = [test(inputs, limits, plan) for test in _STATISTICAL_TESTS]
     else:
         builtin = [
             _point_metric(CANARY_ERROR_RATE, inputs.canary_error_rate, limits.max_error_rate,
@@ -101,7 +102,8 @@ def _above(significant: bool) -> str:
     return "above" if significant else "not above"
 
 
-def _statistical_error_rate(counts: Counts, limits: Limits, plan: LookPlan) -> MetricOutcome:
+def _statistical_error_rate(inputs: CheckInputs, limits: Limits, plan: LookPlan) -> MetricOutcome:
+    counts = inputs.canary_counts
     if counts.phase is not Phase.OK:
         return MetricOutcome(CANARY_ERROR_RATE, counts.phase, threshold=limits.max_error_rate, detail=counts.detail)
     if counts.requests == 0:
@@ -117,7 +119,8 @@ def _statistical_error_rate(counts: Counts, limits: Limits, plan: LookPlan) -> M
                          over_limit_at_this_check=alone)
 
 
-def _statistical_comparison(canary: Counts, stable: Counts, limits: Limits, plan: LookPlan) -> MetricOutcome:
+def _statistical_comparison(inputs: CheckInputs, limits: Limits, plan: LookPlan) -> MetricOutcome:
+    canary, stable = inputs.canary_counts, inputs.stable_counts
     name, increase = CANARY_VS_STABLE, limits.max_error_rate_increase
     if canary.phase is not Phase.OK:
         return MetricOutcome(name, Phase.SKIPPED, threshold=increase, detail="no canary counts (see canary_error_rate)")
@@ -141,7 +144,8 @@ def _statistical_comparison(canary: Counts, stable: Counts, limits: Limits, plan
     return MetricOutcome(name, phase, difference, increase, detail, canary.requests, over_limit_at_this_check=alone)
 
 
-def _statistical_latency(counts: Counts, p99: PointValue, limits: Limits, plan: LookPlan) -> MetricOutcome:
+def _statistical_latency(inputs: CheckInputs, limits: Limits, plan: LookPlan) -> MetricOutcome:
+    counts, p99 = inputs.canary_counts, inputs.canary_p99_ms
     limit_ms = limits.max_p99_latency_ms
     if not counts.slow_known or counts.phase is not Phase.OK:
         # The limit is not a bucket boundary (or the buckets are unknown): judge the p99 point value.
@@ -158,6 +162,21 @@ def _statistical_latency(counts: Counts, p99: PointValue, limits: Limits, plan: 
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
     alone = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_single).significant
     return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests, over_limit_at_this_check=alone)
+
+
+# Every statistical test run at each check. Each spends its share of the false-alarm budget, so their
+# number is T in alpha = (1 - confidence) / (K T): a test added here is counted in every plan.
+_STATISTICAL_TESTS: tuple[Callable[[CheckInputs, Limits, LookPlan], MetricOutcome], ...] = (
+    _statistical_error_rate,
+    _statistical_comparison,
+    _statistical_latency,
+)
+STATISTICAL_TESTS_PER_LOOK = len(_STATISTICAL_TESTS)
+
+
+def look_plan(confidence: float, duration_s: float, interval_s: float) -> LookPlan:
+    """The plan of an analysis: its confidence shared over every planned check and every test run at each."""
+    return LookPlan(confidence, planned_looks(duration_s, interval_s), STATISTICAL_TESTS_PER_LOOK)
 
 
 def _point_metric(name: str, point: PointValue, maximum: float, samples: int | None = None) -> MetricOutcome:

@@ -33,14 +33,12 @@ class RunJudge:
     limits: RunLimits
     failures: FailureCounter = field(init=False)
     consecutive_errors: int = 0
-    checks: int = 0
 
     def __post_init__(self) -> None:
         self.failures = FailureCounter(self.limits.failure_limit, self.limits.consecutive)
 
     def observe(self, check: CheckOutcome) -> Decision:
         """Take one check into account and say whether the analysis is decided."""
-        self.checks += 1
         failed = check.with_phase(Phase.FAILED)
         if failed:
             first = failed[0]

@@ -9,6 +9,7 @@ Blatant failures still fail fast: 3 errors in 3 requests has p = 1e-6 against a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rollguard.steps.judgment import binomial
@@ -19,8 +20,8 @@ class LookPlan:
     """How much false-alarm probability each single test may spend."""
 
     confidence: float  # e.g. 0.99: at most 1 % false fails over the whole analysis
-    planned_looks: int  # checks planned over the bake time: ceil(duration / interval) + 1
-    tests_per_look: int  # statistical tests run at each check
+    planned_looks: int  # checks planned over the bake time: see planned_looks()
+    tests_per_look: int  # statistical tests run at each check (judgment.check counts its own)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence < 1.0:
@@ -37,6 +38,14 @@ class LookPlan:
     def alpha_per_test(self) -> float:
         """False-alarm probability one test at one look may use."""
         return (1.0 - self.confidence) / (self.planned_looks * self.tests_per_look)
+
+
+def planned_looks(duration_s: float, interval_s: float) -> int:
+    """K, the checks an analysis plans: one at the start and one per interval until the bake time is over,
+    ceil(duration / interval) + 1. The loop never looks more often than this (a late check skips slots)."""
+    if duration_s <= 0 or interval_s <= 0:
+        raise ValueError(f"duration and interval must be positive, got {duration_s} and {interval_s}")
+    return math.ceil(duration_s / interval_s - 1e-9) + 1
 
 
 @dataclass(frozen=True)

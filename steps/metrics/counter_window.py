@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS
-from rollguard.steps.metrics.prometheus_client import Labels, Sample
+from rollguard.steps.metrics.query_results import Labels, Sample
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,10 @@ every rendered query verbatim: a change here must show up as a diff there.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rollguard.steps.metrics.promql import range_window, selector
+from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
 
 REQUESTS = "istio_requests_total"
 DURATION_BUCKETS = "istio_request_duration_milliseconds_bucket"
@@ -41,11 +44,6 @@ def p99_latency_query(namespace: str, service: str, version: str, window: str | 
     return f"histogram_quantile(0.99, sum by (le) ({buckets}))"
 
 
-def request_count_query(namespace: str, service: str, version: str, window: str | float) -> str:
-    """Number of requests over `window` (Prometheus's extrapolated increase, so not always whole)."""
-    return f"sum(increase({REQUESTS}{version_selector(namespace, service, version)}[{range_window(window)}]))"
-
-
 def counters_query(namespace: str, service: str, version: str) -> str:
     """The raw request counters and duration buckets of one version, every series, in one snapshot.
 
@@ -54,3 +52,41 @@ def counters_query(namespace: str, service: str, version: str) -> str:
     """
     names = f'__name__=~"{REQUESTS}|{DURATION_BUCKETS}"'
     return version_selector(namespace, service, version, names)
+
+
+@dataclass(frozen=True)
+class VersionQueries:
+    """The built-in queries of one version: raw counters (all series), error rate and p99 (one value each)."""
+
+    counters: QuerySpec
+    error_rate: QuerySpec
+    p99_latency_ms: QuerySpec
+
+
+@dataclass(frozen=True)
+class AnalysisQueries:
+    """Every built-in query of an analysis, canary and stable over the same window."""
+
+    canary: VersionQueries
+    stable: VersionQueries
+
+    def in_order(self) -> tuple[QuerySpec, ...]:
+        """The queries in the order they run, are logged and are recorded in the verdict's settings."""
+        return (self.canary.counters, self.stable.counters, self.canary.error_rate, self.stable.error_rate,
+                self.canary.p99_latency_ms, self.stable.p99_latency_ms)
+
+
+def analysis_queries(namespace: str, service: str, canary_version: str, stable_version: str,
+                     window: str) -> AnalysisQueries:
+    """The built-in queries for one canary analysis; each version's names start with canary_ or stable_."""
+
+    def of(role: str, version: str) -> VersionQueries:
+        return VersionQueries(
+            counters=QuerySpec(f"{role}_counters", counters_query(namespace, service, version), AnswerShape.SERIES),
+            error_rate=QuerySpec(f"{role}_error_rate", error_rate_query(namespace, service, version, window),
+                                 AnswerShape.ONE_VALUE),
+            p99_latency_ms=QuerySpec(f"{role}_p99_latency_ms", p99_latency_query(namespace, service, version, window),
+                                     AnswerShape.ONE_VALUE),
+        )
+
+    return AnalysisQueries(canary=of("canary", canary_version), stable=of("stable", stable_version))

@@ -1,0 +1,54 @@
+"""Judge a canary from Prometheus: every --interval compare canary (and stable) error rate, p99
+latency and custom metrics with their limits; stop at the first decisive failure; pass only after
+--duration with at least --min-requests canary requests. Writes the verdict as JSON.
+
+Exit codes: 0 pass, 1 fail, 3 inconclusive, 2 bad usage (nothing written).
+Policies: --on-no-data continue (keep looking; still no data when the bake time ends ->
+inconclusive, never pass); --on-error inconclusive (once --max-consecutive-errors checks in a row
+could not be judged). Counts for the statistical rule cover the requests since the analysis
+started, at most the last --window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rollguard.steps import logs
+from rollguard.steps.analyze import flags
+from rollguard.steps.analyze.check_log import log_start
+from rollguard.steps.analyze.loop import AnalysisInterrupted, run_checks
+from rollguard.steps.analyze.settings import settings_from_args
+from rollguard.steps.analyze.verdict_files import write_verdict
+from rollguard.steps.exit_codes import ExitCode
+from rollguard.steps.judgment.outcomes import Verdict
+from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
+
+EXIT_CODES = {Verdict.PASS: ExitCode.OK, Verdict.FAIL: ExitCode.FAIL, Verdict.INCONCLUSIVE: ExitCode.INCONCLUSIVE}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `rollguard analyze`, each also settable as ROLLGUARD_<NAME>."""
+    flags.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `rollguard analyze`: validate, judge, write the verdict, return its exit code.
+
+    Ctrl-C and SIGTERM (the CLI turns it into KeyboardInterrupt) still write an inconclusive verdict.
+    """
+    settings = settings_from_args(args)
+    logs.configure("analyze")
+    log_start(settings)
+    access = settings.prometheus
+    # No query and no retry outlives the analysis's time limit, however slowly Prometheus answers.
+    not_after = time.monotonic() + settings.time_limit_s
+    querier = PrometheusQuerier(access.endpoint, timeout_s=access.timeout_s, attempts=access.attempts,
+                                not_after=not_after)
+    try:
+        document = run_checks(settings, querier)
+    except AnalysisInterrupted as interrupted:
+        write_verdict(settings.outputs, interrupted.document)
+        raise
+    write_verdict(settings.outputs, document)
+    return EXIT_CODES[document.verdict]

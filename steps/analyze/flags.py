@@ -1,0 +1,63 @@
+"""The flags of `rollguard analyze`, each also settable as ROLLGUARD_<NAME> (how the workflows pass them)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rollguard.steps.judgment.outcomes import Judge, Policy
+from rollguard.steps.options import (
+    add_flag,
+    add_switch,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_duration,
+    positive_int,
+)
+
+POLICIES = [policy.value for policy in Policy]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `rollguard analyze`, in the order --help and the WorkflowTemplates list them."""
+    target = parser.add_argument_group("what to analyze")
+    add_flag(target, "--prometheus-url", default="http://prometheus.monitoring:9090", help="Prometheus base URL")
+    add_flag(target, "--namespace", required=True, help="namespace of the canary's workloads")
+    add_flag(target, "--service", required=True, help="destination_service_name of the service")
+    add_flag(target, "--stable-version", required=True, help="destination_version label of stable (e.g. v1)")
+    add_flag(target, "--canary-version", required=True, help="destination_version label of the canary (e.g. v2)")
+    timing = parser.add_argument_group("timing")
+    add_flag(timing, "--interval", default="5s", type=positive_duration, help="time between checks (500ms, 1s, 2m)")
+    add_flag(timing, "--duration", default="2m", type=positive_duration, help="bake time before a pass")
+    add_flag(timing, "--window", default="1m", type=positive_duration,
+             help="rate window of the PromQL point values; the statistical counts cover at most this much")
+    limits = parser.add_argument_group("limits")
+    add_flag(limits, "--max-error-rate", default=0.01, type=fraction, help="canary 5xx share limit (0.01 = 1 %%)")
+    add_flag(limits, "--max-p99-latency-ms", default=500.0, type=non_negative_float, help="canary p99 limit in ms")
+    add_flag(limits, "--min-requests", default=100, type=non_negative_int, help="canary requests needed to pass")
+    add_flag(limits, "--max-error-rate-increase", default=0.01, type=fraction,
+             help="how much the canary's error rate may exceed stable's (a fraction: 0.01 = 1 point)")
+    add_flag(limits, "--metrics-file", help="YAML file of custom PromQL metric templates with min/max")
+    judging = parser.add_argument_group("judging")
+    add_flag(judging, "--judge", default=Judge.STATISTICAL.value, choices=[judge.value for judge in Judge],
+             help="statistical: exact one-sided bounds, fails at first significant evidence; threshold: "
+             "point values, fail after --failure-limit failed checks")
+    add_flag(judging, "--confidence", default=0.99, type=fraction,
+             help="statistical rule: a canary within its limits is failed with probability <= 1 - confidence")
+    add_flag(judging, "--failure-limit", default=3, type=positive_int,
+             help="threshold rule and custom metrics: failed checks that make the verdict fail")
+    add_switch(judging, "--consecutive", help="count only failed checks in a row towards --failure-limit")
+    add_flag(judging, "--on-no-data", default=Policy.CONTINUE.value, choices=POLICIES,
+             help="no series / NaN: keep looking (continue), or decide now")
+    add_flag(judging, "--on-error", default=Policy.INCONCLUSIVE.value, choices=POLICIES,
+             help="what an outage becomes once --max-consecutive-errors checks in a row failed")
+    add_flag(judging, "--max-consecutive-errors", default=4, type=non_negative_int,
+             help="checks in a row that may fail to query before --on-error applies")
+    add_flag(judging, "--query-timeout", default="5s", type=positive_duration, help="timeout of one query")
+    add_flag(judging, "--query-attempts", default=3, type=positive_int,
+             help="tries per query (exponential backoff from 200ms)")
+    output = parser.add_argument_group("output")
+    add_flag(output, "--verdict-file", default="/tmp/verdict.json", help="where the verdict JSON is written")
+    add_flag(output, "--verdict-word-file", help="optional file for the single word pass|fail|inconclusive")
+    add_flag(output, "--verdict-summary-file",
+             help="optional file for the verdict without the per-check list (small enough for an Argo parameter)")
