@@ -133,10 +133,8 @@ class ClusterWatcher:
         self, start: float, end: float
     ) -> tuple[float | None, float | None, int, list[list[float]]]:
         error_rate = istio_queries.error_rate_query(self.namespace, self.service, self.canary_subset, self.window_s)
-        selector = istio_queries.version_selector(self.namespace, self.service, self.canary_subset,
-                                                  istio_queries.SERVER_ERRORS)
         seconds = max(1, math.ceil(end - start))
-        failed_query = f"sum(increase({istio_queries.REQUESTS}{selector}[{seconds}s]))"
+        failed_query = istio_queries.failures_increase_query(self.namespace, self.service, self.canary_subset, seconds)
         try:
             samples = series_range(self.prometheus_url, error_rate, start - 10, end + self.step_s, self.step_s)
             breach = next((s.at for s in samples if s.at >= start and s.value > self.max_error_rate), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -15,6 +15,7 @@ from rollguard.steps.judgment.outcomes import Judge, Policy, finite_or_none
 from rollguard.steps.judgment.run_decision import RunLimits
 from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
+from rollguard.steps.metrics.failures import ErrorDefinition, grpc_codes_text, parse_grpc_codes
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
 from rollguard.steps.metrics.prometheus_client import redacted_url, split_credentials
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
@@ -77,6 +78,7 @@ class AnalysisSettings:
     metrics_file: str | None
     custom_metrics: tuple[CustomMetric, ...]
     outputs: VerdictFiles
+    errors: ErrorDefinition = field(default_factory=ErrorDefinition)  # which answers count as failed
 
     def query_specs(self) -> tuple[QuerySpec, ...]:
         """Every query of a check, in order: the built-in ones, then the custom metrics (`custom:NAME`)."""
@@ -100,6 +102,7 @@ class AnalysisSettings:
             "max_p99_latency_ms": limits.max_p99_latency_ms,
             "min_requests": run.min_requests,
             "max_error_rate_increase": limits.max_error_rate_increase,
+            "grpc_error_codes": grpc_codes_text(self.errors.grpc_error_codes),
             "metrics_file": self.metrics_file,
             "judge": self.judge.value,
             "confidence": self.confidence,
@@ -155,6 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         raise UsageError(f"--window {format_duration(args.window)} is too short for a rate; use at least 1s (e.g. 1m)")
     target = Target(args.namespace, args.service, args.stable_version, args.canary_version)
     window = format_duration(args.window)
+    errors = _error_definition(args.grpc_error_codes)
     return AnalysisSettings(
         prometheus=PrometheusAccess(clean_url, auth, args.query_timeout, args.query_attempts),
         target=target,
@@ -173,12 +177,20 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         ),
         plan=look_plan(args.confidence, args.duration, args.interval),
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
-                                 window),
+                                 window, errors),
         metrics_file=args.metrics_file,
         custom_metrics=_custom_metrics(args.metrics_file, target, window),
         outputs=VerdictFiles(Path(args.verdict_file), _optional(args.verdict_word_file),
                              _optional(args.verdict_summary_file)),
+        errors=errors,
     )
+
+
+def _error_definition(grpc_error_codes: str) -> ErrorDefinition:
+    try:
+        return ErrorDefinition(parse_grpc_codes(grpc_error_codes))
+    except ValueError as exc:
+        raise UsageError(f"--grpc-error-codes: {exc}") from None
 
 
 def _custom_metrics(metrics_file: str | None, target: Target, window: str) -> tuple[CustomMetric, ...]:
