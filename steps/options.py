@@ -131,8 +131,12 @@ def add_flag(
     help: str = "",
     choices: list[str] | None = None,
     required: bool = False,
+    action: type[argparse._StoreAction] = argparse._StoreAction,
 ) -> None:
     """Add `--flag` whose default comes from ROLLGUARD_<FLAG> when that variable is set.
+
+    `action` may be a subclass of argparse's store action (one value per use, so one environment
+    variable still sets it), e.g. one that collects the values of repeated uses.
 
     A value from the environment goes through the same `type` and `choices` checks as one typed on
     the command line, and an error names both the variable and the flag.
@@ -151,7 +155,7 @@ def add_flag(
     if not shown:
         shown = f" (env {variable})"
     parser.add_argument(
-        flag, default=default, type=type, choices=choices, required=required, help=help + shown
+        flag, action=action, default=default, type=type, choices=choices, required=required, help=help + shown
     )
 
 
