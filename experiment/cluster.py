@@ -59,9 +59,10 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def canary_weight(virtual_service: dict[str, Any], stable_subset: str, canary_subset: str) -> int | None:
-    """The canary's weight in the live object's weighted route(s), or None when there is no such route."""
+    """The canary's weight in the live object's weighted route(s) (HTTP, TCP, TLS), or None when there is none."""
     weights = []
-    for route in (virtual_service.get("spec") or {}).get("http") or []:
+    spec = virtual_service.get("spec") or {}
+    for route in [route for kind in ("http", "tcp", "tls") for route in spec.get(kind) or []]:
         positions = weighted_route_positions(route, stable_subset, canary_subset)
         if positions is not None:
             destination = route["route"][positions[1]]
