@@ -85,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--window", default="10s", type=positive_duration, help="PromQL window of the checks and alerts")
     add_flag(parser, "--schedule", default="10,50,100", help="canary weights of the release")
     add_flag(parser, "--min-requests", default=50, type=non_negative_int, help="canary requests needed before a pass")
-    add_flag(parser, "--max-error-rate", default=0.01, type=fraction, help="5xx threshold of analysis and alert")
+    add_flag(parser, "--max-error-rate", default=0.01, type=fraction,
+             help="failed-request share threshold of analysis and alert")
     add_flag(parser, "--max-p99-latency-ms", default=500.0, type=non_negative_float, help="p99 threshold")
     add_flag(parser, "--error-rate", default=0.5, type=fraction,
              help="share of failed requests of the faulty canary (HTTP 500, gRPC UNAVAILABLE)")
