@@ -59,9 +59,10 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def canary_weight(virtual_service: dict[str, Any], stable_subset: str, canary_subset: str) -> int | None:
-    """The canary's weight in the live object's weighted route(s), or None when there is no such route."""
+    """The canary's weight in the live object's weighted route(s) (HTTP, TCP, TLS), or None when there is none."""
     weights = []
-    for route in (virtual_service.get("spec") or {}).get("http") or []:
+    spec = virtual_service.get("spec") or {}
+    for route in [route for kind in ("http", "tcp", "tls") for route in spec.get(kind) or []]:
         positions = weighted_route_positions(route, stable_subset, canary_subset)
         if positions is not None:
             destination = route["route"][positions[1]]
@@ -133,10 +134,8 @@ class ClusterWatcher:
         self, start: float, end: float
     ) -> tuple[float | None, float | None, int, list[list[float]]]:
         error_rate = istio_queries.error_rate_query(self.namespace, self.service, self.canary_subset, self.window_s)
-        selector = istio_queries.version_selector(self.namespace, self.service, self.canary_subset,
-                                                  istio_queries.SERVER_ERRORS)
         seconds = max(1, math.ceil(end - start))
-        failed_query = f"sum(increase({istio_queries.REQUESTS}{selector}[{seconds}s]))"
+        failed_query = istio_queries.failures_increase_query(self.namespace, self.service, self.canary_subset, seconds)
         try:
             samples = series_range(self.prometheus_url, error_rate, start - 10, end + self.step_s, self.step_s)
             breach = next((s.at for s in samples if s.at >= start and s.value > self.max_error_rate), None)

@@ -35,7 +35,7 @@ from rollguard.steps.options import (
 if TYPE_CHECKING:  # imported when a run starts, so that `rollguard experiment --help` starts fast
     from rollguard.sandbox.demo_settings import DemoSettings
 
-SCENARIOS = ("faulty", "slow", "healthy", "mixed")
+SCENARIOS = ("faulty", "slow", "down", "healthy", "mixed")
 MODES = ("automated", "manual")
 JUDGES = ("statistical", "threshold", "both")
 TARGETS = ("sandbox", "cluster")
@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `rollguard experiment` (plus the demo's release flags)."""
     add_flag(parser, "--runs", default=5, type=positive_int, help="number of runs")
     add_flag(parser, "--scenario", default="faulty", choices=list(SCENARIOS),
-             help="faulty: HTTP 500s; slow: p99 over the limit; healthy: must be promoted; mixed: half faulty, "
-                  "half healthy")
+             help="faulty: failed requests (HTTP 500, gRPC UNAVAILABLE); slow: p99 over the limit; down: the canary "
+                  "app stops; healthy: must be promoted; mixed: half faulty, half healthy")
     add_flag(parser, "--mode", default="automated", choices=list(MODES),
              help="automated: rollguard rolls back; manual: a person reverts after the alert")
     add_flag(parser, "--judge", default="statistical", choices=list(JUDGES),

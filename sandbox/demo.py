@@ -1,11 +1,12 @@
 """Run a whole canary release in the local sandbox: Git remote, apps, router, Prometheus, load, workflow.
 
-The scenario decides the canary: `faulty` answers HTTP 500 at --error-rate, `slow` adds --latency-ms
-(p99 above 500 ms), `healthy` behaves. The rendered `canary-release` WorkflowTemplate runs through
-the local executor; progress (steps, checks, weight changes) is shown as it happens. Everything
-started is stopped at the end, on Ctrl-C and on errors. The run's timeline is appended to
-REPORT_DIR/results.json (fault start, first breach, alert firing, verdict, push, traffic cut,
-failed user requests).
+The scenario decides the canary: `faulty` fails requests at --error-rate (HTTP 500, or UNAVAILABLE with
+`--protocol grpc`), `slow` adds --latency-ms (p99 above 500 ms), `down` stops the canary app (the router
+then answers its requests 503 UH, as callers' sidecars do), `healthy` behaves. The rendered
+`canary-release` WorkflowTemplate runs through the local executor; progress (steps, checks, weight
+changes) is shown as it happens. Everything started is stopped at the end, on Ctrl-C and on errors.
+The run's timeline is appended to REPORT_DIR/results.json (fault start, first breach, alert firing,
+verdict, push, traffic cut, failed user requests).
 
 This module runs the release; its flags and settings are in demo_settings, the terminal output in
 demo_console, the timeline in run_timeline.
@@ -220,7 +221,11 @@ def run_demo(
         fault_start = None
         if behaviour is not None:
             fault_start = sandbox.set_canary(behaviour)
-            progress.say(f"[bold red]Fault injected[/] into the canary: {describe(behaviour)}")
+            progress.say(f"[bold red]Fault injected[/] into the canary: {describe(behaviour, settings.protocol)}")
+        elif settings.scenario == "down":
+            fault_start = sandbox.take_canary_down()
+            progress.say("[bold red]The canary app is down[/] (stopped, never comes back): callers' proxies answer "
+                         "its share of requests 503 UH, no healthy upstream")
         progress.say(f"[bold]Running {RELEASE_TEMPLATE}[/] with the local executor (schedule {settings.schedule})")
         watcher = WeightWatcher(sandbox, progress)
         watcher.start()

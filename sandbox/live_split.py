@@ -28,6 +28,9 @@ class RouteSettings:
     canary_url: str
     namespace: str
     service: str
+    readiness_interval_s: float = 0.5
+    stable_grpc: str | None = None  # host:port of the apps' gRPC listeners, when gRPC is relayed
+    canary_grpc: str | None = None
 
 
 @dataclass(frozen=True)

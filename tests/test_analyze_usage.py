@@ -46,6 +46,10 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["--failure-limit", "0"], "--failure-limit: '0' must be at least 1"),
         (["--verdict-file", "/nonexistent/dir/verdict.json"], "--verdict-file /nonexistent/dir/verdict.json"),
         (["--duration", "1h", "--interval", "10ms"], "use a longer --interval"),
+        (["--grpc-error-codes", "UNAVAILABLE,TIMEOUT"],
+         "--grpc-error-codes: 'TIMEOUT' is not a gRPC status; valid names and numbers: CANCELLED (1), UNKNOWN (2)"),
+        (["--grpc-error-codes", "14,99"], "'99' is not a gRPC status; valid names and numbers: CANCELLED (1)"),
+        (["--grpc-error-codes", "0"], "OK (0) is success and cannot count as an error"),
     ],
 )
 def test_bad_flags_are_refused(

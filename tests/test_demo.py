@@ -116,6 +116,35 @@ def test_slow_canary_is_rolled_back(tmp_path: Path) -> None:
     assert "canary_p99_latency_ms" in message
 
 
+def test_grpc_canary_failing_with_unavailable_is_rolled_back(tmp_path: Path) -> None:
+    """Real gRPC end to end (grpcio apps, a router relaying the status, gRPC users): every failed call is HTTP 200
+    with UNAVAILABLE, and the verdict, the commit and the users' records say so."""
+    completed = demo(tmp_path, "--protocol", "grpc", "--scenario", "faulty", "--schedule", "10,100", *FAST)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    run, run_dir = only_run(tmp_path)
+    assert run["outcome"] == "rolled_back" and run["settings"]["protocol"] == "grpc"
+    assert "gRPC UNAVAILABLE (14)" in run["failed_check"]["detail"]
+    (_, message), *_ = GitRemote(run_dir / "sandbox" / "gitops.git").log()
+    assert "gRPC UNAVAILABLE (14)" in message  # the rollback commit names the status
+    responses = read_responses(run_dir / "responses.csv")
+    assert {r.grpc_status for r in responses} == {0, 14}
+    assert {r.status for r in responses if r.grpc_status == 14} == {503} and run["failed_requests"] > 0
+    assert "scenario faulty (gRPC)" in completed.stdout
+
+
+def test_canary_that_is_down_is_rolled_back_at_once(tmp_path: Path) -> None:
+    """The canary app stops and never comes back: the router answers its share 503 UH as callers' sidecars do,
+    and the analysis fails at once instead of waiting out the bake time for requests that never come."""
+    completed = demo(tmp_path, "--scenario", "down", "--schedule", "10,100", "--analysis-duration", "60s", *FAST)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    run, run_dir = only_run(tmp_path)
+    assert run["outcome"] == "rolled_back" and run["verdict"] == "fail"
+    assert "never reached it" in run["failed_check"]["detail"]
+    assert run["traffic_cut"] - run["fault_start"] < 15  # not the 60 s bake time
+    failed = [r for r in read_responses(run_dir / "responses.csv") if r.version == "v2" and r.failed]
+    assert failed and {r.status for r in failed} == {503}
+
+
 def test_healthy_canary_is_promoted(tmp_path: Path) -> None:
     completed = demo(tmp_path, "--scenario", "healthy", "--schedule", "10,100", "--analysis-duration", "6s", *FAST)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]

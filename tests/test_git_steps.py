@@ -169,7 +169,7 @@ def test_dry_run_prints_the_diff_and_changes_nothing(remote: Path, capfd: pytest
         (["--path", "k8s/missing.yml"], None, "k8s/missing.yml is not in branch 'main'"),
         ([], ORIGINAL + "\n  broken: [\n", "not valid YAML at line"),
         (["--virtual-service", "nope"], None, NOT_FOUND),
-        (["--canary-subset", "v3"], None, "no HTTP route whose destinations include both subset 'v1' and 'v3'"),
+        (["--canary-subset", "v3"], None, "no route (HTTP, TCP or TLS) whose destinations include both subset 'v1'"),
         (["--branch", "release"], None, "branch 'release' does not exist"),
         ([], WITHOUT_V2, "subset 'v2' is not declared"),
         (["--git-author", "no email"], None, "not a Git author"),

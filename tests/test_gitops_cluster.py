@@ -98,7 +98,7 @@ def test_live_patch_when_already_there_sends_nothing(fake_api: FakeKubeApi, kube
 def test_live_patch_of_a_missing_or_mismatched_virtual_service(fake_api: FakeKubeApi, kube: KubeApi) -> None:
     with pytest.raises(ObjectNotFound, match=r'HTTP 404 virtualservices\.networking\.istio\.io "nope" not found'):
         patch_live_split(kube, virtual_service_ref("shop", "nope"), "v1", "v2", 0)
-    with pytest.raises(LivePatchError, match="no HTTP route with both subset 'v1' and 'v3'"):
+    with pytest.raises(LivePatchError, match="has no route with both subset 'v1' and 'v3'"):
         patch_live_split(kube, virtual_service_ref("shop", "reviews"), "v1", "v3", 0)
 
 

@@ -208,6 +208,76 @@ def test_a_post_sync_hook_holds_the_sync_open_until_it_ends(supervisor: Supervis
               10, "the next sync's own hook to end")
 
 
+def _series(metrics: str, name: str, *labels: str) -> float:
+    """The sum of the `name` series whose lines hold every one of `labels`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(name + "{") and all(label in line for label in labels))
+
+
+def test_router_answers_503_uh_like_a_callers_sidecar_when_the_canary_is_down(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    """The canary's process is gone: after one readiness probe its subset has no endpoint, and the router
+    answers 503 UH itself. Only the caller's proxy reports those (reporter="source"), with no version known;
+    the canary's own (destination) series stop."""
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary)
+    push_split(remote, tmp_path / "clone", 0, 100)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["canary"] == 100, 10, "applying 0/100")
+    assert _get(router + "/")[0] == 200
+    served = _series(_get(router + "/metrics")[2].decode(), "istio_requests_total", 'reporter="destination"',
+                     'destination_version="v2"')
+    supervisor.stop("app-v2")
+    time.sleep(1.2)  # two readiness probes
+    answers = [_get(router + "/") for _ in range(10)]
+    assert {(status, headers.get("x-rollguard-version")) for status, headers, _ in answers} == {(503, "v2")}
+    assert b"no healthy upstream" in answers[0][2]
+    metrics = _get(router + "/metrics")[2].decode()
+    uh = ('reporter="source"', 'response_flags="UH"', 'response_code="503"', 'destination_version="unknown"',
+          'destination_workload="unknown"', 'destination_canonical_revision="latest"',
+          'destination_service_name="podinfo"', 'destination_service_namespace="demo"')
+    assert _series(metrics, "istio_requests_total", *uh) == 10
+    assert _series(metrics, "istio_requests_total", 'reporter="destination"', 'destination_version="v2"') == served
+
+
+def test_router_relays_grpc_status_faithfully(supervisor: Supervisor, tmp_path: Path) -> None:
+    """A real gRPC server and client (grpcio) through the router: UNAVAILABLE comes back as UNAVAILABLE, and
+    Istio's series say HTTP 200 with grpc_response_status 14, from both proxies."""
+    import grpc
+
+    from rollguard.sandbox.grpc_service import call_once
+
+    remote = create_remote(tmp_path / "remote.git")
+    apps, grpc_ports = {}, {}
+    for version in ("v1", "v2"):
+        port, grpc_ports[version] = free_port(), free_port()
+        supervisor.start(f"app-{version}", [PY, "-m", "rollguard.sandbox.demo_app", "--port", str(port), "--version",
+                                            version, "--grpc-port", str(grpc_ports[version])],
+                         port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+        apps[version] = f"http://127.0.0.1:{port}"
+    port, relay = free_port(), free_port()
+    supervisor.start("router", [PY, "-m", "rollguard.sandbox.router", "--port", str(port), "--git-dir",
+                                str(remote.path), "--stable-url", apps["v1"], "--canary-url", apps["v2"],
+                                "--grpc-port", str(relay), "--stable-grpc", f"127.0.0.1:{grpc_ports['v1']}",
+                                "--canary-grpc", f"127.0.0.1:{grpc_ports['v2']}"],
+                     port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+    router = f"http://127.0.0.1:{port}"
+    push_split(remote, tmp_path / "clone", 0, 100)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["canary"] == 100, 10, "applying 0/100")
+    _post(apps["v2"] + "/control", {"error_rate": 1.0})
+    with grpc.insecure_channel(f"127.0.0.1:{relay}") as channel:
+        assert {call_once(channel) for _ in range(5)} == {(14, "v2")}
+        _post(apps["v2"] + "/control", {})
+        assert {call_once(channel) for _ in range(5)} == {(0, "v2")}
+    metrics = _get(router + "/metrics")[2].decode()
+    for reporter in ("destination", "source"):
+        grpc_labels = (f'reporter="{reporter}"', 'request_protocol="grpc"', 'response_code="200"',
+                       'destination_version="v2"')
+        assert _series(metrics, "istio_requests_total", *grpc_labels, 'grpc_response_status="14"') == 5
+        assert _series(metrics, "istio_requests_total", *grpc_labels, 'grpc_response_status="0"') == 5
+
+
 def test_router_keeps_the_split_when_a_push_breaks_the_file(supervisor: Supervisor, tmp_path: Path) -> None:
     remote = create_remote(tmp_path / "remote.git")
     stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")

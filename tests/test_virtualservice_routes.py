@@ -125,15 +125,12 @@ def test_a_split_between_hosts_is_named_as_such() -> None:
         read_split(mixed, "reviews", "v1", "v2")
 
 
-def test_a_split_in_a_tcp_route_says_so() -> None:
+def test_a_split_in_a_tcp_route_is_the_split() -> None:
+    """A TCP route is split by the same rule (more in test_virtualservice_tcp.py)."""
     text = URI_ROUTES.split("  http:\n")[0] + (
         "  tcp:\n  - match: [{port: 27017}]\n    route:\n"
         "    - {destination: {host: mongo, subset: v1}, weight: 90}\n"
         "    - {destination: {host: mongo, subset: v2}, weight: 10}\n"
     )
-    with pytest.raises(WeightedRouteNotFound) as refused:
-        read_split(text, "reviews", "v1", "v2")
-    assert str(refused.value) == (
-        "VirtualService 'reviews' has no HTTP routes: its split between 'v1' and 'v2' is a tcp route (at line 7 -> "
-        "v1 90, v2 10), and rollguard moves the weights of HTTP routes only; change TCP/TLS weights by hand"
-    )
+    assert read_split(text, "reviews", "v1", "v2") == (90, 10)
+    assert [(route.kind, route.index) for route in find_split(text, "reviews", "v1", "v2").routes] == [("tcp", 0)]

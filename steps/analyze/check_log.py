@@ -56,7 +56,10 @@ def _counts(side: dict[str, Any]) -> str:
     if side.get("requests") is None:
         return str(side.get("status", "?"))
     slow = f", {side['slow']} slow" if side.get("slow") is not None else ""
-    return f"{side['requests']} req, {side['errors']} 5xx{slow}"
+    tcp = f" ({side['tcp_connections']} TCP)" if side.get("tcp_connections") else ""
+    how = side.get("failures") or {}
+    failed = f" ({', '.join(f'{count} {kind}' for kind, count in how.items())})" if how else ""
+    return f"{side['requests']} req{tcp}, {side['errors']} failed{failed}{slow}"
 
 
 def _format_value(metric: str, value: float) -> str:

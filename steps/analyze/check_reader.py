@@ -98,17 +98,22 @@ class CheckReader:
         snapshot = CounterSnapshot.from_samples(elapsed_s, result.samples)
         if history.first is None or snapshot.at_s > history.first.at_s:
             history.add(snapshot)
-        limit_ms = self.settings.limits.max_p99_latency_ms
-        window = counts_between(history.baseline(elapsed_s, self.settings.timing.window_s), snapshot, limit_ms)
-        since_start = counts_between(history.first or snapshot, snapshot, limit_ms).requests
+        limit_ms, errors = self.settings.limits.max_p99_latency_ms, self.settings.errors
+        window = counts_between(history.baseline(elapsed_s, self.settings.timing.window_s), snapshot, limit_ms, errors)
+        since_start = counts_between(history.first or snapshot, snapshot, limit_ms, errors).requests
         history.requests_since_start = since_start
         summary = {"status": result.status.value, "requests": window.requests, "errors": window.errors,
                    "slow": window.slow if window.slow_known else None, "window_start_s": round(window.since_s, 3),
                    "requests_since_start": since_start}
+        if window.connections:
+            summary["tcp_connections"] = window.connections
+        if window.failures:
+            summary["failures"] = dict(window.failures)
         if result.status is QueryStatus.EMPTY:
             detail = f"no {who} series in Prometheus for {spec.promql} (no traffic yet, or wrong labels?)"
             return Counts(Phase.NO_DATA, detail=detail), since_start, summary
-        counts = Counts(Phase.OK, window.requests, window.errors, window.slow, window.slow_known)
+        counts = Counts(Phase.OK, window.requests, window.errors, window.slow, window.slow_known, timed=window.timed,
+                        connections=window.connections, failures=window.failures)
         return counts, since_start, summary
 
 

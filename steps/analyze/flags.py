@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rollguard.steps.judgment.outcomes import Judge, Policy
+from rollguard.steps.metrics.failures import DEFAULT_GRPC_ERROR_CODES, grpc_codes_text, parse_grpc_codes
 from rollguard.steps.options import (
     add_flag,
     add_switch,
@@ -16,6 +17,14 @@ from rollguard.steps.options import (
 )
 
 POLICIES = [policy.value for policy in Policy]
+
+
+def grpc_error_codes(text: str) -> str:
+    """argparse type: gRPC status names or numbers, comma-separated (or `none`), in canonical form."""
+    try:
+        return grpc_codes_text(parse_grpc_codes(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(timing, "--window", default="1m", type=positive_duration,
              help="rate window of the PromQL point values; the statistical counts cover at most this much")
     limits = parser.add_argument_group("limits")
-    add_flag(limits, "--max-error-rate", default=0.01, type=fraction, help="canary 5xx share limit (0.01 = 1 %%)")
+    add_flag(limits, "--max-error-rate", default=0.01, type=fraction,
+             help="canary failed-request share limit (0.01 = 1 %%): HTTP 5xx, gRPC error statuses, requests that "
+             "never reached the canary, failed TCP connections")
     add_flag(limits, "--max-p99-latency-ms", default=500.0, type=non_negative_float, help="canary p99 limit in ms")
     add_flag(limits, "--min-requests", default=100, type=non_negative_int, help="canary requests needed to pass")
     add_flag(limits, "--max-error-rate-increase", default=0.01, type=fraction,
              help="how much the canary's error rate may exceed stable's (a fraction: 0.01 = 1 point)")
+    add_flag(limits, "--grpc-error-codes", default=grpc_codes_text(DEFAULT_GRPC_ERROR_CODES), type=grpc_error_codes,
+             help="gRPC statuses (names or numbers, comma-separated; none: only HTTP 5xx) that count as failed "
+             "calls; default: the server-side failures, those Envoy maps to HTTP 5xx")
     add_flag(limits, "--metrics-file", help="YAML file of custom PromQL metric templates with min/max")
     judging = parser.add_argument_group("judging")
     add_flag(judging, "--judge", default=Judge.STATISTICAL.value, choices=[judge.value for judge in Judge],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from rollguard.steps.judgment.outcomes import Judge, Policy, finite_or_none
 from rollguard.steps.judgment.run_decision import RunLimits
 from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
+from rollguard.steps.metrics.failures import ErrorDefinition, grpc_codes_text, parse_grpc_codes
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
 from rollguard.steps.metrics.prometheus_url import PrometheusUrl, PrometheusUrlError, parse_prometheus_url
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
@@ -80,6 +81,7 @@ class AnalysisSettings:
     metrics_file: str | None
     custom_metrics: tuple[CustomMetric, ...]
     outputs: VerdictFiles
+    errors: ErrorDefinition = field(default_factory=ErrorDefinition)  # which answers count as failed
 
     @property
     def time_limit_s(self) -> float:
@@ -109,6 +111,7 @@ class AnalysisSettings:
             "max_p99_latency_ms": limits.max_p99_latency_ms,
             "min_requests": run.min_requests,
             "max_error_rate_increase": limits.max_error_rate_increase,
+            "grpc_error_codes": grpc_codes_text(self.errors.grpc_error_codes),
             "metrics_file": self.metrics_file,
             "judge": self.judge.value,
             "confidence": self.confidence,
@@ -171,6 +174,7 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         if not is_utf8_text(metric.query):
             raise UsageError(f"--metrics-file {args.metrics_file} line {metric.line} (metric {metric.name}): the "
                              "query holds characters that are not UTF-8 text (a \\udcxx escape in a value?)")
+    errors = _error_definition(args.grpc_error_codes)
     return AnalysisSettings(
         prometheus=PrometheusAccess(prometheus_url, args.query_timeout, args.query_attempts),
         target=target,
@@ -189,12 +193,20 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         ),
         plan=look_plan(args.confidence, args.duration, args.interval),
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
-                                 window),
+                                 window, errors),
         metrics_file=args.metrics_file,
         custom_metrics=custom_metrics,
         outputs=VerdictFiles(Path(args.verdict_file), _optional(args.verdict_word_file),
                              _optional(args.verdict_summary_file)),
+        errors=errors,
     )
+
+
+def _error_definition(grpc_error_codes: str) -> ErrorDefinition:
+    try:
+        return ErrorDefinition(parse_grpc_codes(grpc_error_codes))
+    except ValueError as exc:
+        raise UsageError(f"--grpc-error-codes: {exc}") from None
 
 
 def _custom_metrics(metrics_file: str | None, target: Target, window: str) -> tuple[CustomMetric, ...]:

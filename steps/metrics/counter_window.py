@@ -4,6 +4,11 @@ Why not `increase()`: it needs two samples of a series, so the first scrape of a
 `response_code="500"` series counts as nothing — exactly the errors a fast verdict needs. Here a
 series absent from the baseline counts in full, and a counter that went down (a restarted pod)
 counts from zero.
+
+Which series count as what follows `failures` (the definition the PromQL uses): the destination's
+requests and TCP connections, its failed ones by the error definition, and the callers' series of
+requests and connections that never reached it (each counted once: such a request has no
+destination-reported twin). A caller's series of an answered request is that twin and is skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS
+from rollguard.steps.metrics.failures import ErrorDefinition, never_reached_failure, tcp_failure
+from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS, TCP_CLOSED, TCP_OPENED
 from rollguard.steps.metrics.query_results import Labels, Sample
 
 
@@ -30,31 +36,53 @@ class CounterSnapshot:
 
 @dataclass(frozen=True)
 class WindowCounts:
-    """Requests between a baseline and now: all, 5xx, slower than the latency limit."""
+    """Requests between a baseline and now: all, failed, slower than the latency limit, and what failed how."""
 
-    requests: int
+    requests: int  # HTTP and gRPC requests and TCP connections, including those that never reached the version
     errors: int
     slow: int
     slow_known: bool  # the latency limit is one of the histogram's bucket boundaries
     since_s: float  # analysis-clock time of the baseline
+    timed: int = 0  # requests with a measured duration (the destination's histogram): the latency test's base
+    connections: int = 0  # of `requests`, TCP connections
+    failures: tuple[tuple[str, int], ...] = ()  # (how, count), most frequent first: "gRPC UNAVAILABLE (14)", ...
 
 
 def _increase(now: float, before: float) -> float:
     return now if now < before else now - before
 
 
-def counts_between(baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float) -> WindowCounts:
-    """Counts of requests, 5xx and slow requests that happened between two snapshots."""
-    requests = errors = timed = within = 0.0
+def counts_between(
+    baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float, errors: ErrorDefinition | None = None
+) -> WindowCounts:
+    """Counts of requests, failed and slow requests that happened between two snapshots."""
+    definition = errors or ErrorDefinition()
+    requests = connections = timed = within = 0.0
+    failures: dict[str, float] = {}
     slow_known = False
     for labels, value in now.values.items():
         names = dict(labels)
         delta = _increase(value, baseline.values.get(labels, 0.0))
         metric = names.get("__name__")
-        if metric == REQUESTS:
+        failure: str | None = None
+        if names.get("reporter") == "source":
+            # Only what never reached the version; any other caller series is a destination series' twin.
+            if metric == REQUESTS:
+                failure = never_reached_failure(names)
+                requests += delta if failure else 0.0
+            elif metric == TCP_OPENED and never_reached_failure(names, tcp=True):
+                requests += delta
+                connections += delta
+            elif metric == TCP_CLOSED:
+                failure = never_reached_failure(names, tcp=True)
+        elif metric == REQUESTS:
             requests += delta
-            if names.get("response_code", "").startswith("5"):
-                errors += delta
+            failure = definition.request_failure(names)
+        elif metric == TCP_OPENED:
+            requests += delta
+            connections += delta
+        elif metric == TCP_CLOSED:
+            failure = tcp_failure(names)
         elif metric == DURATION_BUCKETS:
             bound = _bucket_bound(names.get("le", ""))
             if math.isinf(bound) and bound > 0:
@@ -62,9 +90,15 @@ def counts_between(baseline: CounterSnapshot, now: CounterSnapshot, latency_limi
             elif bound == latency_limit_ms:
                 within += delta
                 slow_known = True
+        if failure is not None and delta > 0:
+            failures[failure] = failures.get(failure, 0.0) + delta
     total = round(requests)
-    slow = min(total, max(0, round(timed - within))) if slow_known else 0
-    return WindowCounts(total, min(total, round(errors)), slow, slow_known, baseline.at_s)
+    timed_total = min(total, round(timed))
+    slow = min(timed_total, max(0, round(timed - within))) if slow_known else 0
+    kinds = tuple(sorted(((kind, round(count)) for kind, count in failures.items() if round(count) > 0),
+                         key=lambda item: (-item[1], item[0])))
+    failed = min(total, round(sum(failures.values())))
+    return WindowCounts(total, failed, slow, slow_known, baseline.at_s, timed_total, round(connections), kinds)
 
 
 def _bucket_bound(text: str) -> float:

@@ -1,4 +1,5 @@
-"""Find the weighted stable/canary split of an Istio VirtualService in a manifest file, and validate it.
+"""Find the weighted stable/canary split of an Istio VirtualService in a manifest file (its HTTP, TCP and TLS
+routes, by route_selection's rule), and validate it.
 
 ruamel.yaml parses every document of the file with positions, so the split records where each weight
 scalar sits (line, column): weight_edit.py changes exactly those characters and nothing else.
@@ -13,11 +14,10 @@ from rollguard.steps.traffic.istio_objects import (
     check_subsets_declared,
     destination_subset,
     destinations,
-    http_routes,
     is_istio,
     name_of,
     namespace_of,
-    non_http_routes,
+    routes_by_kind,
 )
 from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
@@ -26,7 +26,7 @@ from rollguard.steps.traffic.manifest_errors import (
     WeightedRouteNotFound,
 )
 from rollguard.steps.traffic.manifest_yaml import human_line, line_of, load_documents
-from rollguard.steps.traffic.route_selection import describe_route, destination_weight, route_name, select_split_routes
+from rollguard.steps.traffic.route_selection import destination_weight, kind_label, route_name, select_split
 from rollguard.steps.traffic.route_selection import (  # experiment/cluster.py reads live objects with it
     weighted_route_positions as weighted_route_positions,
 )
@@ -35,9 +35,10 @@ from rollguard.steps.traffic.weight_sites import WeightSite, weight_site
 
 @dataclass(frozen=True)
 class WeightedRoute:
-    """One HTTP route of the VirtualService that splits traffic between the two subsets."""
+    """One route (HTTP, TCP or TLS) of the VirtualService that splits traffic between the two subsets."""
 
-    http_index: int
+    kind: str  # http, tcp or tls
+    index: int  # in spec.http, spec.tcp or spec.tls
     name: str | None
     line: int  # 0-based line of the route in the file
     stable: WeightSite
@@ -45,6 +46,11 @@ class WeightedRoute:
     canary: WeightSite
     canary_position: int
     other_weight: int  # total weight of destinations that are neither subset
+
+    @property
+    def where(self) -> str:
+        """`HTTP route at line 12`, for messages."""
+        return f"{kind_label(self.kind)} route at {human_line(self.line)}"
 
 
 @dataclass(frozen=True)
@@ -94,22 +100,21 @@ def find_split(
         raise WeightedRouteNotFound(f"stable and canary subset are both {stable_subset!r}; they must differ")
     documents = load_documents(yaml_text)
     document_index, document = _the_virtual_service(documents, virtual_service)
-    http = http_routes(document)
-    _refuse_a_split_outside_http(document, virtual_service, http, stable_subset, canary_subset)
+    by_kind = routes_by_kind(document)
     try:
-        selected = select_split_routes(http, stable_subset, canary_subset, routes)
+        selected = select_split(by_kind, stable_subset, canary_subset, routes)
     except ManifestError as exc:
         raise type(exc)(f"VirtualService {virtual_service!r}: {exc}") from None
+    chosen_routes = [by_kind[chosen.kind][chosen.index] for chosen in selected]
     warnings = check_subsets_declared(
         documents,
         virtual_service,
-        [(destinations(http[r.http_index])[r.stable_position], destinations(http[r.http_index])[r.canary_position])
-         for r in selected],
+        [(destinations(route)[r.stable_position], destinations(route)[r.canary_position])
+         for r, route in zip(selected, chosen_routes, strict=True)],
         (stable_subset, canary_subset),
     )  # fmt: skip
     found: list[WeightedRoute] = []
-    for chosen in selected:
-        route = http[chosen.http_index]
+    for chosen, route in zip(selected, chosen_routes, strict=True):
         entries = destinations(route)
         route_line = line_of(route)
         others = [
@@ -119,7 +124,8 @@ def find_split(
         ]
         found.append(
             WeightedRoute(
-                http_index=chosen.http_index,
+                kind=chosen.kind,
+                index=chosen.index,
                 name=route_name(route),
                 line=route_line,
                 stable=weight_site(entries[chosen.stable_position], stable_subset, route_line, yaml_text),
@@ -130,26 +136,6 @@ def find_split(
             )
         )
     return TrafficSplit(document_index, tuple(found), tuple(warnings), namespace_of(document))
-
-
-def _refuse_a_split_outside_http(
-    document: Any, virtual_service: str, http: list[Any], stable_subset: str, canary_subset: str
-) -> None:
-    """Say so when the only split between the subsets is in a TCP or TLS route, which rollguard does not edit."""
-    if any(weighted_route_positions(route, stable_subset, canary_subset) for route in http):
-        return
-    elsewhere = [
-        f"a {kind} route ({describe_route(index, route).split(' ', 1)[1]})"
-        for index, (kind, route) in enumerate(non_http_routes(document))
-        if weighted_route_positions(route, stable_subset, canary_subset)
-    ]
-    if elsewhere:
-        has = "has no HTTP routes" if not http else "has no HTTP route holding both subsets"
-        raise WeightedRouteNotFound(
-            f"VirtualService {virtual_service!r} {has}: its split between {stable_subset!r} and {canary_subset!r} "
-            f"is {' and '.join(elsewhere)}, and rollguard moves the weights of HTTP routes only; change TCP/TLS "
-            "weights by hand"
-        )
 
 
 def read_split(
@@ -170,12 +156,12 @@ def agreed_weights(split: TrafficSplit, virtual_service: str) -> tuple[int, int]
         total = route.stable.value + route.canary.value + route.other_weight
         if total != 100:
             raise InvalidWeights(
-                f"the weights of the HTTP route at {human_line(route.line)} add up to {total}, not 100: rollguard "
+                f"the weights of the {route.where} add up to {total}, not 100: rollguard "
                 "reads weights as percent and does not guess what other totals mean (Istio reads 9/1 as the "
                 "shares 90/10); write them so they add up to 100 (`rollguard rollback` rewrites any split to 100/0)"
             )
     pairs = {(route.stable.value, route.canary.value) for route in split.routes}
     if len(pairs) > 1:
-        listing = ", ".join(f"{human_line(r.line)}: {r.stable.value}/{r.canary.value}" for r in split.routes)
+        listing = ", ".join(f"{r.where}: {r.stable.value}/{r.canary.value}" for r in split.routes)
         raise InvalidWeights(f"the weighted routes of {virtual_service!r} disagree on the split ({listing})")
     return split.stable_weight, split.canary_weight

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from rollguard.steps.traffic.manifest_errors import InvalidWeights, ManifestError, ManifestSyntaxError
-from rollguard.steps.traffic.manifest_yaml import human_line, line_starts, load_documents, plain_documents
+from rollguard.steps.traffic.manifest_yaml import line_starts, load_documents, plain_documents
 from rollguard.steps.traffic.virtualservice import TrafficSplit, find_split
 from rollguard.steps.traffic.weight_sites import insertion
 
@@ -59,7 +59,7 @@ def set_split(
     for route in split.routes:
         if route.other_weight != 0:
             raise InvalidWeights(
-                f"the HTTP route at {human_line(route.line)} also sends {route.other_weight} % to other "
+                f"the {route.where} also sends {route.other_weight} % to other "
                 f"destinations, so {stable_weight}/{canary_weight} would add up to {100 + route.other_weight}, "
                 "not 100; give those destinations weight 0 or remove them"
             )
@@ -107,12 +107,12 @@ def _verify_only_weights_changed(
     old_text: str, new_text: str, split: TrafficSplit, stable_weight: int, canary_weight: int
 ) -> None:
     expected = plain_documents(load_documents(old_text))
-    http = expected[split.document_index]["spec"]["http"]
+    spec = expected[split.document_index]["spec"]
     for route in split.routes:
         for site, position, value in ((route.stable, route.stable_position, stable_weight),
                                       (route.canary, route.canary_position, canary_weight)):  # fmt: skip
             if not (site.missing and value == 0):
-                http[route.http_index]["route"][position]["weight"] = value
+                spec[route.kind][route.index]["route"][position]["weight"] = value
     try:
         actual = plain_documents(load_documents(new_text))
     except ManifestSyntaxError as exc:

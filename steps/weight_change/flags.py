@@ -53,8 +53,9 @@ def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
         "--route",
         type=route_names,
         action=_CollectRouteNames,
-        help="name of the HTTP route that is the split (repeatable, or comma-separated); without it: the default "
-        "route when it holds both subsets, else the routes holding both when their weights agree",
+        help="name of the HTTP route that is the split (repeatable, or comma-separated); without it, for HTTP, TCP "
+        "and TLS routes alike: the default route when it holds both subsets, else the routes holding both when "
+        "their weights agree",
     )
     auth = parser.add_argument_group("Git credentials (a token may also come from ROLLGUARD_GIT_TOKEN)")
     add_flag(auth, "--git-token-file", help="file holding an HTTPS access token (a mounted secret)")
