@@ -37,9 +37,6 @@ STEP_MODULES = [
 OPTIONAL_IMPORTS = {"kubernetes-validate"}
 # Requirements of kubernetes that only its async copy (kubernetes/aio, deleted in the image) needs.
 ASYNC_ONLY = {"aiohttp", "aiohttp-retry"}
-# prometheus-api-client needs dateparser only for its date-range helpers (utils.parse_datetime);
-# rollguard calls PrometheusConnect.custom_query alone (test below: nothing imports dateparser).
-UNUSED_BY_STEPS = {"dateparser"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -224,23 +221,24 @@ def test_requirements_are_closed_and_agree_with_pyproject() -> None:
     for name in pins:
         requires = {normalize(r.name) for r in map(Requirement, metadata.distribution(name).requires or [])
                     if r.marker is None or r.marker.evaluate({"extra": ""})}  # fmt: skip
-        missing = requires - set(pins) - ASYNC_ONLY - UNUSED_BY_STEPS
+        missing = requires - set(pins) - ASYNC_ONLY
         assert not missing, f"{name} needs {sorted(missing)}, which --no-deps would leave out"
 
 
-def test_the_query_path_never_imports_what_the_image_leaves_out() -> None:
+def test_the_prometheus_client_needs_only_the_standard_library_and_tenacity() -> None:
+    """Queries, retries included, go through http.client: no Prometheus client library in the image."""
     code = (
-        "import sys\n"
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
         "from rollguard.steps.metrics.prometheus_client import PrometheusQuerier\n"
-        "querier = PrometheusQuerier('http://127.0.0.1:9', timeout_s=0.2, attempts=1)\n"
-        "try:\n"
-        "    querier._query_once('up')\n"
-        "except Exception:\n"
-        "    pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dateparser', 'numpy', 'pandas')))\n"
+        "querier = PrometheusQuerier('http://127.0.0.1:9', timeout_s=0.2, attempts=2)\n"
+        "querier.vector('up')\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]", done.stdout
+    imported = {name for name in json.loads(done.stdout) if name not in sys.stdlib_module_names}
+    assert imported - {"rollguard"} == {"tenacity"}, imported
+    assert "prometheus-api-client" not in image_requirements() and "dateparser" not in image_requirements()
 
 
 def test_subprocess_check_that_kubernetes_aio_is_never_imported() -> None:

@@ -164,7 +164,7 @@ def test_rollback_over_https_style_http_with_a_token(image: StepImage, tmp_path:
 def test_analyze_fails_a_broken_canary_from_a_real_prometheus(
     image: StepImage, tmp_path: Path, istio_env: IstioEnvironment
 ) -> None:
-    """Prometheus client, requests, the judgment: analyze in the image queries the host's Prometheus."""
+    """The http.client Prometheus client, tenacity, the judgment: analyze in the image queries the host's Prometheus."""
     istio_env.traffic.set("imaged", "v1", TrafficProfile(requests_per_s=100, error_rate=0.005, latency_ms=30))
     istio_env.traffic.set("imaged", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
     istio_env.wait_for_requests("imaged", "v1")
