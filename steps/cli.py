@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("rollguard.steps.rollback", "send all traffic back to stable (Git, ArgoCD, live patch)"),
     "status": ("rollguard.steps.status", "print the traffic split that Git holds now"),
     "next-weight": ("rollguard.steps.schedule", "split a weight schedule into the next weight and the rest"),
+    "history": ("rollguard.steps.history", "list the deploys, promotions and rollbacks Git holds for a VirtualService"),
     "render": ("rollguard.workflows.render", "render the Hera WorkflowTemplates to YAML"),
     "run-local": ("rollguard.sandbox.run_local", "run a rendered WorkflowTemplate locally, without Argo"),
     "demo": ("rollguard.sandbox.demo", "run a whole canary release in the local sandbox"),
