@@ -28,6 +28,8 @@ STEP_MODULES = [
     "rollguard.steps.rollback",
     "rollguard.steps.status",
     "rollguard.steps.schedule",
+    "rollguard.steps.notify.command",
+    "rollguard.steps.history",
 ]
 # kubernetes.dynamic imports kubernetes_validate when it happens to be installed (a test tool here).
 OPTIONAL_IMPORTS = {"kubernetes-validate"}
