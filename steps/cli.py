@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("rollguard.steps.status", "print the traffic split that Git holds now"),
     "next-weight": ("rollguard.steps.schedule", "split a weight schedule into the next weight and the rest"),
     "notify": ("rollguard.steps.notify.command", "post a release's outcome to a webhook (JSON, Slack, Teams)"),
+    "finish": ("rollguard.steps.finish", "end a release (exit handler): roll back if unfinished, notify, report"),
     "history": ("rollguard.steps.history", "list the deploys, promotions and rollbacks Git holds for a VirtualService"),
     "render": ("rollguard.workflows.render", "render the Hera WorkflowTemplates to YAML"),
     "run-local": ("rollguard.sandbox.run_local", "run a rendered WorkflowTemplate locally, without Argo"),
