@@ -77,7 +77,8 @@ def verdict_evidence(reading: VerdictReading | None, reason: str | None) -> trai
 
 def rollback_message(args: argparse.Namespace, edit: SplitEdit, verdict_lines: list[str]) -> str:
     """Commit message of a rollback: what changed, the evidence for it, and the trailers `rollguard history` reads."""
-    reading = read_file(Path(args.reason_file)) if args.reason_file else None
+    reason_file = getattr(args, "reason_file", None)
+    reading = read_file(Path(reason_file)) if reason_file else None
     trailer_block = trailers.ReleaseTrailers(
         action="rollback",
         virtual_service=args.virtual_service,

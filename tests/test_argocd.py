@@ -122,6 +122,7 @@ def test_the_hook_passes_every_required_parameter_and_only_known_ones() -> None:
         == application["spec"]["destination"]["namespace"]
     )
     assert given["live-patch"] == "true"
+    assert given["fail-on-rollback"] == "false"  # a rollback must not fail the sync (argocd/README.md)
 
 
 def test_rbac_is_namespaced_and_limited_to_the_one_virtualservice_and_application() -> None:
