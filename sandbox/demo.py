@@ -31,6 +31,7 @@ from rollguard.sandbox.demo_settings import add_arguments as add_arguments  # `r
 from rollguard.sandbox.environment import Sandbox, start_sandbox
 from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.loader import Library
+from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.loadgen import read_responses
@@ -106,10 +107,12 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
 
 
 def run_release(
-    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress
+    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress, run_dir: Path
 ) -> WorkflowResult:
     """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies."""
-    executor = LocalExecutor(library, on_event=progress.event)
+    # The sandbox is its own cluster: its mutexes are its own (a parallel demo is another cluster)
+    executor = LocalExecutor(library, on_event=progress.event, work_dir=run_dir / "pods",
+                             cluster=LocalCluster(lock_dir=run_dir / "locks"))
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -198,7 +201,7 @@ def run_demo(
         watcher.start()
         release_start = time.time()
         try:
-            workflow = run_release(sandbox, library, parameters, progress)
+            workflow = run_release(sandbox, library, parameters, progress, run_dir)
             release_end = time.time()
             router_view = wait_router_synced(sandbox, settings.sync_delay_s + 5)
             # The last responses land, and Prometheus scrapes twice more: its rate() over the 5xx series

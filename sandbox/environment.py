@@ -45,6 +45,8 @@ class SandboxSettings:
     scrape_interval_s: float = 1.0
     router_poll_s: float = 0.2
     sync_delay_s: float = 0.0
+    self_heal_s: float | None = 5.0  # ArgoCD reverting a live change Git does not hold (None: selfHeal off)
+    post_sync_hook: list[str] | None = None  # run after each sync of a new revision; the sync waits for it
     router_port: int | None = None
     prometheus_port: int | None = None
     alert: AlertSettings = field(default_factory=AlertSettings)
@@ -188,6 +190,9 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
         app_urls[role] = f"http://127.0.0.1:{port}"
     router_url = f"http://127.0.0.1:{router_port}"
     seed = [] if settings.seed is None else ["--seed", str(settings.seed + 2)]
+    argocd = ["--self-heal", f"{settings.self_heal_s if settings.self_heal_s is not None else -1:g}"]
+    if settings.post_sync_hook:
+        argocd += ["--post-sync-hook", json.dumps(settings.post_sync_hook)]
     supervisor.start(
         "router",
         [python, "-m", "rollguard.sandbox.router", "--port", str(router_port), "--git-dir", str(remote.path),
@@ -195,7 +200,7 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
          "--stable-subset", settings.stable_subset, "--canary-subset", settings.canary_subset,
          "--stable-url", app_urls["stable"], "--canary-url", app_urls["canary"], "--namespace", settings.namespace,
          "--service", settings.service, "--poll-interval", f"{settings.router_poll_s:g}",
-         "--sync-delay", f"{settings.sync_delay_s:g}", *seed],
+         "--sync-delay", f"{settings.sync_delay_s:g}", *argocd, *seed],
         port=router_port, health_url=f"{router_url}/healthz", deadline_s=settings.start_timeout_s,
     )
     sandbox = Sandbox(settings, supervisor, remote, router_url, app_urls["stable"], app_urls["canary"], prometheus)

@@ -2,7 +2,8 @@
 
 Each container step runs its command and args as a local process (the image is not used; the
 command `rollguard` is this installation's CLI), with the same parameters, outputs, `when`
-conditions, retries and exit handler as under Argo. An Argo feature the local executor does not
+conditions, retries and exit handler as under Argo, and like a pod with nothing of this machine's
+environment: Secrets come from --secret NAME=DIR only. An Argo feature the local executor does not
 implement stops the run before anything starts, naming the feature and the template.
 WorkflowTemplates referenced with templateRef are loaded from the same directory (and --templates).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
 from rollguard.sandbox.executor.loader import Library, load_files
+from rollguard.sandbox.executor.local_cluster import LocalCluster, default_lock_dir, parse_object_directories
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.steps.exit_codes import ExitCode
@@ -31,6 +33,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which WorkflowTemplate of the file to run when it holds several")
     parser.add_argument("--templates", type=Path, action="append", default=[], metavar="FILE_OR_DIR",
                         help="more YAML files (or directories of them) for templateRef")
+    parser.add_argument("--secret", action="append", default=[], metavar="NAME=DIR",
+                        help="Secret NAME for the steps (env secretKeyRef, secret volumes): DIR holds one file per "
+                             "key; repeat for several. Steps see no other credentials of this machine")
+    parser.add_argument("--config-map", action="append", default=[], metavar="NAME=DIR",
+                        help="ConfigMap NAME for env configMapKeyRef: DIR holds one file per key")
+    parser.add_argument("--artifact-repository", type=Path, default=None, metavar="DIR",
+                        help="the artifact repository output artifacts go to (DIR/WORKFLOW/POD/FILE); without it an "
+                             "output artifact fails its step with Error, as on an Argo without one")
+    parser.add_argument("--lock-dir", type=Path, default=default_lock_dir(), metavar="DIR",
+                        help="where synchronization mutexes are held as file locks, shared by every run on this "
+                             "machine like one Argo controller's (default: %(default)s)")
+    parser.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                        help="keep each step's fresh working directory (its HOME) under DIR (default: a temporary "
+                             "directory, removed after the run)")
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, str]:
@@ -97,9 +113,14 @@ def run(args: argparse.Namespace) -> int:
     """Load, check and run the workflow; print its outcome."""
     parameters = parse_parameters(args.parameter)
     try:
+        if args.artifact_repository is not None and not args.artifact_repository.is_dir():
+            raise UsageError(f"--artifact-repository {args.artifact_repository}: no such directory; create it first")
+        cluster = LocalCluster(secrets=parse_object_directories(args.secret, "--secret"),
+                               config_maps=parse_object_directories(args.config_map, "--config-map"),
+                               artifact_repository=args.artifact_repository, lock_dir=args.lock_dir)
         library, first = load_library(args.template_file, args.templates)
         name = args.entry or first
-        result = LocalExecutor(library).run(name, parameters)
+        result = LocalExecutor(library, cluster=cluster, work_dir=args.work_dir).run(name, parameters)
     except ExecutorError as exc:
         print(f"rollguard run-local: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE

@@ -118,4 +118,5 @@ def run(args: argparse.Namespace) -> int:
         "rollback",
         lambda _stable, _canary: WeightPlan(0, "already rolled back"),
         lambda edit: rollback_message(args, edit, verdict_lines),
+        always_applies=True,
     )

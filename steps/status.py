@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return ExitCode.ERROR
     try:
-        split = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset)
+        split = find_split(text, args.virtual_service, args.stable_subset, args.canary_subset, tuple(args.route or ()))
         stable, canary = agreed_weights(split, args.virtual_service)
         routes = len(split.routes)
     except ManifestError as exc:

@@ -30,9 +30,10 @@ MARKER = "SANDBOX_TEST_MARKER"
 
 
 def processes_mentioning(marker: str) -> list[tuple[int, str]]:
-    """Live processes whose command line or environment contains `marker` (a test's unique directory).
+    """Live processes whose command line, environment or working directory contains `marker` (a test's directory).
 
-    The demo runs with SANDBOX_TEST_MARKER=<its directory>; every process it starts inherits it.
+    The demo runs with SANDBOX_TEST_MARKER=<its directory>; every sandbox process it starts inherits it.
+    Workflow steps inherit nothing (as in a pod), but run in a directory under the demo's report dir.
     """
     found = []
     for entry in Path("/proc").iterdir():
@@ -42,9 +43,10 @@ def processes_mentioning(marker: str) -> list[tuple[int, str]]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             environment = (entry / "environ").read_bytes().decode(errors="replace")
             state = (entry / "stat").read_text().split(") ")[-1].split()[0]
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if (marker in command or f"{MARKER}={marker}" in environment) and state != "Z":
+        if (marker in command or f"{MARKER}={marker}" in environment or cwd.startswith(marker)) and state != "Z":
             found.append((int(entry.name), command))
     return found
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rollguard.steps.metrics import istio_queries
 from rollguard.steps.metrics.counter_window import CounterHistory, CounterSnapshot, counts_between
 from rollguard.steps.metrics.custom_templates import MetricsFileError, load_metrics, render
+from rollguard.steps.metrics.prometheus_answers import MalformedAnswer, samples_of_answer
 from rollguard.steps.metrics.promql import escape_label_value, range_window
 from rollguard.steps.metrics.query_results import QueryStatus, Sample, classify
 
@@ -189,3 +190,88 @@ def test_counts_are_never_negative_and_add_up(pairs: list[tuple[str, str, int, i
     expected = sum(new - old if new >= old else new for _, _, old, new in pairs)
     assert counts.requests == expected
     assert 0 <= counts.errors <= counts.requests
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"status": "success"}, "without data"),
+        ({"status": "success", "data": None}, "without data"),
+        ([1, 2], "its JSON is a list, not an object"),
+        ("up", "its JSON is a string, not an object"),
+        ({"status": "error", "errorType": "bad_data", "error": "parse error"}, "with status error: bad_data: parse"),
+        ({"status": "pending"}, "its status is 'pending', not 'success'"),
+        ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "resultType is 'matrix'"),
+        ({"status": "success", "data": {"resultType": "vector", "result": None}}, "vector result is null"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "2"]}]}},
+         "series 1 has no `metric` object"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": 3}]}},
+         "series 1 has no [time, value] pair"),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "many"]}},
+         "the scalar has the value 'many', not a number"),
+    ],
+)
+def test_malformed_answers_say_what_is_wrong(document: object, problem: str) -> None:
+    with pytest.raises(MalformedAnswer) as malformed:
+        samples_of_answer(document)
+    assert problem in str(malformed.value)
+
+
+def test_answers_in_prometheus_words_parse() -> None:
+    series = [{"metric": {"b": "2", "a": "1"}, "value": [1.5, word]} for word in ("NaN", "+Inf", "-Inf", "0.25")]
+    vector = {"status": "success", "data": {"resultType": "vector", "result": series}}
+    values = [sample.value for sample in samples_of_answer(vector)]
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf, 0.25]
+    assert samples_of_answer(vector)[0].labels == (("a", "1"), ("b", "2"))
+    scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1.5, "2"]}}
+    assert samples_of_answer(scalar) == (Sample((), 2.0),)
+
+
+def test_counters_that_are_not_finite_numbers_are_an_error() -> None:
+    nan = (Sample((("code", "200"),), 5.0), Sample((("code", "500"),), math.nan))
+    result = classify("q", nan, expect_one=False)
+    assert result.status is QueryStatus.ERROR and not result.unreachable
+    assert 'series {code="500"} has the value nan' in result.detail
+    # One value may be infinite (a p99 above the last bucket): that is a value, and it breaches.
+    assert classify("q", (Sample((), math.inf),), expect_one=True).status is QueryStatus.VALUE
+
+
+TRICKY = "a'} or vector(1) # \"x\"\n\\"
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("x{job='{{ job }}'}", "x{job='a\\'} or vector(1) # \"x\"\\n\\\\'}"),
+        ('x{job="{{ job }}"}', 'x{job="a\'} or vector(1) # \\"x\\"\\n\\\\"}'),
+        ("x{job='it\\'s {{ team }}'}", "x{job='it\\'s pay\\'ments'}"),
+        ('rate(x{a="#{{ team }}"}[{{ window }}]) > {{ limit }}', 'rate(x{a="#pay\'ments"}[1m]) > 0.5'),
+        ("x{job=`{{ window }}`}", "x{job=`1m`}"),
+    ],
+)
+def test_placeholders_are_escaped_for_the_quotes_they_stand_in(template: str, rendered: str) -> None:
+    variables = {"job": TRICKY, "team": "pay'ments", "window": "1m", "limit": "0.5"}
+    assert render(template, variables, "f.yaml line 3") == rendered
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("x > {{ job }}", "{{ job }} stands outside a quoted string, where only a plain name, number or duration"),
+        ("x # note {{ job }}", "{{ job }} stands in a # comment"),
+        ("x{job=`{{ job }}`}", "holds a backtick"),
+        ("x{job='{{ limit }}}", "a 'string' is not closed"),
+    ],
+)
+def test_unsafe_placeholders_are_refused_with_the_place(template: str, message: str) -> None:
+    with pytest.raises(MetricsFileError) as refused:
+        render(template, {"job": "a`b or vector(1)", "limit": "0.5"}, "f.yaml line 3 (metric m)")
+    assert str(refused.value).startswith("f.yaml line 3 (metric m): ")
+    assert message in str(refused.value)
+
+
+def test_a_metrics_file_with_an_injectable_placeholder_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "- name: ok\n  query: up\n  max: 1\n- name: bad\n  query: up > {{ level }}\n"
+                           "  max: 1\n  vars: {level: '1 or vector(0)'}\n")
+    with pytest.raises(MetricsFileError, match=rf"{path} line 4 \(metric bad\): \{{\{{ level \}}\}} stands outside"):
+        load_metrics(path, BUILTINS)

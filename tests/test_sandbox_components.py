@@ -17,7 +17,7 @@ from rollguard.sandbox.git_remote import GitRemote, create_remote, demo_manifest
 from rollguard.sandbox.loadgen import read_responses
 from rollguard.sandbox.ports import free_port, wait_listening
 from rollguard.sandbox.processes import ChildDied, SandboxError, Supervisor
-from rollguard.sandbox.router import ADMIN_PATH
+from rollguard.sandbox.router import ADMIN_PATH, LIVE_PATH
 
 PY = sys.executable
 
@@ -114,10 +114,13 @@ def _wait_for(predicate, deadline_s: float, what: str) -> None:
     raise AssertionError(f"{what} did not happen within {deadline_s} s")
 
 
-def _start_router(supervisor: Supervisor, remote: GitRemote, stable: str, canary: str, port: int | None = None) -> str:
+def _start_router(
+    supervisor: Supervisor, remote: GitRemote, stable: str, canary: str, port: int | None = None, *argocd: str
+) -> str:
     port = port or free_port()
     supervisor.start("router", [PY, "-m", "rollguard.sandbox.router", "--port", str(port), "--git-dir",
-                                str(remote.path), "--stable-url", stable, "--canary-url", canary, "--seed", "3"],
+                                str(remote.path), "--stable-url", stable, "--canary-url", canary, "--seed", "3",
+                                *argocd],
                      port=port, health_url=f"http://127.0.0.1:{port}/healthz")
     return f"http://127.0.0.1:{port}"
 
@@ -149,6 +152,60 @@ def test_router_follows_the_remote_and_exports_istio_metrics(supervisor: Supervi
     changes = json.loads(_get(router + ADMIN_PATH)[2])["changes"]
     assert [(c["stable"], c["canary"]) for c in changes] == [(90, 10), (0, 100), (100, 0)]
     assert changes[1]["applied_at"] >= pushed_at
+
+
+def _admin(router: str) -> dict:
+    return json.loads(_get(router + ADMIN_PATH)[2])
+
+
+def test_self_heal_reverts_a_live_patch_that_git_does_not_hold(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary, None, "--self-heal", "1")
+    patched_at = time.time()
+    assert _post(router + LIVE_PATH, {"stable": 100, "canary": 0}) == 200
+    assert (_admin(router)["stable"], _admin(router)["canary"]) == (100, 0)  # the live patch cuts at once
+    # ... but Git still says 90/10: ArgoCD's self-heal puts it back
+    _wait_for(lambda: _admin(router)["canary"] == 10, 10, "self-heal reverting the live patch")
+    changes = _admin(router)["changes"]
+    assert [(c["source"], c["canary"]) for c in changes] == [("sync", 10), ("live-patch", 0), ("self-heal", 10)]
+    assert changes[2]["applied_at"] >= patched_at + 1
+    assert _post(router + LIVE_PATH, {"stable": 100, "canary": 5}) == 400  # a split that does not add up
+
+
+def test_a_live_patch_that_git_holds_stays(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary, None, "--self-heal", "1", "--sync-delay", "0.5")
+    push_split(remote, tmp_path / "clone", 100, 0)  # rollguard's rollback: commit first,
+    assert _post(router + LIVE_PATH, {"stable": 100, "canary": 0}) == 200  # then patch the live object
+    _wait_for(lambda: _admin(router)["synced_revision"] == remote.head(), 10, "the sync of the rollback commit")
+    patched = next(c for c in _admin(router)["changes"] if c["source"] == "live-patch")
+    _wait_for(lambda: time.time() > patched["applied_at"] + 1.5, 5, "self-heal's delay to pass")
+    admin = _admin(router)
+    assert (admin["stable"], admin["canary"]) == (100, 0)
+    assert "self-heal" not in [c["source"] for c in admin["changes"]]
+
+
+def test_a_post_sync_hook_holds_the_sync_open_until_it_ends(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    release = tmp_path / "hook.release"
+    hook = [PY, "-c", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.05)",
+            str(release)]
+    router = _start_router(supervisor, remote, stable, canary, None, "--post-sync-hook", json.dumps(hook))
+    push_split(remote, tmp_path / "clone", 50, 50)
+    _wait_for(lambda: _admin(router)["canary"] == 50, 10, "the sync of 50/50")
+    assert _admin(router)["operation"]["phase"] == "Running"  # the hook runs: the sync stays open
+    push_split(remote, tmp_path / "clone", 100, 0)
+    _wait_for(lambda: _admin(router)["waiting_revisions"] == [remote.head()], 10, "ArgoCD seeing the next commit")
+    admin = _admin(router)
+    assert admin["canary"] == 50, "a newer revision was synced while the PostSync hook ran"
+    release.touch()
+    _wait_for(lambda: _admin(router)["canary"] == 0, 10, "the next sync once the hook ended")
+    _wait_for(lambda: _admin(router)["operation"] == {"phase": "Succeeded", "revision": remote.head(),
+                                                      "message": "successfully synced (all tasks run)"},
+              10, "the next sync's own hook to end")
 
 
 def test_router_keeps_the_split_when_a_push_breaks_the_file(supervisor: Supervisor, tmp_path: Path) -> None:

@@ -70,7 +70,9 @@ def test_sandbox_up_then_run_local_analysis_then_down(tmp_path: Path) -> None:
             "canary-weight-file": str(tmp_path / "weight"),
         }
         arguments = [item for name, value in parameters.items() for item in ("-p", f"{name}={value}")]
-        ran = rollguard("run-local", str(WORKFLOWS / "canary-analysis.yaml"), *arguments)
+        # the test's own lock directory: the template's mutex is not shared with other runs on this machine
+        ran = rollguard("run-local", str(WORKFLOWS / "canary-analysis.yaml"), "--lock-dir", str(tmp_path / "locks"),
+                        *arguments)
         assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
         assert "[analysis.judge.rollback]" in ran.stdout
         assert json.loads(verdict.read_text())["verdict"] == "fail"

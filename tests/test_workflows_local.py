@@ -17,6 +17,7 @@ import pytest
 from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
+from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.ports import free_port
@@ -80,8 +81,9 @@ def run(tmp_path: Path, workflow: str, templates_dir: Path = REPO / "workflows",
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
     library = load_files(sorted(p for p in templates_dir.glob("*.yaml") if p.name != "kustomization.yaml"))
     events: list[object] = []
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROLLGUARD_")}
-    executor = LocalExecutor(library, on_event=events.append, environment=environment, cwd=tmp_path)
+    # the test's own lock directory: the templates' mutex would otherwise be shared with every run on the machine
+    executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods",
+                             cluster=LocalCluster(lock_dir=tmp_path / "locks"))
     known = {p["name"] for p in library.get(workflow, "test").spec["arguments"]["parameters"]}
     return executor.run(workflow, {name: value for name, value in values.items() if name in known})
 

@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
+from rollguard.sandbox.executor.retry_expression import RetryExpression
 
 KINDS = ("WorkflowTemplate", "ClusterWorkflowTemplate", "Workflow")
 
@@ -26,22 +27,24 @@ K8S_ONLY_SPEC = {
     "automountServiceAccountToken", "executor", "priority", "priorityClassName", "schedulerName",
     "hostNetwork", "dnsPolicy", "dnsConfig", "podPriorityClassName",
 }
-SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef"}
+SUPPORTED_SPEC = {"entrypoint", "arguments", "templates", "onExit", "workflowTemplateRef", "volumes",
+                  "artifactRepositoryRef", "synchronization", "activeDeadlineSeconds"}
 K8S_ONLY_TEMPLATE = {
     "metadata", "serviceAccountName", "securityContext", "nodeSelector", "tolerations", "affinity",
     "podSpecPatch", "priorityClassName", "schedulerName", "automountServiceAccountToken",
-    "archiveLocation", "hostAliases",
+    "hostAliases",
 }
 SUPPORTED_TEMPLATE = {
-    "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds",
+    "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds", "volumes",
+    "archiveLocation",
 }
 K8S_ONLY_CONTAINER = {
-    "image", "imagePullPolicy", "resources", "securityContext", "volumeMounts", "ports", "livenessProbe",
+    "image", "imagePullPolicy", "resources", "securityContext", "ports", "livenessProbe",
     "readinessProbe", "startupProbe", "terminationMessagePath", "terminationMessagePolicy", "name",
 }
-SUPPORTED_CONTAINER = {"command", "args", "env"}
+SUPPORTED_CONTAINER = {"command", "args", "env", "volumeMounts"}
 SUPPORTED_STEP = {"name", "template", "templateRef", "arguments", "when", "continueOn"}
-SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff"}
+SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff", "expression"}
 SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom"}
 SUPPORTED_ARGUMENT = {"name", "value", "description"}
 
@@ -148,8 +151,42 @@ def check_definition(definition: WorkflowDefinition, ignored: list[str]) -> None
             raise UnsupportedFeature("valueFrom on a workflow argument", f"{where} argument {parameter['name']!r}")
     if (spec.get("arguments") or {}).get("artifacts"):
         raise UnsupportedFeature("arguments.artifacts", where)
+    _check_volumes(spec.get("volumes") or [], where)
+    _check_synchronization(spec.get("synchronization") or {}, where)
+    if set(spec.get("artifactRepositoryRef") or {}) - {"configMap", "key"}:
+        raise UnsupportedFeature("artifactRepositoryRef fields other than configMap and key", where)
     for template in spec.get("templates") or []:
         check_template(template, f"{where} template {template.get('name')!r}", ignored)
+
+
+def _check_synchronization(synchronization: dict[str, Any], where: str) -> None:
+    """Workflow-level mutexes are held with file locks (rollguard.sandbox.executor.mutex); semaphores are not."""
+    for key in synchronization:
+        if key not in ("mutex", "mutexes"):
+            raise UnsupportedFeature(f"synchronization.{key}", where, "a semaphore's limit lives in a ConfigMap of the "
+                                     "cluster; only mutexes are held locally")
+    mutexes = list(synchronization.get("mutexes") or []) + ([synchronization["mutex"]] if "mutex" in synchronization
+                                                            else [])
+    for mutex in mutexes:
+        if not isinstance(mutex, dict) or not mutex.get("name") or set(mutex) - {"name", "namespace"}:
+            raise UnsupportedFeature(f"synchronization mutex {mutex!r}", where, "a mutex is {name, namespace}")
+
+
+def _check_volumes(volumes: list[dict[str, Any]], where: str) -> None:
+    """Secret volumes are mounted from `run-local --secret NAME=DIR`; no other kind has a local stand-in."""
+    for volume in volumes:
+        volume_where = f"{where} volume {volume.get('name')!r}"
+        kinds = [key for key in volume if key != "name"]
+        if kinds != ["secret"]:
+            raise UnsupportedFeature(f"volume of kind {', '.join(kinds) or 'none'}", volume_where,
+                                     "only Secret volumes are mounted locally (run-local --secret NAME=DIR)")
+        for key in volume["secret"] or {}:
+            if key not in ("secretName", "optional", "items", "defaultMode"):
+                raise UnsupportedFeature(f"secret volume field {key}", volume_where)
+        for item in (volume["secret"] or {}).get("items") or []:
+            if set(item) - {"key", "path"}:
+                raise UnsupportedFeature(f"secret volume item field {', '.join(sorted(set(item) - {'key', 'path'}))}",
+                                         volume_where)
 
 
 def _check_parameter(parameter: dict[str, Any], where: str) -> None:
@@ -171,9 +208,32 @@ def _check_artifacts(artifacts: list[dict[str, Any]], where: str, ignored: list[
             if not artifact.get("path") or "data" not in (artifact["raw"] or {}):
                 raise ExecutorError(f"{where}: raw artifact {artifact.get('name')!r} needs raw.data and a path")
             continue
+        if not inputs:  # saved like Argo's wait container does (rollguard.sandbox.executor.artifacts)
+            _check_output_artifact(artifact, where)
+            continue
         if not artifact.get("optional"):
             raise UnsupportedFeature("artifacts", where, f"artifact {artifact.get('name')!r} is not optional")
         ignored.append(f"{where}: optional artifact {artifact.get('name')!r}")
+
+
+def _check_output_artifact(artifact: dict[str, Any], where: str) -> None:
+    artifact_where = f"{where} artifact {artifact.get('name')!r}"
+    if not artifact.get("name") or not artifact.get("path"):
+        raise ExecutorError(f"{artifact_where}: an output artifact needs a name and a path")
+    for key in artifact:
+        if key in ("name", "path", "optional", "archive"):
+            continue
+        hint = "locally an output artifact goes to the artifact repository, run-local --artifact-repository DIR"
+        raise UnsupportedFeature(f"output artifact field {key}", artifact_where, hint)
+    archive = artifact.get("archive") or {}
+    if set(archive) - {"none", "tar"}:
+        raise UnsupportedFeature(f"archive {', '.join(sorted(set(archive) - {'none', 'tar'}))}", artifact_where)
+
+
+def _check_archive_location(location: dict[str, Any], where: str) -> None:
+    if set(location) - {"archiveLogs"}:
+        raise UnsupportedFeature(f"archiveLocation {', '.join(sorted(set(location) - {'archiveLogs'}))}", where,
+                                 "locally the artifact repository is run-local --artifact-repository DIR")
 
 
 def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> None:
@@ -185,6 +245,8 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
             if "raw" in artifact:
                 raise UnsupportedFeature("raw input artifact on a steps template", where)
     _check_keys(template, SUPPORTED_TEMPLATE, K8S_ONLY_TEMPLATE, where, ignored)
+    _check_volumes(template.get("volumes") or [], where)
+    _check_archive_location(template.get("archiveLocation") or {}, where)
     kinds = [key for key in ("container", "steps") if key in template]
     if len(kinds) != 1:
         raise ExecutorError(f"{where}: a template needs exactly one of container or steps (has {kinds or 'none'})")
@@ -210,13 +272,19 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
             if key not in SUPPORTED_RETRY:
                 raise UnsupportedFeature(f"retryStrategy.{key}", where)
         for key in (retry.get("backoff") or {}):
-            if key not in ("duration", "factor"):
+            if key not in ("duration", "factor", "maxDuration"):
                 raise UnsupportedFeature(f"retryStrategy.backoff.{key}", where)
+        if retry.get("expression"):
+            RetryExpression(str(retry["expression"]), where)  # parsed and type-checked now, not after a failure
         if retry.get("retryPolicy", "OnFailure") not in ("OnFailure", "Always", "OnError"):
             raise UnsupportedFeature(f"retryPolicy {retry.get('retryPolicy')}", where)
     if "container" in template:
         container = template["container"] or {}
         _check_keys(container, SUPPORTED_CONTAINER, K8S_ONLY_CONTAINER, f"{where} container", ignored)
+        for mount in container.get("volumeMounts") or []:
+            if set(mount) - {"name", "mountPath", "readOnly"} or not mount.get("mountPath"):
+                raise UnsupportedFeature(f"volumeMount fields {', '.join(sorted(mount))}", f"{where} container",
+                                         "a mount needs name and mountPath; subPath and the like are not mapped")
         if not container.get("command") and not container.get("args"):
             raise ExecutorError(f"{where}: the container has neither command nor args; the local executor "
                                 "runs the command itself (the image's entrypoint is unknown here)")

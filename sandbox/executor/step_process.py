@@ -17,6 +17,12 @@ from rollguard.sandbox.executor.errors import ExecutorAborted
 from rollguard.sandbox.executor.nodes import Event, EventKind, EventSink, NodeResult, Phase
 from rollguard.sandbox.processes import die_with_parent, stop_process_group
 
+POD_DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+# workflow/controller/exec_control.go applyExecutionControl, operator.go failNodesWithoutCreatedPods...:
+# past the workflow's activeDeadlineSeconds, running and pending pods (not the exit handler's) are
+# terminated and their nodes Failed with this message
+STEP_DEADLINE_MESSAGE = "Step exceeded its deadline"
+
 
 class StepProcesses:
     """The step processes running now, so that an abort (Ctrl-C, a broken sandbox) can stop every one."""
@@ -25,25 +31,55 @@ class StepProcesses:
         self.on_event = on_event
         self._lock = threading.Lock()
         self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._exempt: set[int] = set()  # pids of exit-handler steps, which the workflow deadline spares
+        self._stopped_at_deadline: set[int] = set()
         self._abort_reason: str | None = None
+        self._aborted = threading.Event()
+        self._deadline_passed = threading.Event()
+
+    def pass_deadline(self) -> None:
+        """The workflow's deadline has passed: stop its running steps (not the exit handler's), start none."""
+        with self._lock:
+            self._deadline_passed.set()
+            running = [process for pid, process in self._running.items() if pid not in self._exempt]
+            self._stopped_at_deadline.update(process.pid for process in running)
+        for process in running:
+            stop_process_group(process.pid, None, grace_s=2.0)
 
     def abort(self, reason: str) -> None:
         """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
         with self._lock:
             self._abort_reason = reason
             running = list(self._running.values())
+        self._aborted.set()
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
 
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds` (a retry's backoff); an abort ends the wait with ExecutorAborted."""
+        if self._aborted.wait(seconds):
+            raise ExecutorAborted(f"run aborted during a retry's backoff: {self._abort_reason}")
+
+    def abort_reason(self) -> str | None:
+        """Why the run was aborted, None while it was not."""
+        return self._abort_reason
+
     def run(
         self, argv: list[str], environment: dict[str, str], cwd: Path | None, display: str, template: str,
-        timeout_s: float | None, attempt: int,
+        timeout_s: float | None, attempt: int, exit_handler: bool = False,
     ) -> NodeResult:
-        """Run `argv` to its end (or its timeout); Succeeded on exit 0, else Failed; Error if it cannot start."""
+        """Run `argv` to its end (or its timeout); Succeeded on exit 0, else Failed; Error if it cannot start.
+
+        An exit handler's step is not subject to the workflow deadline (workflowpod.go: "ignore the
+        workflow deadline for exit handler so they still run if the deadline has passed").
+        """
         command = _resolve_command(argv)
         started = time.time()
         if self._abort_reason is not None:
             raise ExecutorAborted(f"run aborted before {display} started: {self._abort_reason}")
+        if self._deadline_passed.is_set() and not exit_handler:
+            return NodeResult(display, template, Phase.FAILED, message=STEP_DEADLINE_MESSAGE, started_at=started,
+                              finished_at=started)
         shown = " ".join(argv) + (f" (attempt {attempt + 1})" if attempt else "")
         self.on_event(Event(EventKind.STARTED, display, shown))
         try:
@@ -58,8 +94,13 @@ class StepProcesses:
                               started_at=started, finished_at=time.time())
         with self._lock:
             self._running[process.pid] = process
+            if exit_handler:
+                self._exempt.add(process.pid)
             aborted = self._abort_reason is not None
-        if aborted:  # abort() ran between Popen and the registration: it could not see this process
+            late = self._deadline_passed.is_set() and not exit_handler
+            if late:
+                self._stopped_at_deadline.add(process.pid)
+        if aborted or late:  # abort() or the deadline came between Popen and the registration: stop it here
             stop_process_group(process.pid, None, grace_s=2.0)
         timed_out = threading.Event()
         timer = None
@@ -84,13 +125,18 @@ class StepProcesses:
                 timer.cancel()
             with self._lock:
                 self._running.pop(process.pid, None)
+                self._exempt.discard(process.pid)
         if self._abort_reason is not None:
             raise ExecutorAborted(f"run aborted while {display} ran: {self._abort_reason}")
-        if timed_out.is_set():
-            return NodeResult(display, template, Phase.FAILED, code, message=f"timed out after {timeout_s:g} s",
+        if process.pid in self._stopped_at_deadline:
+            return NodeResult(display, template, Phase.FAILED, code, message=STEP_DEADLINE_MESSAGE,
+                              started_at=started, finished_at=time.time())
+        if timed_out.is_set():  # the kubelet ends a pod past its activeDeadlineSeconds: node Failed, its message
+            return NodeResult(display, template, Phase.FAILED, code, message=POD_DEADLINE_MESSAGE,
                               started_at=started, finished_at=time.time())
         phase = Phase.SUCCEEDED if code == 0 else Phase.FAILED
-        message = "" if code == 0 else f"exit code {code}"
+        # workflow/controller/operator.go inferFailedReason: "<reason> (exit code N)"; the kubelet's reason is Error
+        message = "" if code == 0 else f"Error (exit code {code})"
         return NodeResult(display, template, phase, code, message=message, started_at=started,
                           finished_at=time.time())
 

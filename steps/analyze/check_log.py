@@ -21,10 +21,10 @@ def log_start(settings: AnalysisSettings) -> None:
     """What is analysed, how, and every rendered query (a query is an interface: show it)."""
     target, timing = settings.target, settings.timing
     log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s for %s (window %s), judge %s, "
-             "%d planned checks, alpha per test %.2g", target.namespace, target.service, target.canary_version,
-             target.stable_version, settings.prometheus.url, format_duration(timing.interval_s),
-             format_duration(timing.duration_s), format_duration(timing.window_s), settings.judge.value,
-             settings.plan.planned_looks, settings.plan.alpha_per_test)
+             "%d planned checks, alpha per test %.2g; ends within %.1fs whatever Prometheus does", target.namespace,
+             target.service, target.canary_version, target.stable_version, settings.prometheus.url,
+             format_duration(timing.interval_s), format_duration(timing.duration_s), format_duration(timing.window_s),
+             settings.judge.value, settings.plan.planned_looks, settings.plan.alpha_per_test, settings.time_limit_s)
     for spec in settings.queries.in_order():
         log.info("query %s: %s", spec.name, spec.promql)
     for metric in settings.custom_metrics:

@@ -91,8 +91,10 @@ class CheckReader:
     def _counts(
         self, who: str, spec: QuerySpec, result: QueryResult, history: CounterHistory, elapsed_s: float
     ) -> tuple[Counts, int, dict[str, Any]]:
-        if result.status is QueryStatus.ERROR:
-            return Counts(Phase.ERROR, detail=result.detail), history.requests_since_start, {"status": "error"}
+        if result.status not in (QueryStatus.VALUE, QueryStatus.EMPTY):
+            # No counts from this answer (an error, or series that are not numbers): say why, keep the history.
+            counts = Counts(_PHASES[result.status], detail=result.detail)
+            return counts, history.requests_since_start, {"status": result.status.value}
         snapshot = CounterSnapshot.from_samples(elapsed_s, result.samples)
         if history.first is None or snapshot.at_s > history.first.at_s:
             history.add(snapshot)

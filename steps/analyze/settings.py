@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from rollguard.steps.judgment.check import Limits, look_plan
 from rollguard.steps.judgment.outcomes import Judge, Policy, finite_or_none
@@ -16,9 +15,9 @@ from rollguard.steps.judgment.run_decision import RunLimits
 from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
-from rollguard.steps.metrics.prometheus_client import redacted_url, split_credentials
+from rollguard.steps.metrics.prometheus_url import PrometheusUrl, PrometheusUrlError, parse_prometheus_url
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
-from rollguard.steps.options import UsageError, check_output_files, format_duration
+from rollguard.steps.options import UsageError, check_output_files, format_duration, is_utf8_text
 
 MAX_PLANNED_LOOKS = 100_000
 
@@ -27,10 +26,14 @@ MAX_PLANNED_LOOKS = 100_000
 class PrometheusAccess:
     """Where Prometheus is and how to ask it: the URL without credentials, basic auth, timeout, tries."""
 
-    url: str  # never holds credentials: this is what logs and the verdict show
-    auth: tuple[str, str] | None  # (user, password) from the URL's user:password@, sent to Prometheus only
+    endpoint: PrometheusUrl  # the URL shown (no credentials) and the basic auth sent to Prometheus only
     timeout_s: float
     attempts: int
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials: what logs and the verdict show."""
+        return self.endpoint.url
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,12 @@ class AnalysisSettings:
     metrics_file: str | None
     custom_metrics: tuple[CustomMetric, ...]
     outputs: VerdictFiles
+
+    @property
+    def time_limit_s(self) -> float:
+        """The longest an analysis may run: to its last planned check (the bake time rounded up to a whole
+        interval), plus one query timeout for that check's answers."""
+        return (self.plan.planned_looks - 1) * self.timing.interval_s + self.prometheus.timeout_s
 
     def query_specs(self) -> tuple[QuerySpec, ...]:
         """Every query of a check, in order: the built-in ones, then the custom metrics (`custom:NAME`)."""
@@ -131,15 +140,17 @@ def custom_name(metric: CustomMetric) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     """Check every flag before any query, so bad input exits 2 with nothing written."""
-    url = urlparse(args.prometheus_url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise UsageError(f"--prometheus-url {redacted_url(args.prometheus_url)!r} must be an http:// or https:// URL "
-                         "with a host, e.g. http://prometheus.monitoring:9090")
-    # Basic-auth credentials in the URL go to Prometheus only: logs and the verdict show the clean URL.
-    clean_url, auth = split_credentials(args.prometheus_url)
+    try:
+        prometheus_url = parse_prometheus_url(args.prometheus_url)
+    except PrometheusUrlError as exc:
+        raise UsageError(f"--prometheus-url {exc}") from None
     for flag in ("namespace", "service", "stable_version", "canary_version"):
-        if not str(getattr(args, flag)).strip():
+        value = str(getattr(args, flag))
+        if not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} must not be empty")
+        if not is_utf8_text(value):
+            raise UsageError(f"--{flag.replace('_', '-')} {value!r} holds bytes that are not UTF-8; a label value "
+                             "is UTF-8 text (check the shell's or the workflow parameter's encoding)")
     if args.stable_version == args.canary_version:
         raise UsageError(f"--stable-version and --canary-version are both {args.canary_version!r}; they must differ")
     if not 0.0 < args.confidence < 1.0:
@@ -155,8 +166,13 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         raise UsageError(f"--window {format_duration(args.window)} is too short for a rate; use at least 1s (e.g. 1m)")
     target = Target(args.namespace, args.service, args.stable_version, args.canary_version)
     window = format_duration(args.window)
+    custom_metrics = _custom_metrics(args.metrics_file, target, window)
+    for metric in custom_metrics:
+        if not is_utf8_text(metric.query):
+            raise UsageError(f"--metrics-file {args.metrics_file} line {metric.line} (metric {metric.name}): the "
+                             "query holds characters that are not UTF-8 text (a \\udcxx escape in a value?)")
     return AnalysisSettings(
-        prometheus=PrometheusAccess(clean_url, auth, args.query_timeout, args.query_attempts),
+        prometheus=PrometheusAccess(prometheus_url, args.query_timeout, args.query_attempts),
         target=target,
         timing=Timing(interval_s=args.interval, duration_s=args.duration, window_s=args.window),
         judge=Judge(args.judge),
@@ -175,7 +191,7 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
                                  window),
         metrics_file=args.metrics_file,
-        custom_metrics=_custom_metrics(args.metrics_file, target, window),
+        custom_metrics=custom_metrics,
         outputs=VerdictFiles(Path(args.verdict_file), _optional(args.verdict_word_file),
                              _optional(args.verdict_summary_file)),
     )

@@ -20,7 +20,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from rollguard.steps.gitops.kube_api import Conflict, KubeApi
 from rollguard.steps.gitops.object_refs import ObjectRef
 from rollguard.steps.traffic.live_routes import apply_split_to_routes
-from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.manifest_errors import ManifestError, WeightedRouteNotFound
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,11 @@ def patch_live_split(
     canary_subset: str,
     canary_weight: int,
     *,
+    routes: tuple[str, ...] = (),
     conflict_retries: int = 5,
 ) -> LivePatchOutcome:
-    """Set the live VirtualService's weighted routes to canary `canary_weight`, stable the rest."""
+    """Set the routes of the live VirtualService's split (the file's rule; `routes`: --route names) to canary
+    `canary_weight`, stable the rest."""
     attempts = 0
     retrying = Retrying(
         stop=stop_after_attempt(conflict_retries + 1),
@@ -72,16 +74,17 @@ def patch_live_split(
                 live = api.get(ref)
                 http = (live.get("spec") or {}).get("http") or []
                 try:
-                    new_http, routes_changed = apply_split_to_routes(http, stable_subset, canary_subset, canary_weight)
-                except ManifestError as exc:
-                    raise LivePatchError(f"live {ref.describe()}: {exc}") from None
-                weighted = [route for route, new in zip(http, new_http, strict=True) if route is not new]
-                resource_version = str((live.get("metadata") or {}).get("resourceVersion", ""))
-                if not weighted:
+                    new_http, routes_changed = apply_split_to_routes(
+                        http, stable_subset, canary_subset, canary_weight, routes
+                    )
+                except WeightedRouteNotFound:
                     raise LivePatchError(
                         f"live {ref.describe()} has no HTTP route with both subset {stable_subset!r} and "
                         f"{canary_subset!r}; it does not match the file in Git (has ArgoCD synced it?)"
-                    )
+                    ) from None
+                except ManifestError as exc:
+                    raise LivePatchError(f"live {ref.describe()}: {exc}") from None
+                resource_version = str((live.get("metadata") or {}).get("resourceVersion", ""))
                 if routes_changed == 0:
                     return LivePatchOutcome(LivePatchState.ALREADY, resource_version, 0, attempts, None)
                 patch = {"metadata": {"resourceVersion": resource_version}, "spec": {"http": new_http}}

@@ -11,7 +11,12 @@ _WINDOW = re.compile(r"^\d+(ms|s|m|h)$")
 
 def escape_label_value(value: str) -> str:
     """Escape a value for a PromQL double-quoted string (backslash, double quote, newline)."""
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return escape_quoted(value, '"')
+
+
+def escape_quoted(value: str, quote: str) -> str:
+    """Escape a value for a PromQL string in `quote` (" or '): backslash, that quote, newline."""
+    return str(value).replace("\\", "\\\\").replace(quote, "\\" + quote).replace("\n", "\\n")
 
 
 def selector(labels: dict[str, str], extra: str = "") -> str:

@@ -47,6 +47,14 @@ def http_routes(virtual_service: Mapping[str, Any]) -> list[Any]:
     return _sequence(spec.get("http")) if isinstance(spec, Mapping) else []
 
 
+def non_http_routes(virtual_service: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(`tcp` or `tls`, route) for every TCP and TLS route of a VirtualService (rollguard edits HTTP routes only)."""
+    spec = virtual_service.get("spec")
+    if not isinstance(spec, Mapping):
+        return []
+    return [(kind, route) for kind in ("tcp", "tls") for route in _sequence(spec.get(kind))]
+
+
 def destinations(route: Any) -> list[Any]:
     """The `route` list (weighted destinations) of one HTTP route."""
     return _sequence(route.get("route")) if isinstance(route, Mapping) else []

@@ -6,7 +6,6 @@ scalar sits (line, column): weight_edit.py changes exactly those characters and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,22 +17,20 @@ from rollguard.steps.traffic.istio_objects import (
     is_istio,
     name_of,
     namespace_of,
+    non_http_routes,
 )
 from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
+    ManifestError,
     VirtualServiceNotFound,
     WeightedRouteNotFound,
 )
 from rollguard.steps.traffic.manifest_yaml import human_line, line_of, load_documents
-
-
-@dataclass(frozen=True)
-class WeightSite:
-    """One `weight:` scalar of a destination: where it is in the text (0-based) and its value."""
-
-    line: int
-    column: int
-    value: int
+from rollguard.steps.traffic.route_selection import describe_route, destination_weight, route_name, select_split_routes
+from rollguard.steps.traffic.route_selection import (  # experiment/cluster.py reads live objects with it
+    weighted_route_positions as weighted_route_positions,
+)
+from rollguard.steps.traffic.weight_sites import WeightSite, weight_site
 
 
 @dataclass(frozen=True)
@@ -70,54 +67,6 @@ class TrafficSplit:
         return self.routes[0].canary.value
 
 
-def weighted_route_positions(route: Any, stable_subset: str, canary_subset: str) -> tuple[int, int] | None:
-    """Indexes of the stable and canary destinations if `route` splits between both, else None.
-
-    Works on plain dicts (a live object from the API) and on parsed YAML alike. A route that names a
-    subset twice is ambiguous and refused, since rollguard would not know which weight to move.
-    """
-    subsets = [destination_subset(entry) for entry in destinations(route)]
-    if stable_subset not in subsets or canary_subset not in subsets:
-        return None
-    for subset in (stable_subset, canary_subset):
-        if subsets.count(subset) > 1:
-            raise WeightedRouteNotFound(
-                f"HTTP route at {human_line(line_of(route))} has {subsets.count(subset)} destinations with "
-                f"subset {subset!r}; rollguard moves weight between exactly one stable and one canary destination"
-            )
-    return subsets.index(stable_subset), subsets.index(canary_subset)
-
-
-def _integer_weight(entry: Any, subset: str | None, route_line: int) -> int:
-    line = line_of(entry)
-    where = human_line(line if line >= 0 else route_line)
-    if not isinstance(entry, Mapping) or "weight" not in entry:
-        raise InvalidWeights(
-            f"the destination with subset {subset!r} at {where} has no weight; "
-            "give every destination of a split an explicit `weight:` (0 to 100)"
-        )
-    weight = entry["weight"]
-    if isinstance(weight, bool) or not isinstance(weight, int):
-        raise InvalidWeights(
-            f"the weight of subset {subset!r} at {where} is {weight!r}, not a whole number; "
-            "write it as a plain number such as `weight: 10` (no quotes, no decimals)"
-        )
-    if not 0 <= weight <= 100:
-        raise InvalidWeights(f"the weight of subset {subset!r} at {where} is {weight}; a weight must be 0 to 100")
-    return int(weight)
-
-
-def _weight_site(entry: Any, subset: str, route_line: int) -> WeightSite:
-    value = _integer_weight(entry, subset, route_line)
-    if "weight" not in entry.lc.data:  # inherited through a YAML merge key (<<): no position of its own
-        raise InvalidWeights(
-            f"the weight of subset {subset!r} at {human_line(line_of(entry))} comes from a YAML merge key (<<); "
-            "write `weight:` explicitly in the destination so rollguard can change it"
-        )
-    line, column = entry.lc.value("weight")
-    return WeightSite(line=int(line), column=int(column), value=value)
-
-
 def _the_virtual_service(documents: list[Any], virtual_service: str) -> tuple[int, Any]:
     found = [
         (index, doc)
@@ -136,64 +85,83 @@ def _the_virtual_service(documents: list[Any], virtual_service: str) -> tuple[in
     return found[0]
 
 
-def find_split(yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str) -> TrafficSplit:
-    """Locate the weighted route(s) of the named VirtualService and validate them; raise ManifestError if bad."""
+def find_split(
+    yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str, routes: tuple[str, ...] = ()
+) -> TrafficSplit:
+    """Locate the split of the named VirtualService (route_selection's rule; `routes`: --route names) and
+    validate it; raise ManifestError naming the problem if the file or the split is not usable."""
     if stable_subset == canary_subset:
         raise WeightedRouteNotFound(f"stable and canary subset are both {stable_subset!r}; they must differ")
     documents = load_documents(yaml_text)
     document_index, document = _the_virtual_service(documents, virtual_service)
-    matched: list[tuple[Any, int, int, int]] = []
-    summaries: list[str] = []
-    for http_index, route in enumerate(http_routes(document)):
-        positions = weighted_route_positions(route, stable_subset, canary_subset)
-        subsets = [str(destination_subset(entry)) for entry in destinations(route)]
-        summaries.append(f"#{http_index + 1} at {human_line(line_of(route))} -> {', '.join(subsets) or 'nothing'}")
-        if positions is not None:
-            matched.append((route, http_index, positions[0], positions[1]))
-    if not matched:
-        listing = "; ".join(summaries) if summaries else "it has no HTTP routes"
-        raise WeightedRouteNotFound(
-            f"VirtualService {virtual_service!r} has no HTTP route whose destinations include both subset "
-            f"{stable_subset!r} and {canary_subset!r}; its routes: {listing}"
-        )
+    http = http_routes(document)
+    _refuse_a_split_outside_http(document, virtual_service, http, stable_subset, canary_subset)
+    try:
+        selected = select_split_routes(http, stable_subset, canary_subset, routes)
+    except ManifestError as exc:
+        raise type(exc)(f"VirtualService {virtual_service!r}: {exc}") from None
     warnings = check_subsets_declared(
         documents,
         virtual_service,
-        [(destinations(route)[s], destinations(route)[c]) for route, _i, s, c in matched],
+        [(destinations(http[r.http_index])[r.stable_position], destinations(http[r.http_index])[r.canary_position])
+         for r in selected],
         (stable_subset, canary_subset),
-    )
-    routes: list[WeightedRoute] = []
-    for route, http_index, stable_position, canary_position in matched:
+    )  # fmt: skip
+    found: list[WeightedRoute] = []
+    for chosen in selected:
+        route = http[chosen.http_index]
         entries = destinations(route)
         route_line = line_of(route)
         others = [
-            _integer_weight(entry, destination_subset(entry), route_line)
+            destination_weight(entry, destination_subset(entry), route_line)
             for position, entry in enumerate(entries)
-            if position not in (stable_position, canary_position)
+            if position not in (chosen.stable_position, chosen.canary_position)
         ]
-        name = route.get("name") if isinstance(route.get("name"), str) else None
-        routes.append(
+        found.append(
             WeightedRoute(
-                http_index=http_index,
-                name=name,
+                http_index=chosen.http_index,
+                name=route_name(route),
                 line=route_line,
-                stable=_weight_site(entries[stable_position], stable_subset, route_line),
-                stable_position=stable_position,
-                canary=_weight_site(entries[canary_position], canary_subset, route_line),
-                canary_position=canary_position,
+                stable=weight_site(entries[chosen.stable_position], stable_subset, route_line, yaml_text),
+                stable_position=chosen.stable_position,
+                canary=weight_site(entries[chosen.canary_position], canary_subset, route_line, yaml_text),
+                canary_position=chosen.canary_position,
                 other_weight=sum(others),
             )
         )
-    return TrafficSplit(document_index, tuple(routes), tuple(warnings), namespace_of(document))
+    return TrafficSplit(document_index, tuple(found), tuple(warnings), namespace_of(document))
 
 
-def read_split(yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str) -> tuple[int, int]:
-    """(stable weight, canary weight) of the named VirtualService's weighted route(s) in a manifest file.
+def _refuse_a_split_outside_http(
+    document: Any, virtual_service: str, http: list[Any], stable_subset: str, canary_subset: str
+) -> None:
+    """Say so when the only split between the subsets is in a TCP or TLS route, which rollguard does not edit."""
+    if any(weighted_route_positions(route, stable_subset, canary_subset) for route in http):
+        return
+    elsewhere = [
+        f"a {kind} route ({describe_route(index, route).split(' ', 1)[1]})"
+        for index, (kind, route) in enumerate(non_http_routes(document))
+        if weighted_route_positions(route, stable_subset, canary_subset)
+    ]
+    if elsewhere:
+        has = "has no HTTP routes" if not http else "has no HTTP route holding both subsets"
+        raise WeightedRouteNotFound(
+            f"VirtualService {virtual_service!r} {has}: its split between {stable_subset!r} and {canary_subset!r} "
+            f"is {' and '.join(elsewhere)}, and rollguard moves the weights of HTTP routes only; change TCP/TLS "
+            "weights by hand"
+        )
+
+
+def read_split(
+    yaml_text: str, virtual_service: str, stable_subset: str, canary_subset: str, routes: tuple[str, ...] = ()
+) -> tuple[int, int]:
+    """(stable weight, canary weight) of the named VirtualService's split in a manifest file.
 
     Raises a ManifestError (a ValueError) naming the problem if the file, the VirtualService, its
     routes, subsets or weights are not a valid two-way split adding up to 100.
     """
-    return agreed_weights(find_split(yaml_text, virtual_service, stable_subset, canary_subset), virtual_service)
+    split = find_split(yaml_text, virtual_service, stable_subset, canary_subset, routes)
+    return agreed_weights(split, virtual_service)
 
 
 def agreed_weights(split: TrafficSplit, virtual_service: str) -> tuple[int, int]:
@@ -202,7 +170,9 @@ def agreed_weights(split: TrafficSplit, virtual_service: str) -> tuple[int, int]
         total = route.stable.value + route.canary.value + route.other_weight
         if total != 100:
             raise InvalidWeights(
-                f"the weights of the HTTP route at {human_line(route.line)} add up to {total}, not 100"
+                f"the weights of the HTTP route at {human_line(route.line)} add up to {total}, not 100: rollguard "
+                "reads weights as percent and does not guess what other totals mean (Istio reads 9/1 as the "
+                "shares 90/10); write them so they add up to 100 (`rollguard rollback` rewrites any split to 100/0)"
             )
     pairs = {(route.stable.value, route.canary.value) for route in split.routes}
     if len(pairs) > 1:

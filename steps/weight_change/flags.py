@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from rollguard.steps.gitops.credentials import GitCredentials, load_credentials
+from rollguard.steps.gitops.credentials import GitCredentials, load_credentials, with_url_password
 from rollguard.steps.gitops.git_workspace import DEFAULT_AUTHOR, parse_author
 from rollguard.steps.gitops.object_refs import DEFAULT_ISTIO_API_VERSION
 from rollguard.steps.options import add_flag, add_switch, non_negative_int, positive_duration
@@ -19,6 +20,25 @@ def git_author(text: str) -> str:
     return text
 
 
+def route_names(text: str) -> tuple[str, ...]:
+    """argparse type: HTTP route names, comma-separated (`testers,primary`)."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty route name; write names like primary,mobile")
+    return names
+
+
+class _CollectRouteNames(argparse._StoreAction):
+    """--route may be repeated: each use adds its names; the first use replaces ROLLGUARD_ROUTE's."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        before = () if current is self.default else tuple(current or ())
+        setattr(namespace, self.dest, before + tuple(values))
+
+
 def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that say where the split lives: repository, branch, file, VirtualService, subsets, credentials."""
     where = parser.add_argument_group("where the traffic split lives (Git)")
@@ -28,6 +48,14 @@ def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(where, "--virtual-service", required=True, help="metadata.name of the VirtualService")
     add_flag(where, "--stable-subset", default="v1", help="DestinationRule subset of the stable version")
     add_flag(where, "--canary-subset", default="v2", help="DestinationRule subset of the canary version")
+    add_flag(
+        where,
+        "--route",
+        type=route_names,
+        action=_CollectRouteNames,
+        help="name of the HTTP route that is the split (repeatable, or comma-separated); without it: the default "
+        "route when it holds both subsets, else the routes holding both when their weights agree",
+    )
     auth = parser.add_argument_group("Git credentials (a token may also come from ROLLGUARD_GIT_TOKEN)")
     add_flag(auth, "--git-token-file", help="file holding an HTTPS access token (a mounted secret)")
     add_flag(auth, "--git-username", default="x-access-token", help="user name sent with the token over HTTPS")
@@ -72,5 +100,8 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def credentials_from(args: argparse.Namespace) -> GitCredentials:
-    """GitCredentials from the flags and the environment."""
-    return load_credentials(args.git_token_file, args.git_ssh_key_file, args.git_username, args.git_known_hosts_file)
+    """GitCredentials from the flags, the environment and a user:password in --repo (UsageError on a conflict)."""
+    credentials = load_credentials(
+        args.git_token_file, args.git_ssh_key_file, args.git_username, args.git_known_hosts_file
+    )
+    return with_url_password(credentials, args.repo)
