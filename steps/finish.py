@@ -45,7 +45,9 @@ BOOLEANS = ("true", "false")
 SKIPPED = "skipped"  # canary-analysis at 0 %: an outcome for the metrics, never a notification
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
 MAX_MESSAGE_CHARS = 1000  # Kubernetes keeps 4096 bytes of a termination message; a workflow message stays short
-SHUTDOWN_MARK = "shutdown with strategy"  # Argo's node message when `argo stop` ended a step (exec_control.go)
+# Argo's node messages when `argo stop` ended a step: "workflow shutdown with strategy:  Stop" (exec_control.go,
+# workflowpod.go), and "Stopped with strategy 'Stop'" for a suspended one (operator.go)
+SHUTDOWN_MARKS = ("shutdown with strategy", "Stopped with strategy")
 DEADLINE_MARK = "exceeded its deadline"  # Argo's node message past activeDeadlineSeconds
 APPROVAL_STEPS = ("approve",)  # the suspend step's name in canary-release
 
@@ -168,7 +170,7 @@ def decide(kind: str, status: str, failures: list[Failure], evidence: trailers.E
 
 def _unfinished(status: str, failures: list[Failure]) -> Decision:
     leaves = [failure for failure in failures if failure.is_leaf] or failures
-    stopped = next((f for f in leaves if SHUTDOWN_MARK in f.message), None)
+    stopped = next((f for f in leaves if any(mark in f.message for mark in SHUTDOWN_MARKS)), None)
     if stopped is not None:
         return Decision(Outcome.ABORTED.value, f"stopped (argo stop) during {stopped.step or 'the release'}", True)
     late = next((f for f in leaves if DEADLINE_MARK in f.message), None)
@@ -228,6 +230,8 @@ def _write(path: str | None, text: str) -> None:
 
 def _termination_message(path: str, message: str) -> None:
     """Kubernetes reads the container's termination message from this file; Argo makes it the node's message."""
+    if path == TERMINATION_LOG and not Path(path).exists():  # not in a pod (the kubelet creates it): leave /dev alone
+        return
     try:
         Path(path).write_text(message, encoding="utf-8")
     except OSError as exc:  # locally, or a read-only root: the log line below still says it

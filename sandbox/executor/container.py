@@ -63,6 +63,7 @@ class ContainerRunner:
             argv = [pod.localize(part) for part in command]
             node = self.processes.run(argv, pod.environment, pod.directory, display, str(template["name"]), timeout_s,
                                       len(attempts), exit_handler)
+            _add_termination_message(node, container, pod.termination_file)
             self._read_outputs(node, template, attempt_variables, where)  # the wait container: parameters, ...
             save_output_artifacts(node, template, attempt_variables, self.cluster.artifact_repository, where)
             attempts.append(node)
@@ -120,6 +121,21 @@ class ContainerRunner:
                     node.message = (f"Error (exit code 1): open /var/run/argo/outputs/parameters{path}: no such file "
                                     f"or directory")
                 return
+
+
+def _add_termination_message(node: NodeResult, container: dict[str, Any], termination_file: Path | None) -> None:
+    """A main container that exited non-zero: Argo's node message is `Error (exit code N): <termination message>`
+    (operator.go inferFailedReason). The kubelet reads the message from the terminationMessagePath file, or,
+    with FallbackToLogsOnError and an empty file, from the log's last 80 lines / 2048 bytes."""
+    if node.phase is not Phase.FAILED or node.message != f"Error (exit code {node.exit_code})":
+        return
+    text = ""
+    if termination_file is not None and termination_file.is_file():
+        text = termination_file.read_text(errors="replace")[:4096]  # the kubelet keeps 4096 bytes
+    if not text and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        text = "\n".join(node.log_tail).encode()[-2048:].decode(errors="ignore")
+    if text:
+        node.message = f"{node.message}: {text}"
 
 
 def _timeout(template: dict[str, Any], variables: dict[str, str], where: str) -> float | None:

@@ -9,6 +9,11 @@ fresh directory per attempt (the step image sets HOME=/tmp and WORKDIR /tmp, eac
 and GIT_CONFIG_NOSYSTEM keeps the machine's /etc/gitconfig out as the image has none. So no
 credential, kubeconfig or gitconfig of the person running it leaks into a step.
 
+The termination message: the kubelet gives each container an empty file at its
+`terminationMessagePath` (default /dev/termination-log) and reads it when the container ends; locally
+it is a file in the pod's directory, and that path, wherever it appears in an argument or env value,
+is rewritten to it (as a mount is). rollguard.sandbox.executor.container turns it into the node's message.
+
 Secret volumes: a volume `secret: {secretName: NAME}` mounted at `mountPath` is a copy of the
 directory given for Secret NAME (one file per key, read-only), and every argument or env value
 that starts with the mount path is rewritten to that copy (a local process cannot mount). A
@@ -48,6 +53,7 @@ class Pod:
     directory: Path
     environment: dict[str, str] = field(default_factory=dict)
     mounts: list[tuple[str, Path]] = field(default_factory=list)  # (mountPath, local directory)
+    termination_file: Path | None = None  # the container's terminationMessagePath, locally
 
     def localize(self, value: str) -> str:
         """`value` with a mounted path rewritten to its local directory (the longest mount path first)."""
@@ -66,6 +72,11 @@ def prepare_pod(
     pod = Pod(directory)
     for mount in container.get("volumeMounts") or []:
         pod.mounts.append((str(mount["mountPath"]), _mount(mount, volumes, variables, where, cluster, directory)))
+    if container.get("terminationMessagePath"):
+        path = substitute(yaml_text(container["terminationMessagePath"]), variables, f"{where} terminationMessagePath")
+        pod.termination_file = directory / "termination-log"
+        pod.termination_file.touch()  # the kubelet creates it before the container starts
+        pod.mounts.append((path, pod.termination_file))
     environment = {"PATH": host_environment.get("PATH", os.defpath), **IMAGE_ENVIRONMENT, "HOME": str(directory),
                    "TMPDIR": str(directory), "GIT_CONFIG_NOSYSTEM": "1"}
     for variable in container.get("env") or []:

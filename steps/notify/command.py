@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `rollguard notify`."""
     add_delivery_arguments(parser)
     what = parser.add_argument_group("what happened")
-    add_flag(what, "--outcome", choices=list(OUTCOMES), help="how the release ended (required unless --check)")
+    add_flag(what, "--outcome", help="how the release ended: " + ", ".join(OUTCOMES) + " (required unless --check)")
     add_flag(what, "--verdict-file", help="verdict JSON of `rollguard analyze` (full or summary): verdict, reason, "
                                           "evidence, first breach")  # fmt: skip
     add_flag(what, "--service", help="the service the release was about")
@@ -89,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             log.info("notifications go to %s as %s", target.host, target.format.value)
         return ExitCode.OK
-    if not args.outcome:
-        raise UsageError("--outcome is required (one of " + ", ".join(OUTCOMES) + ")")
+    if args.outcome not in OUTCOMES:
+        shown = f"--outcome {args.outcome!r} is not" if args.outcome else "--outcome is required:"
+        raise UsageError(f"{shown} one of {', '.join(OUTCOMES)}")
     commit = (args.commit or "").strip()
     notice = ReleaseNotice(
         outcome=Outcome(args.outcome),
