@@ -34,7 +34,7 @@ from rollguard.steps.logs import configure
 from rollguard.steps.notify.command import send
 from rollguard.steps.notify.flags import add_delivery_arguments, target_from, workflow_link
 from rollguard.steps.notify.notice import Outcome, ReleaseNotice, commit_link
-from rollguard.steps.options import add_flag, positive_int
+from rollguard.steps.options import UsageError, add_flag, positive_int
 from rollguard.steps.output_files import write_atomically
 
 log = logging.getLogger("rollguard.steps")
@@ -50,6 +50,7 @@ MAX_MESSAGE_CHARS = 1000  # Kubernetes keeps 4096 bytes of a termination message
 SHUTDOWN_MARKS = ("shutdown with strategy", "Stopped with strategy")
 DEADLINE_MARK = "exceeded its deadline"  # Argo's node message past activeDeadlineSeconds
 APPROVAL_STEPS = ("approve",)  # the suspend step's name in canary-release
+PREFLIGHT_STEPS = ("preflight",)  # `rollguard notify --check` beside the first step: before anything changed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,6 +171,10 @@ def decide(kind: str, status: str, failures: list[Failure], evidence: trailers.E
 
 def _unfinished(status: str, failures: list[Failure]) -> Decision:
     leaves = [failure for failure in failures if failure.is_leaf] or failures
+    if leaves and all(failure.step in PREFLIGHT_STEPS for failure in leaves):
+        # Refused before the release touched anything: nothing to roll back (a split someone set stays).
+        return Decision(Outcome.ERROR.value, "the notification settings were refused before the release started "
+                                             f"({leaves[0].message}); nothing was changed")
     stopped = next((f for f in leaves if any(mark in f.message for mark in SHUTDOWN_MARKS)), None)
     if stopped is not None:
         return Decision(Outcome.ABORTED.value, f"stopped (argo stop) during {stopped.step or 'the release'}", True)
@@ -241,7 +246,11 @@ def _termination_message(path: str, message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Decide, roll back if unfinished, notify, and exit so that Argo's phase tells the outcome."""
     configure("finish", verbose=args.verbose)
-    target = target_from(args)
+    try:
+        target = target_from(args)
+    except UsageError as exc:  # a rollback must never wait on the notification's settings
+        log.error("no notification: %s", exc)
+        target = None
     evidence = trailers.evidence_from_verdict_json(parse_json(args.verdict_json))
     weight = _weight(args.canary_weight)
     status = known(args.workflow_status)

@@ -175,7 +175,18 @@ def test_promoted_passed_and_skipped(remote: Path, tmp_path: Path) -> None:
     assert (tmp_path / "outcome").read_text() == "skipped"
 
 
-def test_a_bad_notify_url_is_refused_before_anything(remote: Path, tmp_path: Path) -> None:
-    head = remote_head(remote)
+def test_a_bad_notify_url_never_stops_the_rollback(remote: Path, tmp_path: Path, capsys) -> None:
     code = finish(remote, tmp_path, "--workflow-status", "Failed", "--notify-url", "ftp://x.example/hook")
-    assert code == ExitCode.USAGE and remote_head(remote) == head
+    assert code == ExitCode.OK and read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
+    assert "no notification: the notify URL from --notify-url is not http(s)" in capsys.readouterr().err
+
+
+def test_a_release_refused_at_its_preflight_changes_nothing(remote: Path, tmp_path: Path) -> None:
+    head = remote_head(remote)
+    failures = json.dumps([{"displayName": "preflight", "templateName": "notify", "phase": "Failed",
+                            "message": "Error (exit code 2)", "finishedAt": "t"},
+                           {"displayName": "release", "templateName": "release", "phase": "Failed",
+                            "message": "child 'x' failed", "finishedAt": "u"}])  # fmt: skip
+    code = finish(remote, tmp_path, "--workflow-status", "Failed", "--workflow-failures", failures)
+    assert code == ExitCode.OK and remote_head(remote) == head  # a split someone set is not rolled back
+    assert (tmp_path / "outcome").read_text() == "error"

@@ -141,6 +141,7 @@ class LocalExecutor:
             "workflow.serviceAccountName": "local",
             "workflow.status": "Running",  # until the entrypoint ends; the exit handler sees the outcome
         })
+        self.on_event(Event(EventKind.NOTE, "", f"workflow {workflow_name} ({where})"))
         for note in self.library.ignored_fields:
             self.on_event(Event(EventKind.NOTE, "", f"no local meaning, not used: {note}"))
         self._workflow_name = workflow_name
