@@ -69,7 +69,8 @@ class ContainerRunner:
             attempts.append(node)
             if strategy is None:
                 return node
-            decision = strategy.after(attempts, None if exit_handler else self.workflow_deadline)
+            decision = strategy.after(attempts, None if exit_handler else self.workflow_deadline,
+                                      self.processes.shutdown_strategy)
             if not decision.retry:
                 if decision.message is not None:
                     node.message = decision.message

@@ -65,6 +65,11 @@ class StepProcesses:
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
 
+    @property
+    def shutdown_strategy(self) -> str | None:
+        """"Stop" or "Terminate" once the workflow is shut down, else None."""
+        return self._shutdown
+
     def deadline_passed(self) -> bool:
         """True once the workflow's deadline has passed."""
         return self._deadline_passed.is_set()
