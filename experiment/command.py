@@ -40,7 +40,7 @@ MODES = ("automated", "manual")
 JUDGES = ("statistical", "threshold", "both")
 TARGETS = ("sandbox", "cluster")
 BACKGROUND_ERROR_RATE = 0.005  # the "little background noise" healthy canaries must survive
-_DEMO_ONLY = {"--scenario", "--report-dir", "-h"}
+_DEMO_ONLY = {"--scenario", "--report-dir", "-h", "--notify-url", "--notify-format"}  # no webhook per experiment run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

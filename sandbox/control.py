@@ -1,8 +1,10 @@
 """Start or stop the local sandbox for exploration: `rollguard sandbox up`, then `rollguard sandbox down`.
 
 `up` starts the GitOps remote, the stable and canary apps, the mesh router, Prometheus (with the
-paging alert rules) and, unless --rps 0, steady load; prints their URLs; and returns, leaving them
-running. Their process ids are kept in DIR/state.json, which `down` reads to stop every one of them.
+paging alert rules), the workflow-metrics endpoint (Argo's controller /metrics, which Prometheus
+scrapes: `run-local --metrics-url` sends a run's template metrics there) and, unless --rps 0,
+steady load; prints their URLs; and returns, leaving them running. Their process ids are kept in
+DIR/state.json, which `down` reads to stop every one of them.
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def up(args: argparse.Namespace) -> int:
           f"-p repo={state['urls']['git_remote']} -p path=k8s/istio.yml -p virtual-service=podinfo "
           f"-p namespace=demo -p service=podinfo -p stable-version=v1 -p canary-version=v2 "
           f"-p prometheus-url={state['urls']['prometheus']} -p interval=1s -p duration=20s -p window=10s "
-          "-p min-requests=20")
+          f"-p min-requests=20 --metrics-url {state['urls']['workflow_metrics']}")
+    print("  (add -p approval=true to wait for an approval: run-local prints how to resume it)")
     print(f"stop it with: rollguard sandbox down --dir {args.dir}")
     return ExitCode.OK
 

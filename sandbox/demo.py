@@ -35,6 +35,7 @@ from rollguard.sandbox.environment import Sandbox, start_sandbox
 from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.loader import Library
 from rollguard.sandbox.executor.local_cluster import LocalCluster
+from rollguard.sandbox.executor.metrics import RemoteMetrics
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.git_http_remote import GitHttpRemote
@@ -95,6 +96,8 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
         "verdict-file": str(run_dir / "verdict.json"),
         "result-file": str(run_dir / "step-result.json"),
         "commit-file": str(run_dir / "step-commit.txt"),
+        "notify-url": settings.notify_url,
+        "notify-format": settings.notify_format,
     }
     values: dict[str, str] = {}
     for name, parameter in declared.items():
@@ -118,8 +121,10 @@ def run_release(
 ) -> WorkflowResult:
     """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies."""
     # The sandbox is its own cluster: its mutexes are its own (a parallel demo is another cluster)
+    # Its template metrics go to the sandbox's stand-in of the controller's /metrics, which Prometheus scrapes.
+    metrics = RemoteMetrics(sandbox.workflow_metrics_url) if sandbox.workflow_metrics_url else None
     executor = LocalExecutor(library, on_event=progress.event, work_dir=run_dir / "pods",
-                             cluster=LocalCluster(lock_dir=run_dir / "locks"), image=image)
+                             cluster=LocalCluster(lock_dir=run_dir / "locks"), image=image, metrics=metrics)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -249,7 +254,9 @@ def run_demo(
     results_path = append_result(settings.report_dir, result)
     print_summary(console, result, results_path)
     if workflow.phase is not Phase.SUCCEEDED:
-        console.print(Text(f"workflow ended {workflow.phase.value}: {workflow.message}", style="yellow"))
+        # A rolled-back release ends Failed on purpose (fail-on-rollback): its message says why.
+        style = "" if "canary rolled back:" in workflow.message else "yellow"
+        console.print(Text(f"workflow ended {workflow.phase.value}: {workflow.message}", style=style))
     return result
 
 

@@ -11,6 +11,8 @@ from rollguard.sandbox.alert_rules import AlertSettings
 from rollguard.sandbox.demo_app import Behaviour
 from rollguard.sandbox.environment import SandboxSettings
 from rollguard.sandbox.scenarios import SCENARIOS
+from rollguard.steps.notify.delivery import NotifyConfigError, check_url
+from rollguard.steps.notify.formats import FORMATS
 from rollguard.steps.options import (
     UsageError,
     add_flag,
@@ -52,6 +54,8 @@ class DemoSettings:
     judge: str = "statistical"
     protocol: str = "http"  # what the users speak: http or grpc
     step_image: Path | None = None  # run the steps inside this step image archive (root only)
+    notify_url: str = ""  # the release's notification goes here (the workflow's exit handler sends it)
+    notify_format: str = "auto"
 
     def sandbox_settings(self, workdir: Path, seed: int | None = None) -> SandboxSettings:
         """The sandbox these settings run in: scrape, sync delay, router port, and the paging alerts."""
@@ -105,6 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="run every workflow step inside this step image archive (./run.sh image; needs root)")
     add_flag(parser, "--workflow-dir", type=Path,
              help="directory with the rendered canary-release.yaml (default: the installed workflows)")
+    add_flag(parser, "--notify-url",
+             help="webhook the release's notification goes to (the workflow's exit handler posts it), http(s)")
+    add_flag(parser, "--notify-format", default="auto", choices=list(FORMATS),
+             help="json, slack, teams; auto: from the URL's host")
 
 
 def non_negative_duration(text: str) -> float:
@@ -122,6 +130,12 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
     if args.rps <= 0:
         raise UsageError("--rps must be greater than zero")
     parse_schedule(args.schedule)  # UsageError naming --schedule
+    notify_url = getattr(args, "notify_url", None) or ""
+    if notify_url:
+        try:
+            notify_url = check_url(notify_url, "--notify-url")  # before anything starts; the URL is never printed
+        except NotifyConfigError as exc:
+            raise UsageError(str(exc)) from None
     report_dir = args.report_dir or Path("reports") / time.strftime("demo-%Y%m%d-%H%M%S")
     return DemoSettings(
         scenario=args.scenario, report_dir=report_dir, rps=args.rps, interval_s=args.interval,
@@ -131,4 +145,5 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         sync_delay_s=args.sync_delay, scrape_interval_s=args.scrape_interval, seed=args.seed,
         workflow_dir=args.workflow_dir, router_port=args.router_port,
         background_error_rate=args.background_error_rate, protocol=args.protocol, step_image=args.step_image,
+        notify_url=notify_url, notify_format=getattr(args, "notify_format", None) or "auto",
     )

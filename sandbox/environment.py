@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ROUTER_JOB = "mesh-router"
 CANARY_APP = "app-canary"  # the canary app's name among the supervised processes
+WORKFLOW_METRICS_JOB = "argo-workflows"  # the Argo controller's /metrics, where template metrics appear
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Sandbox:
     stable_url: str
     canary_url: str
     prometheus: PrometheusServer
+    workflow_metrics_url: str = ""  # the executor's template metrics (POST /emit, GET /metrics)
     load: Child | None = None
     router_grpc: str | None = None  # host:port of the router's gRPC relay, when the users speak gRPC
 
@@ -84,6 +86,7 @@ class Sandbox:
             "git_remote": self.remote.url,
             "stable_app": self.stable_url,
             "canary_app": self.canary_url,
+            "workflow_metrics": self.workflow_metrics_url,
         }
         if self.router_grpc is not None:
             urls["router_grpc"] = self.router_grpc
@@ -178,7 +181,9 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
             raise SandboxError(f"{name}: port {port} on 127.0.0.1 is already in use; stop what listens there or "
                                "leave the port out to get a free one")
     rules = write_rules(workdir / "alert-rules.yml", settings.alert)
-    prometheus = PrometheusServer([ScrapeJob(ROUTER_JOB, [f"127.0.0.1:{router_port}"])],
+    metrics_port = free_port()
+    prometheus = PrometheusServer([ScrapeJob(ROUTER_JOB, [f"127.0.0.1:{router_port}"]),
+                                   ScrapeJob(WORKFLOW_METRICS_JOB, [f"127.0.0.1:{metrics_port}"])],
                                   scrape_interval_s=settings.scrape_interval_s,
                                   evaluation_interval_s=settings.scrape_interval_s, rule_files=[rules],
                                   port=settings.prometheus_port, workdir=workdir / "prometheus",
@@ -229,8 +234,12 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
          "--sync-delay", f"{settings.sync_delay_s:g}", *argocd, *relay, *seed],
         port=router_port, health_url=f"{router_url}/healthz", deadline_s=settings.start_timeout_s,
     )
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    supervisor.start("workflow-metrics", [python, "-m", "rollguard.sandbox.workflow_metrics", "--port",
+                                          str(metrics_port)],
+                     port=metrics_port, health_url=f"{metrics_url}/healthz", deadline_s=settings.start_timeout_s)
     sandbox = Sandbox(settings, supervisor, remote, router_url, app_urls["stable"], app_urls["canary"], prometheus,
-                      router_grpc=router_grpc)
+                      metrics_url, router_grpc=router_grpc)
     _wait_first_scrape(sandbox, settings.start_timeout_s)
     return sandbox
 

@@ -8,28 +8,38 @@ implement stops the run before anything starts, naming the feature and the templ
 WorkflowTemplates referenced with templateRef are loaded from the same directory (and --templates).
 With --step-image, each container step runs inside the built step image instead, as its user, with
 the step's fresh directory as its /tmp (rollguard.sandbox.step_image_run).
+
+A `suspend` step (the release's approval) waits for a resume: `--approve` answers it at once,
+`--approve-after DURATION` after a while; otherwise `rollguard run-local --resume NAME` from another
+shell (or SIGUSR1 to this process). `--stop NAME` / `--terminate NAME` (or SIGUSR2 for stop; Ctrl-C
+terminates) are `argo stop` / `argo terminate`. NAME is printed when the run starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from rollguard.sandbox.executor.control import ACTIONS, RunControl, default_control_dir, request
 from rollguard.sandbox.executor.errors import ExecutorError, UnsupportedFeature
 from rollguard.sandbox.executor.loader import Library, load_files
 from rollguard.sandbox.executor.local_cluster import LocalCluster, default_lock_dir, parse_object_directories
+from rollguard.sandbox.executor.metrics import RemoteMetrics
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.step_image import StepImageError, open_step_image
 from rollguard.sandbox.step_image_run import ImageSteps
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.options import UsageError
+from rollguard.steps.options import UsageError, parse_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `rollguard run-local`."""
-    parser.add_argument("template_file", type=Path, metavar="TEMPLATE.yaml",
+    parser.add_argument("template_file", type=Path, metavar="TEMPLATE.yaml", nargs="?",
                         help="rendered WorkflowTemplate (or Workflow) YAML to run")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
                         help="workflow parameter, like `argo submit -p`; repeat for several")
@@ -48,6 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-dir", type=Path, default=default_lock_dir(), metavar="DIR",
                         help="where synchronization mutexes are held as file locks, shared by every run on this "
                              "machine like one Argo controller's (default: %(default)s)")
+    approval = parser.add_argument_group("suspend steps (approvals), stop and terminate")
+    approval.add_argument("--approve", action="store_true", help="answer every suspend step (approval) at once")
+    approval.add_argument("--approve-after", metavar="DURATION",
+                          help="answer every suspend step after DURATION (e.g. 30s); without --approve or this, a "
+                               "suspend step waits for --resume NAME or SIGUSR1")
+    approval.add_argument("--control-dir", type=Path, default=default_control_dir(), metavar="DIR",
+                          help="where a run listens for --resume/--stop/--terminate (default: %(default)s)")
+    for action, text in (("resume", "resume the suspended steps of the running local workflow NAME (argo resume)"),
+                         ("stop", "stop NAME: running steps stopped, the exit handler runs (argo stop)"),
+                         ("terminate", "terminate NAME: everything stopped, no exit handler (argo terminate)")):
+        approval.add_argument(f"--{action}", metavar="NAME", help=text)
+    parser.add_argument("--metrics-url", metavar="URL",
+                        help="send the templates' metrics to this endpoint (`rollguard sandbox up` prints it as "
+                             "workflow_metrics; its Prometheus scrapes them)")
     parser.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                         help="keep each step's fresh working directory (its HOME) under DIR (default: a temporary "
                              "directory, removed after the run)")
@@ -118,9 +142,56 @@ def exit_code_of(result: WorkflowResult) -> int:
     return ExitCode.ERROR
 
 
+def _control(args: argparse.Namespace) -> RunControl:
+    """The run's resume/stop/terminate control from the flags; UsageError for contradicting ones."""
+    if args.approve and args.approve_after:
+        raise UsageError("give --approve or --approve-after, not both")
+    approve_after_s: float | None = 0.0 if args.approve else None
+    if args.approve_after:
+        try:
+            approve_after_s = parse_duration(args.approve_after)
+        except ValueError as exc:
+            raise UsageError(f"--approve-after: {exc}") from None
+    return RunControl(approve_after_s=approve_after_s, control_dir=args.control_dir)
+
+
+def _listen_for_signals(control: RunControl) -> None:
+    """SIGUSR1 resumes the suspended steps, SIGUSR2 stops the workflow (Ctrl-C still terminates it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: control.resume())
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: control.stop())
+
+
+def _ask_running_workflow(args: argparse.Namespace) -> int | None:
+    """`--resume/--stop/--terminate NAME`: leave the request for the running workflow; None when none was asked."""
+    asked = [(action, getattr(args, action)) for action in ACTIONS if getattr(args, action)]
+    if not asked:
+        return None
+    if len(asked) > 1 or args.template_file is not None:
+        raise UsageError("--resume, --stop and --terminate take a workflow's NAME alone, without a TEMPLATE.yaml")
+    action, name = asked[0]
+    try:
+        request(args.control_dir, name, action)
+    except ExecutorError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"asked local workflow {name} to {action}", flush=True)
+    return ExitCode.OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Load, check and run the workflow; print its outcome."""
+    asked = _ask_running_workflow(args)
+    if asked is not None:
+        return asked
+    if args.template_file is None:
+        raise UsageError("give the TEMPLATE.yaml to run (or --resume/--stop/--terminate NAME)")
     parameters = parse_parameters(args.parameter)
+    control = _control(args)
+    if args.metrics_url and urlsplit(args.metrics_url).scheme not in ("http", "https"):
+        raise UsageError(f"--metrics-url {args.metrics_url!r} is not an http(s) URL")
+    metrics = RemoteMetrics(args.metrics_url) if args.metrics_url else None
+    _listen_for_signals(control)
     try:
         if args.artifact_repository is not None and not args.artifact_repository.is_dir():
             raise UsageError(f"--artifact-repository {args.artifact_repository}: no such directory; create it first")
@@ -132,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
         if args.bind and args.step_image is None:
             raise UsageError("--bind needs --step-image (without it the steps see this machine's files anyway)")
         image = None if args.step_image is None else ImageSteps(open_step_image(args.step_image), binds=args.bind)
-        executor = LocalExecutor(library, cluster=cluster, work_dir=args.work_dir, image=image)
+        executor = LocalExecutor(library, cluster=cluster, work_dir=args.work_dir, image=image, control=control,
+                                 metrics=metrics)
         result = executor.run(name, parameters)
     except (ExecutorError, StepImageError) as exc:
         print(f"rollguard run-local: error: {exc}", file=sys.stderr)

@@ -122,6 +122,7 @@ def test_the_hook_passes_every_required_parameter_and_only_known_ones() -> None:
         == application["spec"]["destination"]["namespace"]
     )
     assert given["live-patch"] == "true"
+    assert given["fail-on-rollback"] == "false"  # a rollback must not fail the sync (argocd/README.md)
 
 
 def test_rbac_is_namespaced_and_limited_to_the_one_virtualservice_and_application() -> None:
@@ -158,7 +159,7 @@ def test_rbac_is_namespaced_and_limited_to_the_one_virtualservice_and_applicatio
 
 
 def test_the_secret_template_is_what_the_steps_read_and_is_not_installed_by_kustomize() -> None:
-    secret = one("Secret")
+    secret = load_all(ARGOCD / "git-credentials.secret.yaml")[0]
     for name in ("rollguard-steps", "canary-release", "canary-analysis"):
         spec = load_all(REPO / "workflows" / f"{name}.yaml")[0]["spec"]
         git_steps = [t for t in spec["templates"] if t["name"] in ("deploy", "promote", "rollback", "status")]
@@ -174,6 +175,17 @@ def test_the_secret_template_is_what_the_steps_read_and_is_not_installed_by_kust
             assert arguments["git-secret"]["value"] == secret["metadata"]["name"]
     assert set(secret["stringData"]) == {"token"}
     assert "git-credentials" not in (ARGOCD / "kustomization.yaml").read_text(encoding="utf-8").split("resources:")[1]
+
+
+def test_the_notify_secret_template_is_what_the_exit_handler_mounts() -> None:
+    secret = load_all(ARGOCD / "notify-webhook.secret.yaml")[0]
+    assert set(secret["stringData"]) == {"url"} and secret["metadata"]["namespace"] == "demo"
+    for name in ("canary-release", "canary-analysis"):
+        spec = load_all(REPO / "workflows" / f"{name}.yaml")[0]["spec"]
+        arguments = {p["name"]: p for p in spec["arguments"]["parameters"]}
+        assert arguments["notify-secret"]["value"] == secret["metadata"]["name"]
+        assert arguments["notify-url-file"]["value"].endswith("/url")  # the Secret's key, mounted as a file
+    assert "notify-webhook" not in (ARGOCD / "kustomization.yaml").read_text(encoding="utf-8")
 
 
 def resolve(folder: Path) -> list[dict[str, Any]]:

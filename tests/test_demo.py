@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from webhook_server import webhook_server
 
 from rollguard.experiment.records import load_results
 from rollguard.sandbox.git_remote import GitRemote
@@ -105,15 +106,30 @@ def test_faulty_canary_is_rolled_back_with_evidence(tmp_path: Path) -> None:
     assert records[0].run == 1 and records[0].breach_to_cut_s() == pytest.approx(run["breach_to_cut_s"], abs=0.01)
 
 
-def test_slow_canary_is_rolled_back(tmp_path: Path) -> None:
-    completed = demo(tmp_path, "--scenario", "slow", "--schedule", "10,100", *FAST)
+def test_slow_canary_is_rolled_back_and_the_notification_reaches_a_real_server(tmp_path: Path) -> None:
+    with webhook_server() as server:  # `rollguard demo --notify-url`: the workflow's exit handler posts it
+        completed = demo(tmp_path, "--scenario", "slow", "--schedule", "10,100", "--notify-url", server.url(),
+                         "--notify-format", "teams", *FAST)  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     run, run_dir = only_run(tmp_path)
     assert run["outcome"] == "rolled_back"
     assert run["failed_check"]["metric"] == "canary_p99_latency_ms"
     assert run["traffic_cut"] > run["fault_start"]
-    (_, message), *_ = GitRemote(run_dir / "sandbox" / "gitops.git").log()
+    (sha, message), *_ = GitRemote(run_dir / "sandbox" / "gitops.git").log()
     assert "canary_p99_latency_ms" in message
+    (received,) = server.received
+    card = received.json()["attachments"][0]["content"]
+    facts = {fact["title"]: fact["value"] for fact in card["body"][2]["facts"]}
+    assert card["body"][0]["text"] == "Canary rolled back: podinfo in demo (canary at 0 %)"
+    assert facts["Commit"] == sha[:7] and facts["Evidence"].startswith("canary_p99_latency_ms")
+    assert "SECRET" not in completed.stdout + completed.stderr  # the URL is never printed
+
+
+def test_a_bad_notify_url_is_a_usage_error_before_anything_starts(tmp_path: Path) -> None:
+    completed = demo(tmp_path, "--notify-url", "ftp://hooks.example.com/XXXXSECRETXXXX")
+    assert completed.returncode == 2
+    assert "the notify URL from --notify-url is not http(s) (scheme 'ftp')" in completed.stderr
+    assert "SECRET" not in completed.stderr and not list(tmp_path.glob("run-*"))
 
 
 def test_grpc_canary_failing_with_unavailable_is_rolled_back(tmp_path: Path) -> None:

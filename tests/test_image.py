@@ -32,6 +32,9 @@ STEP_MODULES = [
     "rollguard.steps.rollback",
     "rollguard.steps.status",
     "rollguard.steps.schedule",
+    "rollguard.steps.notify.command",
+    "rollguard.steps.history",
+    "rollguard.steps.finish",
 ]
 # kubernetes.dynamic imports kubernetes_validate when it happens to be installed (a test tool here).
 OPTIONAL_IMPORTS = {"kubernetes-validate"}

@@ -9,6 +9,7 @@ import argparse
 import copy
 import importlib
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -167,7 +168,8 @@ def test_output_parameters_read_the_files_named_by_input_parameters(docs: dict[s
     assert '"verdict": "error"' in analyze["verdict-json"]["default"]
     assert isinstance(read_text(analyze["verdict-json"]["default"], "default"), NoVerdict)
     status = steps["status"]["outputs"]["parameters"]
-    assert status == [{"name": "canary-weight", "valueFrom": {"path": "{{inputs.parameters.canary-weight-file}}"}}]
+    assert status == [{"name": "canary-weight", "globalName": "canary-weight",
+                       "valueFrom": {"path": "{{inputs.parameters.canary-weight-file}}"}}]  # fmt: skip
     reason = steps["rollback"]["inputs"]["artifacts"][0]
     assert reason["path"] == "{{inputs.parameters.reason-file}}"
     assert reason["raw"] == {"data": "{{inputs.parameters.verdict-json}}"}
@@ -241,18 +243,19 @@ def test_git_steps_read_and_mount_the_secret_named_by_a_parameter(docs: dict[str
         container = template["container"]
         inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
         env = {e["name"]: e for e in container["env"]}
-        if template["name"] not in ("deploy", "promote", "rollback", "status"):
-            assert "git-secret" not in inputs and "ROLLGUARD_GIT_TOKEN" not in env and "volumes" not in template, name
+        if template["name"] not in ("deploy", "promote", "rollback", "status", "finish"):
+            assert "git-secret" not in inputs and "ROLLGUARD_GIT_TOKEN" not in env, name
             continue
         assert inputs["git-secret"]["default"] == "rollguard-git", name
         assert env["ROLLGUARD_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
             "name": "{{inputs.parameters.git-secret}}", "key": "token", "optional": True}  # fmt: skip
         # The same Secret as files, where --git-token-file / --git-ssh-key-file can point; optional, so a
         # missing Secret (token in the environment, or a public repository) does not stop the pod.
-        assert template["volumes"] == [
-            {"name": "git-credentials", "secret": {"secretName": "{{inputs.parameters.git-secret}}", "optional": True}}
-        ], name
-        assert container["volumeMounts"] == [{"name": "git-credentials", "mountPath": GIT_MOUNT, "readOnly": True}]
+        assert template["volumes"][0] == {
+            "name": "git-credentials", "secret": {"secretName": "{{inputs.parameters.git-secret}}", "optional": True}
+        }, name  # fmt: skip
+        assert container["volumeMounts"][0] == {"name": "git-credentials", "mountPath": GIT_MOUNT, "readOnly": True}
+        assert env["ROLLGUARD_WORKFLOW_NAME"] == {"name": "ROLLGUARD_WORKFLOW_NAME", "value": "{{workflow.name}}"}
     for workflow in ("canary-release", "canary-analysis"):
         arguments = {p["name"]: p for p in docs[workflow]["spec"]["arguments"]["parameters"]}
         assert arguments["git-secret"]["value"] == "rollguard-git"
@@ -264,11 +267,13 @@ def test_the_shipped_workflows_carry_the_same_container_templates_as_rollguard_s
     docs: dict[str, dict[str, Any]],
 ) -> None:
     library = templates_by_name(docs["rollguard-steps"])
+    assert "finish" not in library  # the exit handler reads its own workflow's global outputs
     for workflow, commands in (("canary-release", RELEASE_COMMANDS), ("canary-analysis", ANALYSIS_COMMANDS)):
         own = {name: t for name, t in templates_by_name(docs[workflow]).items() if "container" in t}
         assert sorted(own) == sorted(commands)
         for name, template in own.items():
-            assert template == library[name], f"{workflow}/{name} differs from rollguard-steps/{name}"
+            if name != "finish":
+                assert template == library[name], f"{workflow}/{name} differs from rollguard-steps/{name}"
 
 
 def test_no_templateref_in_the_shipped_workflows_and_no_steps_argument_to_any_templateref(
@@ -383,8 +388,8 @@ def test_every_reference_resolves(docs: dict[str, dict[str, Any]], workflow: str
                 text = repr(step)
                 for reference in REFERENCE.findall(text):
                     kind, _, rest = reference.partition(".")
-                    if reference == "workflow.status":
-                        assert template["name"] == document["spec"]["onExit"]
+                    if reference == "workflow.name":
+                        continue
                     elif kind == "workflow":
                         assert rest.removeprefix("parameters.") in declared, reference
                     elif kind == "inputs":
@@ -396,30 +401,46 @@ def test_every_reference_resolves(docs: dict[str, dict[str, Any]], workflow: str
                         pytest.fail(f"unexpected reference {{{{{reference}}}}} in {workflow}")
             for step in group:
                 earlier[step["name"]] = outputs_of(step)
+    # The exit handler reads Argo's end state and the global outputs some step declares.
+    finish = own[document["spec"]["onExit"]]
+    exported = {p["globalName"] for t in own.values() for p in (t.get("outputs") or {}).get("parameters") or []
+                if "globalName" in p}  # fmt: skip
+    for variable in finish["container"]["env"]:
+        for reference in REFERENCE.findall(str(variable.get("value", ""))):
+            if reference.startswith("workflow.outputs.parameters."):
+                assert reference.removeprefix("workflow.outputs.parameters.") in exported, reference
+            else:
+                assert reference in ("workflow.status", "workflow.failures", "workflow.name") or (
+                    reference.startswith("inputs.parameters.")), reference
 
 
 def test_release_shape_entrypoint_exit_handler_and_recursion(docs: dict[str, dict[str, Any]]) -> None:
     spec = docs["canary-release"]["spec"]
-    assert (spec["entrypoint"], spec["onExit"], spec["serviceAccountName"]) == ("release", "on-exit", "rollguard")
+    assert (spec["entrypoint"], spec["onExit"], spec["serviceAccountName"]) == ("release", "finish", "rollguard")
     own = templates_by_name(docs["canary-release"])
-    assert [[s["name"] for s in group] for group in own["release"]["steps"]] == [["plan"], ["deploy"], ["judge"]]
+    assert [[s["name"] for s in group] for group in own["release"]["steps"]] == [
+        ["plan", "preflight"], ["deploy"], ["judge"]]  # fmt: skip
     assert [[s["name"] for s in group] for group in own["judge"]["steps"]] == [
         ["analyze"],
         ["rollback", "rollback-inconclusive", "advance", "advance-inconclusive"],
     ]
-    assert [[s["name"] for s in group] for group in own["advance"]["steps"]] == [["plan"], ["promote"], ["judge"]]
+    assert [[s["name"] for s in group] for group in own["advance"]["steps"]] == [
+        ["plan"], ["approve"], ["promote"], ["judge"]]  # fmt: skip
     assert step_named(own["judge"], "analyze")["continueOn"] == {"failed": True}
     assert step_named(own["advance"], "judge")["template"] == "judge"  # the recursion over the schedule
     assert step_named(own["advance"], "judge")["when"] == "{{steps.plan.outputs.parameters.weight}} < 100"
-    exit_step = step_named(own["on-exit"], "rollback-unfinished")
-    assert exit_step["when"] == "'{{workflow.status}}' != 'Succeeded'"
-    assert exit_step["template"] == "rollback"
+    # The exit handler is one container (its termination message becomes the workflow's message), not retried.
+    finish = own["finish"]
+    assert finish["container"]["command"] == ["rollguard", "finish"] and "retryStrategy" not in finish
+    assert finish["container"]["terminationMessagePath"] == "{{inputs.parameters.termination-message-file}}"
+    assert finish["container"]["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_analysis_shape_skips_when_the_canary_has_no_traffic(docs: dict[str, dict[str, Any]]) -> None:
     spec = docs["canary-analysis"]["spec"]
-    assert (spec["entrypoint"], spec["onExit"]) == ("analysis", "on-exit")
+    assert (spec["entrypoint"], spec["onExit"]) == ("analysis", "finish")
     own = templates_by_name(docs["canary-analysis"])
+    assert [[s["name"] for s in group] for group in own["analysis"]["steps"]] == [["status", "preflight"], ["judge"]]
     judge = step_named(own["analysis"], "judge")
     assert judge["when"] == "{{steps.status.outputs.parameters.canary-weight}} > 0"
     assert [[s["name"] for s in group] for group in own["judge"]["steps"]] == [
@@ -561,3 +582,139 @@ def test_hera_users_pass_their_own_image_and_defaults() -> None:
         p for p in built["canary-analysis"]["spec"]["arguments"]["parameters"] if p["name"] == "on-inconclusive"
     )
     assert policy["value"] == "stop"
+
+
+# --- operating releases: exit handler, global outputs, approval, notification, metrics ---------------
+
+
+def test_the_exit_handler_sees_the_release_through_global_outputs(docs: dict[str, dict[str, Any]]) -> None:
+    for workflow, kind in (("canary-release", "release"), ("canary-analysis", "analysis")):
+        own = templates_by_name(docs[workflow])
+        exported = {(name, p["name"]): p["globalName"] for name, t in own.items()
+                    for p in (t.get("outputs") or {}).get("parameters") or [] if "globalName" in p}  # fmt: skip
+        assert exported[("analyze", "verdict-json")] == "verdict-json"
+        assert exported[("rollback", "result")] == "rollback-result"
+        finish = own["finish"]
+        env = {e["name"]: e.get("value") for e in finish["container"]["env"]}
+        assert env["ROLLGUARD_WORKFLOW_STATUS"] == "{{workflow.status}}"
+        assert env["ROLLGUARD_WORKFLOW_FAILURES"] == "{{workflow.failures}}"
+        assert env["ROLLGUARD_VERDICT_JSON"] == "{{workflow.outputs.parameters.verdict-json}}"
+        assert env["ROLLGUARD_ROLLBACK_RESULT"] == "{{workflow.outputs.parameters.rollback-result}}"
+        assert (env["ROLLGUARD_REASON_FILE"], env["ROLLGUARD_REASON"]) == ("", "")  # the exit handler says why itself
+        inputs = {p["name"]: p for p in finish["inputs"]["parameters"]}
+        assert inputs["kind"]["default"] == kind
+        arguments = {p["name"] for p in docs[workflow]["spec"]["arguments"]["parameters"]}
+        # Argo gives the exit template the workflow's arguments: every input is one, or has a default.
+        assert all(name in arguments or "default" in p for name, p in inputs.items()), workflow
+        if workflow == "canary-release":
+            assert exported[("deploy", "commit")] == exported[("promote", "commit")] == "release-commit"
+            assert exported[("next-weight", "weight")] == "canary-weight"
+            assert env["ROLLGUARD_RELEASE_COMMIT"] == "{{workflow.outputs.parameters.release-commit}}"
+        else:
+            assert exported[("status", "canary-weight")] == "canary-weight"
+            assert env["ROLLGUARD_RELEASE_COMMIT"] == ""  # nothing in canary-analysis deploys or promotes
+
+
+def test_a_rolled_back_release_fails_by_default_and_the_old_behaviour_is_a_parameter(
+    docs: dict[str, dict[str, Any]],
+) -> None:
+    for workflow in ("canary-release", "canary-analysis"):
+        arguments = {p["name"]: p for p in docs[workflow]["spec"]["arguments"]["parameters"]}
+        assert (arguments["fail-on-rollback"]["value"], arguments["fail-on-rollback"]["enum"]) == (
+            "true", ["true", "false"])  # fmt: skip
+        assert arguments["termination-message-file"]["value"] == "/dev/termination-log"
+        assert arguments["notify-secret"]["value"] == "rollguard-notify"
+        assert arguments["notify-url-file"]["value"] == "/var/run/secrets/rollguard/notify/url"
+
+
+def test_the_preflight_checks_the_notification_settings_before_deploy(docs: dict[str, dict[str, Any]]) -> None:
+    for workflow, entry in (("canary-release", "release"), ("canary-analysis", "analysis")):
+        own = templates_by_name(docs[workflow])
+        preflight = step_named(own[entry], "preflight")
+        given = {p["name"]: p["value"] for p in preflight["arguments"]["parameters"]}
+        assert preflight["template"] == "notify" and given["check"] == "true" and given["outcome"] == ""
+        assert given["notify-url"] == "{{workflow.parameters.notify-url}}"
+        assert own[entry]["steps"][0][1] is preflight  # beside the first step: it costs no time
+        volumes = {v["name"]: v for v in own["notify"]["volumes"]}
+        assert volumes["notify-url"]["secret"] == {"secretName": "{{inputs.parameters.notify-secret}}",
+                                                   "optional": True}  # fmt: skip
+        assert {"name": "notify-url", "mountPath": "/var/run/secrets/rollguard/notify", "readOnly": True} in (
+            own["notify"]["container"]["volumeMounts"])
+
+
+def approval_taken(condition: str, every: str, final: str, weight: int) -> bool:
+    """Argo's `when` for the approval, evaluated as govaluate would: `||`, `&&`, parentheses, quoted strings."""
+    text = condition.replace("{{workflow.parameters.approval-every-step}}", every)
+    text = text.replace("{{workflow.parameters.approval}}", final)
+    text = text.replace("{{steps.plan.outputs.parameters.weight}}", str(weight))
+    assert re.fullmatch(r"[\w\s'=!&|()]+", text), text
+    return bool(eval(text.replace("&&", " and ").replace("||", " or ")))  # only literals are left
+
+
+@pytest.mark.parametrize(
+    ("every", "final", "weight", "waits"),
+    [("false", "false", 50, False), ("false", "false", 100, False), ("false", "true", 50, False),
+     ("false", "true", 100, True), ("true", "false", 50, True), ("true", "true", 100, True)],
+)
+def test_the_approval_waits_before_the_last_or_every_promotion(
+    docs: dict[str, dict[str, Any]], every: str, final: str, weight: int, waits: bool
+) -> None:
+    own = templates_by_name(docs["canary-release"])
+    assert own["approve"] == {"name": "approve", "suspend": {}}
+    approve = step_named(own["advance"], "approve")
+    assert approval_taken(approve["when"], every, final, weight) is waits
+    arguments = {p["name"]: p for p in docs["canary-release"]["spec"]["arguments"]["parameters"]}
+    for name in ("approval", "approval-every-step"):  # Argo refuses anything but true/false at submission
+        assert (arguments[name]["value"], arguments[name]["enum"]) == ("false", ["false", "true"])
+    promote = step_named(own["advance"], "promote")
+    given = {p["name"]: p["value"] for p in promote["arguments"]["parameters"]}
+    assert given["verdict-json"] == "{{inputs.parameters.verdict-json}}"  # the verdict behind it, for its trailers
+
+
+def test_an_approval_rendered_on_makes_room_in_the_deadline(tmp_path: Path) -> None:
+    final = templates.TemplateSettings(defaults={"approval": "true"})
+    every = templates.TemplateSettings(defaults={"approval-every-step": "true"})
+    plain = templates.deadline_seconds("canary-release", templates.TemplateSettings())
+    assert templates.deadline_seconds("canary-release", final) == plain + 3600
+    assert templates.deadline_seconds("canary-release", every) == plain + 2 * 3600  # 10 -> 50 -> 100
+    assert templates.deadline_seconds("canary-analysis", every) == 11 * 60
+    done = subprocess.run([sys.executable, "-m", "rollguard.steps.cli", "render", "--out", str(tmp_path),
+                           "--set", "approval=yes"], capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 2 and "approval='yes' is not one of false, true" in done.stderr
+
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # Argo: Prometheus' legacy names, no ':' (metrics/util.go)
+
+
+def test_template_metrics_are_valid_consistent_and_use_only_their_own_values(docs: dict[str, dict[str, Any]]) -> None:
+    seen: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+    emitted: dict[str, set[str]] = {}
+    for name, template in all_templates(docs):
+        own_inputs = {p["name"] for p in (template.get("inputs") or {}).get("parameters") or []}
+        own_outputs = {p["name"] for p in (template.get("outputs") or {}).get("parameters") or []}
+        for metric in (template.get("metrics") or {}).get("prometheus") or []:
+            kind = next(k for k in ("counter", "gauge", "histogram") if k in metric)
+            labels = tuple(label["key"] for label in metric["labels"])
+            assert METRIC_NAME.match(metric["name"]) and all(METRIC_NAME.match(key) for key in labels), name
+            # Argo 3.6+: one help text and one type per name; one label set keeps the series comparable.
+            assert seen.setdefault(metric["name"], (metric["help"], kind, labels)) == (metric["help"], kind, labels)
+            emitted.setdefault(metric["name"], set()).add(template["name"])
+            for reference in REFERENCE.findall(json.dumps(metric)):
+                scope, _, rest = reference.partition(".parameters.")
+                if scope == "inputs":
+                    assert rest in own_inputs, f"{name}: {reference}"
+                elif scope == "outputs":
+                    assert rest in own_outputs, f"{name}: {reference}"
+                else:
+                    assert reference in ("status", "duration"), f"{name}: {reference}"
+            if kind == "histogram":
+                assert metric["histogram"]["buckets"] == sorted(metric["histogram"]["buckets"])
+            value = metric[kind]["value"]
+            if "outputs.parameters" in value:  # may be '' (unknown): Argo would report a metric error
+                assert metric["when"] == f"'{value}' != ''", name
+    assert emitted == {
+        "rollguard_releases_total": {"finish"},
+        "rollguard_analysis_duration_seconds": {"analyze"},
+        "rollguard_breach_to_cut_seconds": {"finish"},
+        "rollguard_canary_weight_percent": {"deploy", "promote", "rollback", "finish"},
+    }

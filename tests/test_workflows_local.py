@@ -95,7 +95,10 @@ def ran(result: WorkflowResult) -> dict[str, Phase]:
 
 def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> None:
     result = run(tmp_path, "canary-release", on_error="fail")
-    assert result.phase is Phase.SUCCEEDED, result.message
+    # A rolled-back release ends Failed, with the reason as the workflow's message (the exit handler's
+    # termination message), after its rollback landed, and without a second rollback.
+    assert result.phase is Phase.FAILED
+    assert result.message.startswith("Error (exit code 1): canary rolled back: 2 checks in a row could not be judged")
     nodes = ran(result)
     assert {"plan", "deploy", "analyze", "rollback"} <= set(nodes)
     assert nodes["analyze"] is Phase.FAILED  # exit 1, continueOn
@@ -103,7 +106,8 @@ def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> N
     assert split_in(remote) == (100, 0)
     messages = git(remote, "log", "--format=%B", "main")
     assert "could not be judged" in messages  # the verdict's reason, carried to the rollback commit
-    assert result.exit_handler is not None and "rollback-unfinished" not in ran(result)
+    assert result.exit_handler is not None and result.exit_handler.outputs["outcome"] == "rolled_back"
+    assert len(git(remote, "log", "--format=%H", "main").split()) == 2  # the seed and one rollback: none twice
     # rollback's reason file is a file of its own: analyze's full verdict (with its checks) survives.
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["verdict"] == "fail" and verdict["checks"], "the verdict file was overwritten"
@@ -111,14 +115,15 @@ def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> N
 
 def test_release_holds_the_split_on_inconclusive_under_stop(remote: Path, tmp_path: Path) -> None:
     result = run(tmp_path, "canary-release", on_error="inconclusive", on_inconclusive="stop", schedule="20,100")
-    assert result.phase is Phase.SUCCEEDED, result.message
+    assert result.phase is Phase.FAILED  # held, not released: not a success either
+    assert "canary held at 20 %: verdict inconclusive" in result.message
     assert {"deploy", "analyze"} <= set(ran(result))
     assert not {"rollback", "rollback-inconclusive", "advance", "advance-inconclusive"} & set(ran(result))
     assert split_in(remote) == (80, 20)
 
 
 def test_inconclusive_rolls_back_under_the_default_policy(remote: Path, tmp_path: Path) -> None:
-    result = run(tmp_path, "canary-release", on_error="inconclusive")
+    result = run(tmp_path, "canary-release", on_error="inconclusive", fail_on_rollback="false")  # the old phase
     assert result.phase is Phase.SUCCEEDED, result.message
     assert "rollback-inconclusive" in ran(result) and "rollback" not in ran(result)
     assert split_in(remote) == (100, 0)
@@ -129,21 +134,22 @@ def test_exit_handler_rolls_back_a_workflow_that_failed(remote: Path, tmp_path: 
     result = run(tmp_path, "canary-release", schedule="50,20")  # the first step fails: bad schedule
     assert result.phase is not Phase.SUCCEEDED
     assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
-    assert "rollback-unfinished" in ran(result)
+    assert result.exit_handler.outputs["outcome"] == "error"
     assert split_in(remote) == (100, 0)
-    assert "before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
+    assert "Reason: release error: plan: Error (exit code 2)" in git(remote, "log", "-1", "--format=%B", "main")
 
 
 def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path, tmp_path: Path) -> None:
     first = run(tmp_path, "canary-analysis", on_error="fail")
-    assert first.phase is Phase.SUCCEEDED, first.message
+    assert first.phase is Phase.FAILED and "canary rolled back:" in first.message
     assert {"status", "analyze", "rollback"} <= set(ran(first))
     assert split_in(remote) == (100, 0)
     head = git(remote, "rev-parse", "main")
     # The rollback commit makes ArgoCD sync again, and the hook runs again: now it only reads Git.
     second = run(tmp_path, "canary-analysis", on_error="fail")
     assert second.phase is Phase.SUCCEEDED, second.message
-    assert set(ran(second)) == {"status"}  # judge (analyze, rollback) skipped
+    assert set(ran(second)) == {"status", "preflight", "onExit"}  # judge (analyze, rollback) skipped
+    assert second.exit_handler is not None and second.exit_handler.outputs["outcome"] == "skipped"
     assert git(remote, "rev-parse", "main") == head
 
 
@@ -180,9 +186,9 @@ def test_a_release_past_its_deadline_is_rolled_back_by_the_exit_handler(remote: 
     result = run(tmp_path, "canary-release", rendered, on_error="continue", duration="60s")
     assert result.phase is not Phase.SUCCEEDED
     assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
-    assert "rollback-unfinished" in ran(result)
+    assert result.exit_handler.outputs["outcome"] == "error"
     assert split_in(remote) == (100, 0)
-    assert "before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
+    assert "the workflow ran past its deadline (in analyze)" in git(remote, "log", "-1", "--format=%B", "main")
 
 
 @pytest.mark.slow
@@ -203,5 +209,6 @@ def test_with_the_opt_in_verdict_artifact_and_no_repository_a_pass_ends_in_a_rol
         result = run(tmp_path, "canary-release", rendered, prometheus_url=env.url, interval="500ms", duration="2s",
                      min_requests="10", schedule="20,100")  # fmt: skip
     assert ran(result)["analyze"] is Phase.ERROR
-    assert result.phase is not Phase.SUCCEEDED and "rollback-unfinished" in ran(result)
+    assert result.phase is not Phase.SUCCEEDED and result.exit_handler is not None
+    assert result.exit_handler.outputs["outcome"] == "error"
     assert split_in(remote) == (100, 0)

@@ -68,13 +68,15 @@ class ContainerRunner:
             spawn, environment = (None, pod.environment) if self.image is None else self.image.command(argv, pod)
             node = self.processes.run(argv, environment, pod.directory, display, str(template["name"]), timeout_s,
                                       len(attempts), exit_handler, command=spawn)
+            _add_termination_message(node, container, pod.termination_file)
             self._read_outputs(node, template, attempt_variables, where, pod)  # the wait container: parameters, ...
             save_output_artifacts(node, template, attempt_variables, self.cluster.artifact_repository, where,
                                   partial(self._host_path, pod=pod))
             attempts.append(node)
             if strategy is None:
                 return node
-            decision = strategy.after(attempts, None if exit_handler else self.workflow_deadline)
+            decision = strategy.after(attempts, None if exit_handler else self.workflow_deadline,
+                                      self.processes.shutdown_strategy)
             if not decision.retry:
                 if decision.message is not None:
                     node.message = decision.message
@@ -133,6 +135,21 @@ class ContainerRunner:
                     node.message = (f"Error (exit code 1): open /var/run/argo/outputs/parameters{path}: no such file "
                                     f"or directory")
                 return
+
+
+def _add_termination_message(node: NodeResult, container: dict[str, Any], termination_file: Path | None) -> None:
+    """A main container that exited non-zero: Argo's node message is `Error (exit code N): <termination message>`
+    (operator.go inferFailedReason). The kubelet reads the message from the terminationMessagePath file, or,
+    with FallbackToLogsOnError and an empty file, from the log's last 80 lines / 2048 bytes."""
+    if node.phase is not Phase.FAILED or node.message != f"Error (exit code {node.exit_code})":
+        return
+    text = ""
+    if termination_file is not None and termination_file.is_file():
+        text = termination_file.read_text(errors="replace")[:4096]  # the kubelet keeps 4096 bytes
+    if not text and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+        text = "\n".join(node.log_tail).encode()[-2048:].decode(errors="ignore")
+    if text:
+        node.message = f"{node.message}: {text}"
 
 
 def _timeout(template: dict[str, Any], variables: dict[str, str], where: str) -> float | None:

@@ -35,17 +35,20 @@ K8S_ONLY_TEMPLATE = {
     "hostAliases",
 }
 SUPPORTED_TEMPLATE = {
-    "name", "inputs", "outputs", "container", "steps", "retryStrategy", "timeout", "activeDeadlineSeconds", "volumes",
-    "archiveLocation",
+    "name", "inputs", "outputs", "container", "steps", "suspend", "retryStrategy", "timeout", "activeDeadlineSeconds",
+    "volumes", "archiveLocation", "metrics",
 }
 K8S_ONLY_CONTAINER = {
     "image", "imagePullPolicy", "resources", "securityContext", "ports", "livenessProbe",
-    "readinessProbe", "startupProbe", "terminationMessagePath", "terminationMessagePolicy", "name",
+    "readinessProbe", "startupProbe", "name",
 }
-SUPPORTED_CONTAINER = {"command", "args", "env", "volumeMounts"}
+# terminationMessagePath/Policy: the message of a failed step, as the kubelet reads it (rollguard.sandbox.executor.pod)
+SUPPORTED_CONTAINER = {"command", "args", "env", "volumeMounts", "terminationMessagePath", "terminationMessagePolicy"}
+TERMINATION_MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
+METRIC_TYPES = ("counter", "gauge", "histogram")
 SUPPORTED_STEP = {"name", "template", "templateRef", "arguments", "when", "continueOn"}
 SUPPORTED_RETRY = {"limit", "retryPolicy", "backoff", "expression"}
-SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom"}
+SUPPORTED_PARAMETER = {"name", "value", "default", "description", "enum", "valueFrom", "globalName"}
 SUPPORTED_ARGUMENT = {"name", "value", "description"}
 
 
@@ -189,9 +192,11 @@ def _check_volumes(volumes: list[dict[str, Any]], where: str) -> None:
                                          volume_where)
 
 
-def _check_parameter(parameter: dict[str, Any], where: str) -> None:
+def _check_parameter(parameter: dict[str, Any], where: str, output: bool = False) -> None:
     if "name" not in parameter:
         raise ExecutorError(f"{where}: a parameter without a name")
+    if "globalName" in parameter and not output:  # exported to {{workflow.outputs.parameters.*}} from outputs only
+        raise UnsupportedFeature("globalName on an input or argument", f"{where} parameter {parameter['name']!r}")
     for key in parameter:
         if key not in SUPPORTED_PARAMETER:
             raise UnsupportedFeature(f"parameter field {key}", f"{where} parameter {parameter['name']!r}")
@@ -247,16 +252,23 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
     _check_keys(template, SUPPORTED_TEMPLATE, K8S_ONLY_TEMPLATE, where, ignored)
     _check_volumes(template.get("volumes") or [], where)
     _check_archive_location(template.get("archiveLocation") or {}, where)
-    kinds = [key for key in ("container", "steps") if key in template]
+    kinds = [key for key in ("container", "steps", "suspend") if key in template]
     if len(kinds) != 1:
-        raise ExecutorError(f"{where}: a template needs exactly one of container or steps (has {kinds or 'none'})")
+        raise ExecutorError(f"{where}: a template needs exactly one of container, steps or suspend "
+                            f"(has {kinds or 'none'})")
+    if "suspend" in template:
+        if set(template["suspend"] or {}) - {"duration"}:
+            raise UnsupportedFeature(f"suspend {', '.join(sorted(set(template['suspend']) - {'duration'}))}", where)
+        if (template.get("outputs") or {}).get("parameters"):
+            raise UnsupportedFeature("output parameters of a suspend template (supplied values)", where)
+    _check_metrics(template.get("metrics"), where)
     for section in ("inputs", "outputs"):
         block = template.get(section) or {}
         for key in block:
             if key not in ("parameters", "artifacts"):
                 raise UnsupportedFeature(f"{section}.{key}", where)
         for parameter in block.get("parameters") or []:
-            _check_parameter(parameter, f"{where} {section}")
+            _check_parameter(parameter, f"{where} {section}", output=section == "outputs")
             if section == "inputs" and "valueFrom" in parameter:
                 raise UnsupportedFeature("valueFrom on an input parameter", f"{where} input {parameter['name']!r}")
         if section == "outputs" and "container" not in template and block.get("artifacts"):
@@ -265,7 +277,7 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
     if "container" not in template:
         for key in ("retryStrategy", "timeout", "activeDeadlineSeconds"):
             if key in template:  # honoured on container steps only
-                raise UnsupportedFeature(f"{key} on a steps template", where)
+                raise UnsupportedFeature(f"{key} on a {kinds[0]} template", where)
     retry = template.get("retryStrategy")
     if retry is not None:
         for key in retry:
@@ -285,6 +297,10 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
             if set(mount) - {"name", "mountPath", "readOnly"} or not mount.get("mountPath"):
                 raise UnsupportedFeature(f"volumeMount fields {', '.join(sorted(mount))}", f"{where} container",
                                          "a mount needs name and mountPath; subPath and the like are not mapped")
+        policy = container.get("terminationMessagePolicy", "File")
+        if policy not in TERMINATION_MESSAGE_POLICIES:
+            raise ExecutorError(f"{where}: terminationMessagePolicy {policy!r} is not one of "
+                                f"{', '.join(TERMINATION_MESSAGE_POLICIES)}")
         if not container.get("command") and not container.get("args"):
             raise ExecutorError(f"{where}: the container has neither command nor args; the local executor "
                                 "runs the command itself (the image's entrypoint is unknown here)")
@@ -295,13 +311,39 @@ def check_template(template: dict[str, Any], where: str, ignored: list[str]) -> 
             source = variable.get("valueFrom")
             if source is not None and set(source) - {"secretKeyRef", "configMapKeyRef"}:
                 raise UnsupportedFeature(f"env valueFrom {', '.join(source)}", f"{where} env {variable.get('name')}")
-    else:
+    elif "steps" in template:
         groups = template["steps"]
         if not isinstance(groups, list):
             raise ExecutorError(f"{where}: steps must be a list of lists of steps")
         for group in groups:
             for step in group if isinstance(group, list) else [group]:
                 _check_step(step, where)
+
+
+def _check_metrics(metrics: Any, where: str) -> None:
+    """Template metrics (operator.go computeMetrics) are computed locally (rollguard.sandbox.executor.metrics)."""
+    if metrics is None:
+        return
+    if not isinstance(metrics, dict) or set(metrics) - {"prometheus"}:
+        raise UnsupportedFeature("metrics other than metrics.prometheus", where)
+    for metric in metrics.get("prometheus") or []:
+        metric_where = f"{where} metric {metric.get('name')!r}"
+        unknown = set(metric) - {"name", "help", "labels", "when", *METRIC_TYPES}
+        if unknown:
+            raise UnsupportedFeature(f"metric field {', '.join(sorted(unknown))}", metric_where)
+        kinds = [kind for kind in METRIC_TYPES if kind in metric]
+        if len(kinds) != 1:
+            raise ExecutorError(f"{metric_where}: a metric needs exactly one of counter, gauge or histogram")
+        body = metric[kinds[0]] or {}
+        allowed = {"counter": {"value"}, "gauge": {"value", "realtime", "operation"},
+                   "histogram": {"value", "buckets"}}[kinds[0]]
+        if set(body) - allowed:
+            raise UnsupportedFeature(f"{kinds[0]} field {', '.join(sorted(set(body) - allowed))}", metric_where)
+        if body.get("realtime"):
+            raise UnsupportedFeature("real-time gauge", metric_where, "metrics are emitted when the node completes")
+        for label in metric.get("labels") or []:
+            if set(label) - {"key", "value"}:
+                raise UnsupportedFeature("metric label fields other than key and value", metric_where)
 
 
 def _check_step(step: dict[str, Any], where: str) -> None:

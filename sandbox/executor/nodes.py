@@ -31,6 +31,7 @@ class NodeResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     node_id: str = ""  # Argo's node id (workflow name + FNV-32a of the node name)
+    log_tail: list[str] = field(default_factory=list)  # the container's last log lines (FallbackToLogsOnError)
 
 
 @dataclass

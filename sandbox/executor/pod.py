@@ -14,6 +14,11 @@ With a step image (run-local --step-image), the container runs inside it instead
 the command that runs it there, where the fresh directory is the container's /tmp — its HOME,
 TMPDIR and working directory — and the environment is the image's own plus `container_environment`.
 
+The termination message: the kubelet gives each container an empty file at its
+`terminationMessagePath` (default /dev/termination-log) and reads it when the container ends; locally
+it is a file in the pod's directory, and that path, wherever it appears in an argument or env value,
+is rewritten to it (as a mount is). rollguard.sandbox.executor.container turns it into the node's message.
+
 Secret volumes: a volume `secret: {secretName: NAME}` mounted at `mountPath` is a copy of the
 directory given for Secret NAME (one file per key, read-only), and every argument or env value
 that starts with the mount path is rewritten to that copy (a local process cannot mount). A
@@ -54,6 +59,7 @@ class Pod:
     environment: dict[str, str] = field(default_factory=dict)  # as a local process: the image's stand-in + the next
     container_environment: dict[str, str] = field(default_factory=dict)  # the template's env, Argo's variables
     mounts: list[tuple[str, Path]] = field(default_factory=list)  # (mountPath, local directory)
+    termination_file: Path | None = None  # the container's terminationMessagePath, locally
 
     def localize(self, value: str) -> str:
         """`value` with a mounted path rewritten to its local directory (the longest mount path first)."""
@@ -72,6 +78,11 @@ def prepare_pod(
     pod = Pod(directory)
     for mount in container.get("volumeMounts") or []:
         pod.mounts.append((str(mount["mountPath"]), _mount(mount, volumes, variables, where, cluster, directory)))
+    if container.get("terminationMessagePath"):
+        path = substitute(yaml_text(container["terminationMessagePath"]), variables, f"{where} terminationMessagePath")
+        pod.termination_file = directory / "termination-log"
+        pod.termination_file.touch()  # the kubelet creates it before the container starts
+        pod.mounts.append((path, pod.termination_file))
     environment: dict[str, str] = {}
     for variable in container.get("env") or []:
         key = str(variable["name"])

@@ -68,11 +68,15 @@ class RetryStrategy:
         policy = str(retry.get("retryPolicy") or ("Always" if expression else "OnFailure"))
         return cls(limit, policy, duration_s, factor, max_duration_s, expression)
 
-    def after(self, attempts: list[NodeResult], workflow_deadline: float | None) -> RetryDecision:
-        """What Argo does after the last of `attempts` (each a finished pod of this node)."""
+    def after(self, attempts: list[NodeResult], workflow_deadline: float | None,
+              shutdown: str | None = None) -> RetryDecision:  # fmt: skip
+        """What Argo does after the last of `attempts` (each a finished pod of this node); `shutdown` is the
+        workflow's shutdown strategy (argo stop/terminate), which ends every retry."""
         last = attempts[-1]
         if last.phase is Phase.SUCCEEDED:
             return RetryDecision(retry=False)
+        if shutdown is not None:
+            return RetryDecision(retry=False, message=f"Stopped with strategy '{shutdown}'")
         now = time.time()
         if workflow_deadline is not None and now > workflow_deadline:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(workflow_deadline))

@@ -7,6 +7,15 @@ its own pod stand-in (container, pod, retry, artifacts) — and the exit handler
 steps.go executeStepGroup). Node phases and messages are Argo's: a steps node with an uncovered
 Failed or Error child is Failed, "child '<node id>' failed".
 
+Also: `suspend` steps (waiting as rollguard.sandbox.executor.control describes), `argo stop` and
+`argo terminate` (RunControl: running steps stopped and Failed "workflow shutdown with strategy:  Stop",
+no new step started, the exit handler run after a stop and not after a terminate, the workflow
+Failed "Stopped with strategy '<strategy>'"), global outputs (`globalName`, read as
+`{{workflow.outputs.parameters.NAME}}`; one never set stays its literal text, as Argo leaves an
+unresolved global), and template metrics (rollguard.sandbox.executor.metrics) when a node completes.
+The workflow's arguments are the entrypoint's and the exit handler's arguments (operator.go
+operate: executeTemplate(..., execWf.Spec.Arguments)).
+
 Ctrl-C stops the running steps' process groups (every step of a parallel group too) and ends the
 run without the exit handler, like `argo terminate`. sandbox/README.md lists what is implemented.
 """
@@ -26,11 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from rollguard.sandbox.executor.container import ContainerRunner
+from rollguard.sandbox.executor.control import RunControl, Shutdown, WaitOutcome
 from rollguard.sandbox.executor.deadline import workflow_deadline
 from rollguard.sandbox.executor.errors import ExecutorError, SubmissionRefused
 from rollguard.sandbox.executor.expressions import evaluate_when, substitute, yaml_text
 from rollguard.sandbox.executor.loader import Library, WorkflowDefinition
 from rollguard.sandbox.executor.local_cluster import LocalCluster, check_required_secrets
+from rollguard.sandbox.executor.metrics import MetricsSink, compute, metric_scope
 from rollguard.sandbox.executor.mutex import WorkflowLocks, mutex_keys
 from rollguard.sandbox.executor.nodes import (
     Event,
@@ -47,6 +58,7 @@ from rollguard.sandbox.executor.pod import ContainerImage
 from rollguard.sandbox.executor.step_process import StepProcesses
 from rollguard.sandbox.executor.validation import check_submission
 from rollguard.sandbox.executor.workflow_spec import check_enum, resolve_workflow, workflow_parameters
+from rollguard.steps.options import parse_duration
 
 
 @dataclass
@@ -76,6 +88,8 @@ class LocalExecutor:
         environment: dict[str, str] | None = None,
         work_dir: Path | None = None,
         image: ContainerImage | None = None,
+        control: RunControl | None = None,
+        metrics: MetricsSink | None = None,
     ) -> None:
         self.library = library
         self.image = image
@@ -89,10 +103,21 @@ class LocalExecutor:
         self._containers: ContainerRunner | None = None
         self._workflow_name = ""
         self._workflow_volumes: list[dict[str, Any]] = []
+        self.control = control or RunControl()
+        self.control.on_shutdown(self._shut_down)
+        self.metrics = metrics
+        self._globals: dict[str, str] = {}  # workflow.outputs.parameters.* (globalName)
 
     def abort(self, reason: str) -> None:
         """Stop the running steps and start no more (from another thread, e.g. when the sandbox breaks)."""
         self._processes.abort(reason)
+
+    def _shut_down(self, strategy: Shutdown) -> None:
+        what = "the exit handler still runs" if strategy is Shutdown.STOP else "no exit handler"
+        verb = "stopped" if strategy is Shutdown.STOP else "terminated"
+        self.on_event(Event(EventKind.NOTE, "", f"workflow {verb} (argo {strategy.value.lower()}): running steps "
+                            f"stopped, none started; {what}"))
+        self._processes.shutdown(strategy.value)
 
     # ----- the workflow ---------------------------------------------------------------------------
 
@@ -120,33 +145,44 @@ class LocalExecutor:
             "workflow.serviceAccountName": "local",
             "workflow.status": "Running",  # until the entrypoint ends; the exit handler sees the outcome
         })
+        self.on_event(Event(EventKind.NOTE, "", f"workflow {workflow_name} ({where})"))
         for note in self.library.ignored_fields:
             self.on_event(Event(EventKind.NOTE, "", f"no local meaning, not used: {note}"))
         self._workflow_name = workflow_name
         self._workflow_volumes = list(spec.get("volumes") or [])
-        check_required_secrets(self._templates_in_reach(definition), self._workflow_volumes, variables, self.cluster)
+        in_reach = self._templates_in_reach(definition)
+        # A global output nobody has set yet stays its own text when substituted (Argo: allowUnresolved).
+        self._globals = {f"workflow.outputs.parameters.{g}": "{{workflow.outputs.parameters." + g + "}}"
+                         for g in _global_names(in_reach)}
+        check_required_secrets(in_reach, self._workflow_volumes, variables, self.cluster)
         locks = WorkflowLocks(mutex_keys(spec, variables, variables["workflow.namespace"]), self.cluster.lock_dir,
                               workflow_name, self.on_event, self._processes.abort_reason)
-        with locks, self._pods_directory() as pods_directory:
+        with locks, self.control.watching(workflow_name), self._pods_directory() as pods_directory:
             self._containers = ContainerRunner(self._processes, self.cluster, self.host_environment, pods_directory,
                                                self.on_event, self.image)
             with workflow_deadline(spec, variables, where, self._containers, self._processes, self.on_event):
-                return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where)
+                return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where, values)
 
     def _run_workflow(
         self, definition: WorkflowDefinition, spec: dict[str, Any], variables: dict[str, str], entrypoint: str,
-        workflow_name: str, where: str,
+        workflow_name: str, where: str, arguments: dict[str, str],
     ) -> WorkflowResult:
         scope = _Scope(definition, variables)
         try:
-            entry = self._execute(scope, entrypoint, {}, entrypoint, workflow_name, f"{where} entrypoint")
+            entry = self._execute(scope, entrypoint, arguments, entrypoint, workflow_name, f"{where} entrypoint")
         except ExecutorError as exc:
             entry = NodeResult(entrypoint, entrypoint, Phase.ERROR, message=str(exc), node_id=workflow_name)
             self._finish(entry)
         phase, message = entry.phase, entry.message
+        shutdown = self.control.shutdown
+        if shutdown is not None and phase in (Phase.FAILED, Phase.ERROR):
+            message = f"Stopped with strategy '{shutdown.value}'"  # operator.go operate(): the workflow's message
         exit_node: NodeResult | None = None
         exit_template = spec.get("onExit")
-        if exit_template:
+        if exit_template and self.control.shutdown is Shutdown.TERMINATE:
+            self.on_event(Event(EventKind.NOTE, "", f"exit handler {exit_template} not run: the workflow was "
+                                "terminated (argo terminate skips exit handlers)"))
+        elif exit_template:
             # workflow/controller/operator.go operate(): status from the entry node's phase, failures = every
             # Failed or Error node, both set before the exit handler runs
             exit_variables = {**variables, "workflow.status": phase.value,
@@ -154,7 +190,7 @@ class LocalExecutor:
             self.on_event(Event(EventKind.NOTE, "", f"running exit handler {exit_template} (workflow.status="
                                 f"{phase.value})"))
             try:
-                exit_node = self._execute(_Scope(definition, exit_variables, True), exit_template, {}, "onExit",
+                exit_node = self._execute(_Scope(definition, exit_variables, True), exit_template, arguments, "onExit",
                                           f"{workflow_name}.onExit", f"{where} onExit")
             except ExecutorError as exc:
                 exit_node = NodeResult("onExit", exit_template, Phase.ERROR, message=str(exc),
@@ -197,6 +233,8 @@ class LocalExecutor:
         template = scope.definition.template(template_name, where)
         where = f"{scope.definition.kind} {scope.definition.name} template {template_name!r}"
         variables = dict(scope.variables)
+        with self._lock:
+            variables.update(self._globals)
         for parameter in (template.get("inputs") or {}).get("parameters") or []:
             key = str(parameter["name"])
             if key in arguments:
@@ -211,9 +249,61 @@ class LocalExecutor:
             variables[f"inputs.parameters.{key}"] = value
         local = _Scope(scope.definition, variables, scope.exit_handler)
         if "container" in template:
-            return self._run_container(local, template, display, node_name, where)
-        node = self._run_steps(local, template, display, node_name, where)
-        node.node_id = self.node_id(node_name)
+            node = self._run_container(local, template, display, node_name, where)
+        elif "suspend" in template:
+            node = self._run_suspend(local, template, display, node_name, where)
+        else:
+            node = self._run_steps(local, template, display, node_name, where)
+            node.node_id = self.node_id(node_name)
+        self._completed(template, variables, node, where)
+        return node
+
+    def _completed(self, template: dict[str, Any], variables: dict[str, str], node: NodeResult, where: str) -> None:
+        """A node is done: its global outputs are exported (whatever its phase, operator.go podReconciliation
+        addOutputsToGlobalScope) and its template's metrics emitted."""
+        for parameter in (template.get("outputs") or {}).get("parameters") or []:
+            if parameter.get("globalName") and str(parameter["name"]) in node.outputs:
+                with self._lock:
+                    self._globals[f"workflow.outputs.parameters.{parameter['globalName']}"] = node.outputs[
+                        str(parameter["name"])]
+        if not template.get("metrics"):
+            return
+        emissions, problems = compute(template, metric_scope(variables, node), where)
+        if self.metrics is not None:
+            problems += self.metrics.record(emissions)
+        for problem in problems:  # Argo: the workflow condition MetricsError; the workflow goes on
+            self.on_event(Event(EventKind.NOTE, node.display_name, f"metric not emitted: {problem}"))
+
+    def _run_suspend(
+        self, scope: _Scope, template: dict[str, Any], display: str, node_name: str, where: str
+    ) -> NodeResult:
+        """A `suspend` step: wait for a resume, its duration, a stop or the deadline (operator.go executeSuspend)."""
+        started = time.time()
+        raw = (template.get("suspend") or {}).get("duration")
+        duration_s = None
+        if raw is not None:
+            text = substitute(yaml_text(raw), scope.variables, f"{where} suspend.duration")
+            try:
+                duration_s = parse_duration(text)
+            except ValueError as exc:
+                raise ExecutorError(f"{where}: suspend.duration {text!r}: {exc}") from None
+        how = (f"run-local --resume {self._workflow_name} (or --stop, --terminate), or SIGUSR1 to run-local"
+               if self.control.approve_after_s is None else f"resumed after {self.control.approve_after_s:g} s")
+        self.on_event(Event(EventKind.STARTED, display, f"suspended, waiting for `argo resume`: {how}"))
+        outcome = self.control.wait_suspended(duration_s, self._processes.deadline_passed,
+                                              self._processes.abort_reason, scope.exit_handler)
+        phase, message = Phase.SUCCEEDED, ""  # util.ResumeWorkflow: "Resumed by: <user>" only with a user's identity
+        if outcome in (WaitOutcome.RESUMED, WaitOutcome.DURATION):
+            why = "resumed (argo resume)" if outcome is WaitOutcome.RESUMED else "its suspend.duration passed"
+            self.on_event(Event(EventKind.NOTE, display, why))
+        elif outcome is WaitOutcome.STOPPED:
+            strategy = self.control.shutdown.value if self.control.shutdown else "Stop"
+            phase, message = Phase.FAILED, f"Stopped with strategy '{strategy}'"
+        elif outcome is WaitOutcome.DEADLINE:
+            phase, message = Phase.FAILED, "Step exceeded its deadline"
+        node = NodeResult(display, str(template["name"]), phase, message=message, started_at=started,
+                          finished_at=time.time(), node_id=self.node_id(node_name))
+        self._finish(node)
         return node
 
     def _run_steps(
@@ -339,3 +429,9 @@ class LocalExecutor:
             if shown:
                 text += " outputs " + ", ".join(f"{k}={v!r}" for k, v in shown.items())
         self.on_event(Event(kind, node.display_name, text, node))
+
+
+def _global_names(templates: list[dict[str, Any]]) -> list[str]:
+    """Every globalName the templates' output parameters export."""
+    return [str(parameter["globalName"]) for template in templates
+            for parameter in (template.get("outputs") or {}).get("parameters") or [] if parameter.get("globalName")]

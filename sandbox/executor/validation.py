@@ -68,8 +68,21 @@ class _SubmissionCheck:
         if spec.get("onExit"):
             local.add("workflow.failures")
             argo.add("workflow.failures")
+        for template in self._templates():  # outputs exported with globalName (validate.go addOutputsToScope)
+            for parameter in (template.get("outputs") or {}).get("parameters") or []:
+                if parameter.get("globalName"):
+                    local.add(f"workflow.outputs.parameters.{parameter['globalName']}")
+                    argo.add(f"workflow.outputs.parameters.{parameter['globalName']}")
         self.globals = _Scope(argo, local)
         self.validated: set[tuple[str, str]] = set()
+
+    def _templates(self) -> list[dict[str, Any]]:
+        """The definition's templates and those of every WorkflowTemplate loaded beside it."""
+        found = list(self.definition.spec.get("templates") or [])
+        for name, other in self.library.definitions.items():
+            if name != self.definition.name:
+                found.extend(other.spec.get("templates") or [])
+        return found
 
     def check(self) -> None:
         try:
@@ -124,16 +137,29 @@ class _SubmissionCheck:
         if template.get("retryStrategy") is not None:  # `retries` is filled in a template, lastRetry.* are not
             for variable in RETRY_VARIABLES:
                 scope.add(variable, local=variable == "retries")
+        where = f"{definition.kind} {definition.name} template {name!r}"
         if "steps" in template:
             self._steps(definition, template, scope)
-            self._tags(template.get("outputs"), scope, f"{definition.kind} {definition.name} template {name!r}",
-                       f"templates.{name}.outputs ")
+            self._tags(template.get("outputs"), scope, where, f"templates.{name}.outputs ")
+            self._metrics(template, scope, where)
             return
         scope.add("inputs.parameters", local=False)
         scope.add("pod.name", local=True)
         for artifact in (template.get("outputs") or {}).get("artifacts") or []:
             scope.add(f"outputs.artifacts.{artifact.get('name')}.path", local=False)
-        self._tags(template, scope, f"{definition.kind} {definition.name} template {name!r}", f"templates.{name}: ")
+        self._tags({k: v for k, v in template.items() if k != "metrics"}, scope, where, f"templates.{name}: ")
+        self._metrics(template, scope, where)
+
+    def _metrics(self, template: dict[str, Any], scope: _Scope, where: str) -> None:
+        """Template metrics see the node's own variables too (steps.go prepareMetricScope)."""
+        if not template.get("metrics"):
+            return
+        metric_scope = _Scope(scope.argo, scope.local)
+        for variable in ("status", "duration", "exitCode", "retries"):
+            metric_scope.add(variable, local=True)
+        for parameter in (template.get("outputs") or {}).get("parameters") or []:
+            metric_scope.add(f"outputs.parameters.{parameter.get('name')}", local=True)
+        self._tags(template["metrics"], metric_scope, f"{where} metrics", f"templates.{template.get('name')}: ")
 
     def _steps(self, definition: WorkflowDefinition, template: dict[str, Any], scope: _Scope) -> None:
         name = str(template.get("name"))
