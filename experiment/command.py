@@ -126,7 +126,10 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
             background_error_rate=args.background_error_rate, alert_for=f"{args.alert_for:g}s", seed=args.seed,
         )
     else:
-        settings.update(prometheus_url=args.prometheus_url, virtual_service=f"{args.namespace}/{args.virtual_service}")
+        from rollguard.steps.metrics.prometheus_url import redacted
+
+        settings.update(prometheus_url=redacted(args.prometheus_url),  # basic auth never reaches the report
+                        virtual_service=f"{args.namespace}/{args.virtual_service}")
     if args.judge == "both":
         settings["threshold_rule"] = (
             f"fail after {args.threshold_failures} failed checks{' in a row' if args.threshold_consecutive else ''}, "
