@@ -8,6 +8,10 @@ file a step writes is a parameter, so the same template runs in a pod or as a lo
 The Git steps also take the input `git-secret`: the Secret whose key `token` becomes
 ROLLGUARD_GIT_TOKEN and which is mounted (read-only, optional) at GIT_SECRET_MOUNT, where
 `--git-token-file`, `--git-ssh-key-file` and `--git-known-hosts-file` can point.
+
+analyze takes the input `prometheus-secret` likewise: that Secret is mounted (read-only, optional) at
+PROMETHEUS_SECRET_MOUNT, where `--prometheus-bearer-token-file`, `--prometheus-ca-file`, `--prometheus-cert-file`,
+`--prometheus-key-file` and `--prometheus-header NAME=file:PATH` point; no secret travels as a parameter.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ GIT_TOKEN_ENV = "ROLLGUARD_GIT_TOKEN"
 GIT_SECRET_INPUT = "git-secret"  # input of the Git steps (and workflow parameter): the Secret's name
 GIT_SECRET_VOLUME = "git-credentials"
 GIT_SECRET_MOUNT = "/var/run/secrets/rollguard/git"
+PROMETHEUS_SECRET_INPUT = "prometheus-secret"  # input of analyze (and workflow parameter): the Secret's name
+PROMETHEUS_SECRET_VOLUME = "prometheus-credentials"
+PROMETHEUS_SECRET_MOUNT = "/var/run/secrets/rollguard/prometheus"
 
 # Retries: Argo's default policy (OnFailure) retries only a Failed node, so not a deleted pod or a
 # failed init/wait container (Error), and it retries a usage error, which fails the same way every
@@ -71,6 +78,7 @@ class StepSpec:
     outputs: tuple[OutputFile, ...] = ()
     retry_safe: bool = False
     uses_git: bool = False
+    uses_prometheus: bool = False
     path_defaults: dict[str, str] = field(default_factory=dict)
 
 
@@ -89,6 +97,7 @@ STEP_SPECS: dict[str, StepSpec] = {
     "promote": StepSpec("promote", retry_safe=True, uses_git=True),
     "analyze": StepSpec(
         "analyze",
+        uses_prometheus=True,
         outputs=(
             OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing=NO_VERDICT_WORD),
             # The summary (no per-check list) stays small whatever the bake time: workflow parameters
@@ -118,6 +127,7 @@ class StepOptions:
 
     image: str = DEFAULT_IMAGE
     git_token_secret: str | None = "rollguard-git"
+    prometheus_secret: str | None = "rollguard-prometheus"
     retry_limit: int = 2
     retry_backoff: str = "2s"  # first wait; doubled for each further retry (2 s, 4 s)
     # analyze's full verdict file as an output artifact: needs an artifact repository, without which
@@ -171,7 +181,11 @@ def argument_parameter(parameter: FlagParameter) -> Parameter:
 
 def workflow_inputs(command: str, options: StepOptions) -> list[str]:
     """Inputs of the step that are not flags but come from a workflow parameter of the same name."""
-    return [GIT_SECRET_INPUT] if STEP_SPECS[command].uses_git and options.git_token_secret else []
+    spec = STEP_SPECS[command]
+    inputs = [GIT_SECRET_INPUT] if spec.uses_git and options.git_token_secret else []
+    if spec.uses_prometheus and options.prometheus_secret:
+        inputs.append(PROMETHEUS_SECRET_INPUT)
+    return inputs
 
 
 def git_secret_parameter(options: StepOptions) -> FlagParameter:
@@ -184,6 +198,21 @@ def git_secret_parameter(options: StepOptions) -> FlagParameter:
         help=(
             f"Secret with the Git credentials: key token (HTTPS, read as {GIT_TOKEN_ENV}), or ssh-privatekey and "
             f"known_hosts (SSH); mounted read-only at {GIT_SECRET_MOUNT}; may be absent"
+        ),
+    )
+
+
+def prometheus_secret_parameter(options: StepOptions) -> FlagParameter:
+    """The `prometheus-secret` input (and workflow parameter), defaulting to the configured Secret."""
+    return FlagParameter(
+        name=PROMETHEUS_SECRET_INPUT,
+        flag="",
+        env="",
+        default=options.prometheus_secret or "",
+        help=(
+            f"Secret with Prometheus credentials (a bearer token, a CA bundle, a client certificate and key, header "
+            f"values), mounted read-only at {PROMETHEUS_SECRET_MOUNT} for the --prometheus-*-file flags and "
+            "--prometheus-header NAME=file:PATH; may be absent"
         ),
     )
 
@@ -206,6 +235,18 @@ def step_template(command: str, options: StepOptions) -> Container:
                 secret_name=secret.reference,
                 optional=True,
                 mount_path=GIT_SECRET_MOUNT,
+                read_only=True,
+            )
+        )
+    if PROMETHEUS_SECRET_INPUT in workflow_inputs(command, options):
+        secret = prometheus_secret_parameter(options)
+        inputs.append(input_parameter(secret))
+        volumes.append(
+            SecretVolume(
+                name=PROMETHEUS_SECRET_VOLUME,
+                secret_name=secret.reference,
+                optional=True,
+                mount_path=PROMETHEUS_SECRET_MOUNT,
                 read_only=True,
             )
         )

@@ -34,7 +34,8 @@ single `mutex` (and `semaphore`, `podPriority`, CronWorkflow `schedule`, none us
 - `container` templates: `image`, `command` (`rollguard COMMAND`), `env` with `value`, and one
   `valueFrom.secretKeyRef` with `optional: true` whose `name` is `{{inputs.parameters.git-secret}}`
   (ROLLGUARD_GIT_TOKEN); template-level `volumes` with one `secret` volume (`secretName` from the
-  same input, `optional: true`) and its `volumeMounts` entry (`readOnly`).
+  same input, `optional: true`) and its `volumeMounts` entry (`readOnly`); analyze's likewise, from
+  `{{inputs.parameters.prometheus-secret}}` (Prometheus credentials, no env).
 - `outputs.parameters[].valueFrom.path` (+ `default`), the path templated from an input parameter.
 - `outputs.artifacts` only when rendered with `verdict_artifact=True` (analyze's verdict JSON;
   `optional: true`, `archive: {none: {}}`): it needs an artifact repository.
@@ -59,10 +60,12 @@ from rollguard.workflows.parameters import FlagParameter, InvalidDefault, Render
 from rollguard.workflows.step_templates import (
     DEFAULT_IMAGE,
     GIT_SECRET_INPUT,
+    PROMETHEUS_SECRET_INPUT,
     STEP_SPECS,
     StepOptions,
     argument_parameter,
     git_secret_parameter,
+    prometheus_secret_parameter,
     step_parameters,
     step_template,
     workflow_inputs,
@@ -105,6 +108,7 @@ class TemplateSettings:
     image: str = DEFAULT_IMAGE
     service_account: str | None = "rollguard"
     git_token_secret: str | None = "rollguard-git"  # default of the `git-secret` parameter; None: no Secret
+    prometheus_secret: str | None = "rollguard-prometheus"  # default of `prometheus-secret`; None: no Secret
     retry_limit: int = 2
     verdict_artifact: bool = False  # needs an artifact repository (see StepOptions)
     steps_template: str = STEPS_TEMPLATE
@@ -120,6 +124,7 @@ class TemplateSettings:
         return StepOptions(
             image=self.image,
             git_token_secret=self.git_token_secret,
+            prometheus_secret=self.prometheus_secret,
             retry_limit=self.retry_limit,
             verdict_artifact=self.verdict_artifact,
         )
@@ -168,6 +173,8 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
     merged[ON_INCONCLUSIVE] = _policy_parameter()
     if any(GIT_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
         merged[GIT_SECRET_INPUT] = git_secret_parameter(settings.step_options)
+    if any(PROMETHEUS_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
+        merged[PROMETHEUS_SECRET_INPUT] = prometheus_secret_parameter(settings.step_options)
     _check_defaults(settings)
     result = []
     for parameter in merged.values():
@@ -196,7 +203,7 @@ def _describe(parameter: FlagParameter) -> str:
 
 def _check_defaults(settings: TemplateSettings) -> None:
     """Refuse a default for a parameter that no rollguard workflow has."""
-    known = {ON_INCONCLUSIVE, GIT_SECRET_INPUT}
+    known = {ON_INCONCLUSIVE, GIT_SECRET_INPUT, PROMETHEUS_SECRET_INPUT}
     for command in STEP_SPECS:
         known.update(p.name for p in step_parameters(command) if p.name not in WIRED.get(command, set()))
     unknown = sorted(set(settings.defaults) - known)
