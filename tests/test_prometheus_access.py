@@ -281,3 +281,33 @@ def test_the_deadline_ends_a_tls_handshake_that_never_finishes(pki: Pki) -> None
         listener.close()
     assert result.status is QueryStatus.ERROR and "timed out" in (result.detail or "")
     assert took < 3.0
+
+
+# --- the experiment's cluster target (breach, alert and failed-request queries) ------------------------------
+
+
+def test_the_experiment_queries_send_the_same_credentials_and_hide_them(guarded: Guarded, tmp_path: Path) -> None:
+    from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
+    from rollguard.steps.metrics.prometheus_access import PrometheusConnection
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    endpoint = parse_prometheus_url(guarded.url)
+    good = PrometheusConnection(PrometheusEndpoint(endpoint, (HeaderSpec("X-Scope-OrgID", "value", TENANT),),
+                                                   str(token)))
+    assert instant(good, 'ALERTS{alertname="CanaryHighErrorRate"}') == [({}, 1.0)]
+    wrong_tenant = PrometheusConnection(PrometheusEndpoint(endpoint, (HeaderSpec("X-Scope-OrgID", "value", "x"),),
+                                                           str(token)))
+    with pytest.raises(PrometheusQueryError) as refused:
+        instant(wrong_tenant, "vector(1)")
+    assert "refused authentication: HTTP 401" in str(refused.value) and TOKEN not in str(refused.value)
+
+
+def test_the_experiment_refuses_bad_access_input_with_exit_2(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [ROLLGUARD, "experiment", "--target", "cluster", "--namespace", "demo", "--service", "podinfo",
+         "--report-dir", str(tmp_path / "report"), "--prometheus-bearer-token-file", str(tmp_path / "missing")],
+        capture_output=True, text=True, timeout=60, env=_env(),
+    )
+    assert completed.returncode == ExitCode.USAGE, completed.stderr
+    assert "--prometheus-bearer-token-file" in completed.stderr and "does not exist" in completed.stderr
