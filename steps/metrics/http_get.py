@@ -28,6 +28,10 @@ class HttpFailure(Exception):
     """No answer: the connection failed, was reset, or the deadline passed first."""
 
 
+class UntrustedCertificate(HttpFailure):
+    """The server's TLS certificate did not verify: asking again will not change that."""
+
+
 class DeadlinePassed(HttpFailure):
     """The whole answer had not arrived when the deadline passed."""
 
@@ -76,6 +80,8 @@ def http_get(
     except (OSError, http.client.HTTPException) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise DeadlinePassed("the whole answer had not arrived") from None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            raise UntrustedCertificate(exc.verify_message or _describe(exc)) from None
         raise HttpFailure(_describe(exc)) from None
     finally:
         watchdog.cancel()

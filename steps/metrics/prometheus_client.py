@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from rollguard.steps.metrics.http_get import DeadlinePassed, HttpFailure, http_get, request_url
+from rollguard.steps.metrics.http_get import DeadlinePassed, HttpFailure, UntrustedCertificate, http_get, request_url
 from rollguard.steps.metrics.prometheus_access import PrometheusEndpoint, connection_for
 from rollguard.steps.metrics.prometheus_answers import MalformedAnswer, samples_of_answer
 from rollguard.steps.metrics.prometheus_url import PrometheusUrl
@@ -41,6 +41,10 @@ class RefusedQueryError(Exception):
 
 class AuthenticationRefused(RefusedQueryError):
     """HTTP 401 or 403: the server (or the proxy in front of it) did not accept rollguard's credentials."""
+
+
+class CertificateRefused(RefusedQueryError):
+    """The server's TLS certificate is not trusted (wrong CA, name mismatch, expired): not retried."""
 
 
 AUTH_HINT = ("check --prometheus-bearer-token-file, --prometheus-header (X-Scope-OrgID for Mimir/Cortex), the "
@@ -82,6 +86,8 @@ class PrometheusQuerier:
                 raise TransientQueryError("the analysis's time is up (its last planned check plus one query "
                                           "timeout)") from None
             raise TransientQueryError(f"timed out (timeout {self.timeout_s:g}s for the whole answer)") from None
+        except UntrustedCertificate as exc:
+            raise CertificateRefused(str(exc)) from None
         except HttpFailure as exc:
             raise TransientQueryError(str(exc)) from None
         if answer.status != 200:
@@ -154,6 +160,10 @@ class PrometheusQuerier:
             detail = f"Prometheus at {self.url} unreachable after {exc.attempts} attempts: {exc}"
             return QueryResult(query, QueryStatus.ERROR, detail=scrub(detail),
                                attempts=exc.attempts, unreachable=True)
+        except CertificateRefused as exc:
+            return QueryResult(query, QueryStatus.ERROR,
+                               detail=scrub(f"the TLS certificate of Prometheus at {self.url} is not trusted ({exc}); "
+                                            "give its CA with --prometheus-ca-file"))
         except AuthenticationRefused as exc:
             return QueryResult(query, QueryStatus.ERROR,
                                detail=scrub(f"Prometheus at {self.url} refused authentication ({exc}); {AUTH_HINT}"))
