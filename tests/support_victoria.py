@@ -96,3 +96,36 @@ def vmauth(upstream: str, bearer_token: str) -> Iterator[str]:
         command = [executable, f"-httpListenAddr=127.0.0.1:{port}", f"-auth.config={config}", "-loggerLevel=ERROR"]
         with _process(command, f"{url}/api/v1/query?query=1", workdir):
             yield url
+
+
+@contextmanager
+def nginx_tenant_gateway(upstream: str, tenant: str, bearer_token: str) -> Iterator[str]:
+    """nginx (Debian package nginx) in front of `upstream` as a Mimir/Cortex gateway is run: it refuses with
+    401 a request without `X-Scope-OrgID: <tenant>` or without `Authorization: Bearer <token>`."""
+    executable = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if executable is None:
+        pytest.skip("nginx is not installed (./run.sh installs the Debian package nginx)")
+    with tempfile.TemporaryDirectory(prefix="rollguard-nginx-") as directory:
+        workdir = Path(directory)
+        port = free_port()
+        temp = " ".join(f"{kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi",
+                                                                            "uwsgi", "scgi"))
+        (workdir / "nginx.conf").write_text(f"""
+daemon off; master_process off; pid {workdir / 'nginx.pid'}; error_log {workdir / 'error.log'} warn;
+events {{}}
+http {{
+  access_log off; {temp}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      if ($http_x_scope_orgid != "{tenant}") {{ return 401 "no tenant: X-Scope-OrgID missing or unknown\\n"; }}
+      if ($http_authorization != "Bearer {bearer_token}") {{ return 401 "unauthorized\\n"; }}
+      proxy_pass {upstream};
+    }}
+  }}
+}}
+""")
+        url = f"http://127.0.0.1:{port}"
+        with _process([executable, "-p", str(workdir), "-c", str(workdir / "nginx.conf")],
+                      f"{url}/api/v1/query?query=1", workdir):
+            yield url

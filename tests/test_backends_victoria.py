@@ -1,6 +1,7 @@
 """`rollguard analyze` against real Prometheus-compatible backends: VictoriaMetrics scraping synthetic Istio
 traffic (healthy passes, a faulty canary fails, as against Prometheus), and vmauth in front of it demanding a
-bearer token (refused without it or with a wrong one — an `error` that names authentication — passed with it)."""
+bearer token (refused without it or with a wrong one — an `error` that names authentication — passed with it),
+and nginx as a Mimir/Cortex-style gateway demanding the tenant header X-Scope-OrgID and a token."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 from support_prometheus import NAMESPACE
-from support_victoria import victoria_metrics, vmauth
+from support_victoria import nginx_tenant_gateway, victoria_metrics, vmauth
 
 from rollguard.sandbox.synthetic_traffic import SyntheticTraffic, TrafficProfile
 from rollguard.steps import cli
@@ -159,3 +160,27 @@ def test_through_vmauth_a_rotated_token_is_read_again(
     replacement.replace(token_file)  # as the kubelet swaps the projected volume's files
     result = querier.scalar("vector(1)")
     assert result.status is QueryStatus.VALUE and result.value == 1.0, result.detail
+
+
+TENANT = "team-a"
+
+
+def test_through_an_nginx_tenant_gateway_the_header_and_token_pass_and_without_the_header_it_refuses(
+    backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    with nginx_tenant_gateway(backend.url, TENANT, TOKEN) as gateway:
+        start(backend, "vm-tenant", HEALTHY)
+        backend.traffic.set("vm-tenant", "v2", TrafficProfile(requests_per_s=40, error_rate=1.0))
+        code, verdict, _ = analyze(gateway, "vm-tenant", tmp_path, capsys, "--duration", "2m",
+                                   "--prometheus-bearer-token-file", str(token_file),
+                                   "--prometheus-header", f"X-Scope-OrgID={TENANT}")
+        assert code == ExitCode.FAIL, verdict["reason"]
+        code, verdict, log = analyze(gateway, "vm-tenant", tmp_path, capsys, "--duration", "2s",
+                                     "--max-consecutive-errors", "1", "--prometheus-bearer-token-file",
+                                     str(token_file))
+    assert code == ExitCode.INCONCLUSIVE
+    details = [m["detail"] for check in verdict["checks"] for m in check["metrics"] if m["phase"] == "error"]
+    assert details and all("refused authentication (HTTP 401: no tenant" in detail for detail in details), details
+    assert TOKEN not in log + json.dumps(verdict)
