@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # rollguard's one entry point for a fresh machine. Every command does its own set-up, idempotently:
-# a virtualenv in .venv with rollguard installed (editable, with test tools), and the `prometheus`
-# binary (Debian package `prometheus`; PROMETHEUS_BIN points at another one).
+# a virtualenv in .venv with rollguard installed (editable, with test tools), the `prometheus`
+# binary (Debian package `prometheus`; PROMETHEUS_BIN points at another one), and for `test` the
+# Prometheus-compatible backends the suite runs against (Debian packages `victoria-metrics`:
+# `victoria-metrics` and its authenticating proxy `vmauth`; `nginx`, as a Mimir-style tenant gateway).
 #
 #   ./run.sh demo [demo flags]   set up, then run a faulty canary release in the local sandbox
 #   ./run.sh test [pytest args]  set up, then lint (ruff, import contracts, mypy) and run the test suite
@@ -41,6 +43,25 @@ ensure_prometheus() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
     || die "apt-get install prometheus failed; install it yourself or set PROMETHEUS_BIN"
   command -v prometheus >/dev/null || die "prometheus is still not on PATH after installing; set PROMETHEUS_BIN"
+}
+
+# Debian packages the test suite runs for real: VictoriaMetrics (a Prometheus-compatible backend) and
+# vmauth (an authenticating proxy in front of it), both from the package `victoria-metrics`; nginx as a
+# gateway that demands a tenant header (X-Scope-OrgID, as Mimir's and Cortex's do).
+ensure_test_backends() {
+  command -v victoria-metrics >/dev/null && command -v vmauth >/dev/null \
+    && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && return
+  say "installing the Debian packages 'victoria-metrics' and 'nginx' (VictoriaMetrics, vmauth, nginx: the tests run them)"
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    command -v sudo >/dev/null || die "not root and no sudo: install the Debian package 'victoria-metrics' yourself"
+    sudo="sudo"
+  fi
+  command -v apt-get >/dev/null || die "no apt-get here: install VictoriaMetrics and vmauth (1.79 or later) on PATH"
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed; install 'victoria-metrics' yourself"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends victoria-metrics nginx >/dev/null \
+    || die "apt-get install victoria-metrics nginx failed; install them yourself"
+  command -v vmauth >/dev/null || die "vmauth is still not on PATH after installing victoria-metrics"
 }
 
 ensure_venv() {
@@ -88,6 +109,7 @@ case "$command" in
   setup) setup; say "ready: $VENV/bin/rollguard, $(command -v prometheus || echo "$PROMETHEUS_BIN")" ;;
   test)
     setup
+    ensure_test_backends
     "$VENV/bin/ruff" check .
     "$VENV/bin/lint-imports" --no-cache
     "$VENV/bin/mypy" -p rollguard.steps -p rollguard.workflows -p rollguard.sandbox -p rollguard.experiment

@@ -128,7 +128,10 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, "step_image", None):  # the demo's --step-image: the steps ran inside the built image
             settings["step_image"] = str(args.step_image)
     else:
-        settings.update(prometheus_url=args.prometheus_url, virtual_service=f"{args.namespace}/{args.virtual_service}")
+        from rollguard.steps.metrics.prometheus_url import redacted
+
+        settings.update(prometheus_url=redacted(args.prometheus_url),  # basic auth never reaches the report
+                        virtual_service=f"{args.namespace}/{args.virtual_service}")
     if args.judge == "both":
         settings["threshold_rule"] = (
             f"fail after {args.threshold_failures} failed checks{' in a row' if args.threshold_consecutive else ''}, "

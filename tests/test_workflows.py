@@ -245,6 +245,7 @@ def test_git_steps_read_and_mount_the_secret_named_by_a_parameter(docs: dict[str
         env = {e["name"]: e for e in container["env"]}
         if template["name"] not in ("deploy", "promote", "rollback", "status", "finish"):
             assert "git-secret" not in inputs and "ROLLGUARD_GIT_TOKEN" not in env, name
+            assert all(volume["name"] != "git-credentials" for volume in template.get("volumes", [])), name
             continue
         assert inputs["git-secret"]["default"] == "rollguard-git", name
         assert env["ROLLGUARD_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
@@ -261,6 +262,35 @@ def test_git_steps_read_and_mount_the_secret_named_by_a_parameter(docs: dict[str
         assert arguments["git-secret"]["value"] == "rollguard-git"
         for flag in ("git-token-file", "git-ssh-key-file", "git-known-hosts-file"):
             assert GIT_MOUNT in (REPO / "argocd" / "README.md").read_text(encoding="utf-8"), flag
+
+
+PROMETHEUS_MOUNT = "/var/run/secrets/rollguard/prometheus"
+
+
+def test_analyze_mounts_the_prometheus_secret_named_by_a_parameter_and_no_secret_is_a_parameter(
+    docs: dict[str, dict[str, Any]],
+) -> None:
+    for name, template in all_templates(docs):
+        if "container" not in template:
+            continue
+        inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
+        if template["name"] != "analyze":
+            assert "prometheus-secret" not in inputs, name
+            continue
+        assert inputs["prometheus-secret"]["default"] == "rollguard-prometheus", name
+        assert template["volumes"] == [{"name": "prometheus-credentials", "secret": {
+            "secretName": "{{inputs.parameters.prometheus-secret}}", "optional": True}}], name
+        assert template["container"]["volumeMounts"] == [
+            {"name": "prometheus-credentials", "mountPath": PROMETHEUS_MOUNT, "readOnly": True}]
+        # Paths and header names pass as parameters; token, key and header values come from the mounted files.
+        for flag in ("prometheus-bearer-token-file", "prometheus-ca-file", "prometheus-cert-file",
+                     "prometheus-key-file", "prometheus-header", "prometheus-insecure-skip-verify",
+                     "prometheus-sigv4", "prometheus-sigv4-region"):
+            assert flag in inputs, flag
+        assert not any("token" == p or p.endswith("-token") for p in inputs), name
+    for workflow in ("canary-release", "canary-analysis"):
+        arguments = {p["name"]: p for p in docs[workflow]["spec"]["arguments"]["parameters"]}
+        assert arguments["prometheus-secret"]["value"] == "rollguard-prometheus"
 
 
 def test_the_shipped_workflows_carry_the_same_container_templates_as_rollguard_steps(

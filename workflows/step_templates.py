@@ -15,6 +15,10 @@ ROLLGUARD_WORKFLOW_NAME (`{{workflow.name}}`) for their commit trailers. The not
 Output parameters the workflow's exit handler needs are also exported as Argo global outputs
 (`globalName`, read there as `{{workflow.outputs.parameters.NAME}}`): the last verdict, the last
 deploy/promote commit, the release's rollback result, the canary weight last planned or found.
+
+analyze takes the input `prometheus-secret` likewise: that Secret is mounted (read-only, optional) at
+PROMETHEUS_SECRET_MOUNT, where `--prometheus-bearer-token-file`, `--prometheus-ca-file`, `--prometheus-cert-file`,
+`--prometheus-key-file` and `--prometheus-header NAME=file:PATH` point; no secret travels as a parameter.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ GLOBAL_CANARY_WEIGHT = "canary-weight"
 COMMIT_FILE = "/tmp/rollguard-commit"
 RESULT_FILE = "/tmp/rollguard-result.json"
 GIT_OUTPUT_PATHS = {"commit-file": COMMIT_FILE, "result-file": RESULT_FILE}
+PROMETHEUS_SECRET_INPUT = "prometheus-secret"  # input of analyze (and workflow parameter): the Secret's name
+PROMETHEUS_SECRET_VOLUME = "prometheus-credentials"
+PROMETHEUS_SECRET_MOUNT = "/var/run/secrets/rollguard/prometheus"
 
 # Retries: Argo's default policy (OnFailure) retries only a Failed node, so not a deleted pod or a
 # failed init/wait container (Error), and it retries a usage error, which fails the same way every
@@ -98,6 +105,7 @@ class StepSpec:
     retry_safe: bool = False
     uses_git: bool = False
     uses_notify: bool = False
+    uses_prometheus: bool = False
     path_defaults: dict[str, str] = field(default_factory=dict)
     # Flags whose value the template sets itself from Argo (`{{workflow.status}}`...): an env value, no input.
     env_values: dict[str, str] = field(default_factory=dict)
@@ -135,6 +143,7 @@ STEP_SPECS: dict[str, StepSpec] = {
     ),
     "analyze": StepSpec(
         "analyze",
+        uses_prometheus=True,
         outputs=(
             OutputFile("verdict", "verdict-word-file", "/tmp/rollguard-verdict-word", missing=NO_VERDICT_WORD,
                        global_name=GLOBAL_VERDICT),
@@ -195,6 +204,7 @@ class StepOptions:
 
     image: str = DEFAULT_IMAGE
     git_token_secret: str | None = "rollguard-git"
+    prometheus_secret: str | None = "rollguard-prometheus"
     retry_limit: int = 2
     retry_backoff: str = "2s"  # first wait; doubled for each further retry (2 s, 4 s)
     # analyze's full verdict file as an output artifact: needs an artifact repository, without which
@@ -253,6 +263,8 @@ def workflow_inputs(command: str, options: StepOptions) -> list[str]:
     names = [GIT_SECRET_INPUT] if spec.uses_git and options.git_token_secret else []
     if spec.uses_notify and options.notify_secret:
         names.append(NOTIFY_SECRET_INPUT)
+    if spec.uses_prometheus and options.prometheus_secret:
+        names.append(PROMETHEUS_SECRET_INPUT)
     return names
 
 
@@ -278,6 +290,21 @@ def git_secret_parameter(options: StepOptions) -> FlagParameter:
         help=(
             f"Secret with the Git credentials: key token (HTTPS, read as {GIT_TOKEN_ENV}), or ssh-privatekey and "
             f"known_hosts (SSH); mounted read-only at {GIT_SECRET_MOUNT}; may be absent"
+        ),
+    )
+
+
+def prometheus_secret_parameter(options: StepOptions) -> FlagParameter:
+    """The `prometheus-secret` input (and workflow parameter), defaulting to the configured Secret."""
+    return FlagParameter(
+        name=PROMETHEUS_SECRET_INPUT,
+        flag="",
+        env="",
+        default=options.prometheus_secret or "",
+        help=(
+            f"Secret with Prometheus credentials (a bearer token, a CA bundle, a client certificate and key, header "
+            f"values), mounted read-only at {PROMETHEUS_SECRET_MOUNT} for the --prometheus-*-file flags and "
+            "--prometheus-header NAME=file:PATH; may be absent"
         ),
     )
 
@@ -332,6 +359,18 @@ def step_template(command: str, options: StepOptions, input_defaults: dict[str, 
                 secret_name=notify_secret.reference,
                 optional=True,
                 mount_path=NOTIFY_SECRET_MOUNT,
+                read_only=True,
+            )
+        )
+    if PROMETHEUS_SECRET_INPUT in workflow_inputs(command, options):
+        secret = prometheus_secret_parameter(options)
+        inputs.append(input_parameter(secret))
+        volumes.append(
+            SecretVolume(
+                name=PROMETHEUS_SECRET_VOLUME,
+                secret_name=secret.reference,
+                optional=True,
+                mount_path=PROMETHEUS_SECRET_MOUNT,
                 read_only=True,
             )
         )

@@ -45,8 +45,9 @@ single `mutex` (and `semaphore`, `podPriority`, CronWorkflow `schedule`, none us
 - `container` templates: `image`, `command` (`rollguard COMMAND`), `env` with `value`, and one
   `valueFrom.secretKeyRef` with `optional: true` whose `name` is `{{inputs.parameters.git-secret}}`
   (ROLLGUARD_GIT_TOKEN); template-level `volumes` with `secret` volumes (`secretName` from an input,
-  `optional: true`: the Git and the notification Secret) and their `volumeMounts` (`readOnly`);
-  finish's `terminationMessagePath` (from an input) and `terminationMessagePolicy: FallbackToLogsOnError`.
+  `optional: true`: the Git, the notification and (analyze) the Prometheus Secret) and their
+  `volumeMounts` (`readOnly`); finish's `terminationMessagePath` (from an input) and
+  `terminationMessagePolicy: FallbackToLogsOnError`.
 - `outputs.parameters[].valueFrom.path` (+ `default`), the path templated from an input parameter;
   `globalName` on some.
 - `outputs.artifacts` only when rendered with `verdict_artifact=True` (analyze's verdict JSON;
@@ -72,11 +73,13 @@ from rollguard.workflows.step_templates import (
     DEFAULT_IMAGE,
     GIT_SECRET_INPUT,
     NOTIFY_SECRET_INPUT,
+    PROMETHEUS_SECRET_INPUT,
     STEP_SPECS,
     StepOptions,
     argument_parameter,
     git_secret_parameter,
     notify_secret_parameter,
+    prometheus_secret_parameter,
     step_parameters,
     step_template,
     workflow_inputs,
@@ -133,6 +136,7 @@ class TemplateSettings:
     image: str = DEFAULT_IMAGE
     service_account: str | None = "rollguard"
     git_token_secret: str | None = "rollguard-git"  # default of the `git-secret` parameter; None: no Secret
+    prometheus_secret: str | None = "rollguard-prometheus"  # default of `prometheus-secret`; None: no Secret
     retry_limit: int = 2
     verdict_artifact: bool = False  # needs an artifact repository (see StepOptions)
     notify_secret: str | None = "rollguard-notify"  # default of the `notify-secret` parameter; None: no Secret
@@ -151,6 +155,7 @@ class TemplateSettings:
         return StepOptions(
             image=self.image,
             git_token_secret=self.git_token_secret,
+            prometheus_secret=self.prometheus_secret,
             retry_limit=self.retry_limit,
             verdict_artifact=self.verdict_artifact,
             notify_secret=self.notify_secret,
@@ -205,6 +210,8 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
         merged[GIT_SECRET_INPUT] = git_secret_parameter(settings.step_options)
     if any(NOTIFY_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
         merged[NOTIFY_SECRET_INPUT] = notify_secret_parameter(settings.step_options)
+    if any(PROMETHEUS_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
+        merged[PROMETHEUS_SECRET_INPUT] = prometheus_secret_parameter(settings.step_options)
     _check_defaults(settings)
     result = []
     for parameter in merged.values():
@@ -238,7 +245,8 @@ def _describe(parameter: FlagParameter) -> str:
 
 def _check_defaults(settings: TemplateSettings) -> None:
     """Refuse a default for a parameter that no rollguard workflow has."""
-    known = {ON_INCONCLUSIVE, GIT_SECRET_INPUT, NOTIFY_SECRET_INPUT, APPROVAL, APPROVAL_EVERY_STEP}
+    known = {ON_INCONCLUSIVE, GIT_SECRET_INPUT, NOTIFY_SECRET_INPUT, PROMETHEUS_SECRET_INPUT, APPROVAL,
+             APPROVAL_EVERY_STEP}
     for command in STEP_SPECS:
         known.update(p.name for p in step_parameters(command) if p.name not in WIRED.get(command, set()))
     unknown = sorted(set(settings.defaults) - known)

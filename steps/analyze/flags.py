@@ -6,6 +6,7 @@ import argparse
 
 from rollguard.steps.judgment.outcomes import Judge, Policy
 from rollguard.steps.metrics.failures import DEFAULT_GRPC_ERROR_CODES, grpc_codes_text, parse_grpc_codes
+from rollguard.steps.metrics.prometheus_access import add_prometheus_access_arguments
 from rollguard.steps.options import (
     add_flag,
     add_switch,
@@ -35,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(target, "--service", required=True, help="destination_service_name of the service")
     add_flag(target, "--stable-version", required=True, help="destination_version label of stable (e.g. v1)")
     add_flag(target, "--canary-version", required=True, help="destination_version label of the canary (e.g. v2)")
+    add_prometheus_access_arguments(parser.add_argument_group("Prometheus authentication and TLS"))
     timing = parser.add_argument_group("timing")
     add_flag(timing, "--interval", default="5s", type=positive_duration, help="time between checks (500ms, 1s, 2m)")
     add_flag(timing, "--duration", default="2m", type=positive_duration, help="bake time before a pass")

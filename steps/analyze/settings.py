@@ -16,7 +16,7 @@ from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
 from rollguard.steps.metrics.failures import ErrorDefinition, grpc_codes_text, parse_grpc_codes
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
-from rollguard.steps.metrics.prometheus_url import PrometheusUrl, PrometheusUrlError, parse_prometheus_url
+from rollguard.steps.metrics.prometheus_access import PrometheusEndpoint, access_from_args
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
 from rollguard.steps.options import UsageError, check_output_files, format_duration, is_utf8_text
 
@@ -25,9 +25,9 @@ MAX_PLANNED_LOOKS = 100_000
 
 @dataclass(frozen=True)
 class PrometheusAccess:
-    """Where Prometheus is and how to ask it: the URL without credentials, basic auth, timeout, tries."""
+    """Where Prometheus is and how to ask it: the URL without credentials, authentication and TLS, timeout, tries."""
 
-    endpoint: PrometheusUrl  # the URL shown (no credentials) and the basic auth sent to Prometheus only
+    endpoint: PrometheusEndpoint  # the URL shown (no credentials); headers, token, TLS, SigV4 (secrets never shown)
     timeout_s: float
     attempts: int
 
@@ -100,6 +100,7 @@ class AnalysisSettings:
         target, limits, run = self.target, self.limits, self.run_limits
         return {
             "prometheus_url": self.prometheus.url,
+            **self.prometheus.endpoint.as_json(),
             "namespace": target.namespace,
             "service": target.service,
             "stable_version": target.stable_version,
@@ -143,10 +144,7 @@ def custom_name(metric: CustomMetric) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     """Check every flag before any query, so bad input exits 2 with nothing written."""
-    try:
-        prometheus_url = parse_prometheus_url(args.prometheus_url)
-    except PrometheusUrlError as exc:
-        raise UsageError(f"--prometheus-url {exc}") from None
+    prometheus_endpoint = access_from_args(args)  # a UsageError naming the flag
     for flag in ("namespace", "service", "stable_version", "canary_version"):
         value = str(getattr(args, flag))
         if not value.strip():
@@ -176,7 +174,7 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
                              "query holds characters that are not UTF-8 text (a \\udcxx escape in a value?)")
     errors = _error_definition(args.grpc_error_codes)
     return AnalysisSettings(
-        prometheus=PrometheusAccess(prometheus_url, args.query_timeout, args.query_attempts),
+        prometheus=PrometheusAccess(prometheus_endpoint, args.query_timeout, args.query_attempts),
         target=target,
         timing=Timing(interval_s=args.interval, duration_s=args.duration, window_s=args.window),
         judge=Judge(args.judge),

@@ -4,12 +4,12 @@ A socket timeout bounds each read, not the request: a server that sends a byte e
 trips it. Here a watchdog shuts the socket down when the deadline passes, so connecting, sending,
 the headers and the body together take at most the time given. Proxies come from the environment
 (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) as for any HTTP client; certificates from the system store
-(SSL_CERT_FILE, or REQUESTS_CA_BUNDLE as requests users set it).
+(SSL_CERT_FILE, or REQUESTS_CA_BUNDLE as requests users set it) unless the caller passes its own TLS context
+(--prometheus-ca-file, a client certificate); the deadline bounds the TLS handshake too.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import os
 import socket
@@ -17,16 +17,19 @@ import ssl
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
-
-from rollguard.steps.metrics.prometheus_url import BasicAuth
+from urllib.parse import quote, urlencode, urlsplit
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a counters answer of a busy service is a few MB
 
 
 class HttpFailure(Exception):
     """No answer: the connection failed, was reset, or the deadline passed first."""
+
+
+class UntrustedCertificate(HttpFailure):
+    """The server's TLS certificate did not verify: asking again will not change that."""
 
 
 class DeadlinePassed(HttpFailure):
@@ -41,24 +44,34 @@ class HttpAnswer:
     body: bytes
 
 
-def http_get(url: str, params: dict[str, str], *, auth: BasicAuth | None, deadline: float) -> HttpAnswer:
-    """GET `url?params`, done by `deadline` (time.monotonic()) or DeadlinePassed; HttpFailure when no answer."""
+def request_url(url: str, params: Mapping[str, str]) -> str:
+    """`url?params` exactly as http_get sends it (what a SigV4 signature must cover)."""
+    # RFC 3986 escaping (%20, not +; only -_.~ left as they are): SigV4's canonical query string, so a signature
+    # computed over the URL as sent is the one Amazon Managed Prometheus computes. Prometheus reads both forms.
+    return f"{url}?{urlencode(params, quote_via=quote, safe='-_.~')}"
+
+
+def http_get(
+    url: str, params: Mapping[str, str], *, headers: Mapping[str, str] | None = None, deadline: float,
+    tls: ssl.SSLContext | None = None,
+) -> HttpAnswer:
+    """GET `url?params` with `headers`, done by `deadline` (time.monotonic()) or DeadlinePassed; HttpFailure when
+    no answer. `tls` verifies an https:// server (default: the system's CA store)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise DeadlinePassed("no time left to ask")
     target = urlsplit(url)
-    path = (target.path or "/") + "?" + urlencode(params)
-    headers = {"Accept": "application/json", "User-Agent": "rollguard"}
-    if auth is not None:
-        token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode("ascii")
-        headers["Authorization"] = f"Basic {token}"
-    connection, request_target = _connection(target.scheme, target.hostname or "", target.port, path, remaining)
+    path = (target.path or "/") + "?" + request_url("", params)[1:]
+    sent = {"Accept": "application/json", "User-Agent": "rollguard", **(headers or {})}
+    context = tls or _tls_context()
+    connection, request_target = _connection(target.scheme, target.hostname or "", target.port, path, remaining,
+                                             context)
     watchdog = _Watchdog(connection, remaining)
     try:
         connection.connect()  # bounded by the socket timeout; the watchdog may have fired meanwhile
         if watchdog.fired:
             raise DeadlinePassed("connecting took all the time")
-        connection.request("GET", request_target, headers=headers)
+        connection.request("GET", request_target, headers=sent)
         response = connection.getresponse()
         body = response.read(MAX_BODY_BYTES + 1)
         if len(body) > MAX_BODY_BYTES:
@@ -67,6 +80,8 @@ def http_get(url: str, params: dict[str, str], *, auth: BasicAuth | None, deadli
     except (OSError, http.client.HTTPException) as exc:
         if watchdog.fired or isinstance(exc, TimeoutError):
             raise DeadlinePassed("the whole answer had not arrived") from None
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            raise UntrustedCertificate(exc.verify_message or _describe(exc)) from None
         raise HttpFailure(_describe(exc)) from None
     finally:
         watchdog.cancel()
@@ -74,7 +89,7 @@ def http_get(url: str, params: dict[str, str], *, auth: BasicAuth | None, deadli
 
 
 def _connection(
-    scheme: str, host: str, port: int | None, path: str, timeout_s: float
+    scheme: str, host: str, port: int | None, path: str, timeout_s: float, context: ssl.SSLContext
 ) -> tuple[http.client.HTTPConnection, str]:
     """A connection to the server or to the proxy the environment names for it, and the request target."""
     proxy = urllib.request.getproxies().get(scheme)
@@ -82,14 +97,14 @@ def _connection(
         via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
         if scheme == "https":
             tunnel = http.client.HTTPSConnection(via.hostname or "", via.port or 3128, timeout=timeout_s,
-                                                 context=_tls_context())
+                                                 context=context)
             tunnel.set_tunnel(host, port or 443)
             return tunnel, path
         shown_host = f"[{host}]" if ":" in host else host
         absolute = f"http://{shown_host}{f':{port}' if port else ''}{path}"
         return http.client.HTTPConnection(via.hostname or "", via.port or 3128, timeout=timeout_s), absolute
     if scheme == "https":
-        return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=_tls_context()), path
+        return http.client.HTTPSConnection(host, port, timeout=timeout_s, context=context), path
     return http.client.HTTPConnection(host, port, timeout=timeout_s), path
 
 
