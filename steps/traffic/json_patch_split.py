@@ -108,11 +108,15 @@ def split_with_base(
         if len(weights) == 2:
             found.append(PatchRoute(where, weights[0], weights[1], others))
     if missing:
+        elsewhere = [op.path for op in operations if op.op in ("add", "replace") and op.path.endswith("/weight")
+                     and op.path not in {w.pointer for r in found for w in (r.stable, r.canary)}]  # fmt: skip
+        pointed = f" (its weight operations point at {', '.join(elsewhere)}, not at the split)" if elsewhere else ""
         none = "no operation on the split's weights" if not found and len(missing) == 2 * len(chosen) else \
             "no operation on some of the split's weights"  # fmt: skip
         raise WeightedRouteNotFound(
             f"the JSON 6902 patch {patch_name} has {none}: nothing in it sets the weight of {'; '.join(missing)} of "
-            f"the base in {base_name}, so the base's value would stay whatever rollguard writes here. Add an "
+            f"the base in {base_name}{pointed}, so kustomize would keep the base's value whatever rollguard writes "
+            "here. Add an "
             "operation such as `- {op: replace, path: " + missing[0].split("(")[-1].rstrip(")") + ", value: 0}`"
         )
     return PatchSplit(
