@@ -44,6 +44,7 @@ apiVersion: networking.istio.io/v1beta1
 kind: VirtualService
 metadata:
   name: reviews
+  namespace: shop
 spec:
   http:
   - name: primary

@@ -59,8 +59,9 @@ def test_a_destination_added_with_dash_carries_the_canary_weight() -> None:
     base = BASE_ISTIO.replace(
         "    - destination:\n        host: reviews\n        subset: v2\n        port: {number: 9080}\n"
         "      weight: 10     # canary\n", "").replace("weight: 90     # stable", "weight: 100     # stable")
-    patch = ("- op: replace\n  path: /spec/http/1/route/0/weight\n  value: 90\n- op: add\n  path: /spec/http/1/route/-\n"
-             "  value:\n    destination: {host: reviews, subset: v2}\n    weight: 10  # canary\n")  # fmt: skip
+    patch = ("- op: replace\n  path: /spec/http/1/route/0/weight\n  value: 90\n"
+             "- op: add\n  path: /spec/http/1/route/-\n"
+             "  value:\n    destination: {host: reviews, subset: v2}\n    weight: 10  # canary\n")
     split = locate(patch, base=base)
     assert split.agreed() == (90, 10)
     assert split.edit(40).text == patch.replace("value: 90", "value: 60").replace("weight: 10", "weight: 40")
@@ -84,10 +85,12 @@ def test_a_patch_pointing_at_a_route_without_both_subsets_is_refused() -> None:
 
 
 def test_the_route_rules_apply_to_the_base() -> None:
-    unnamed_default = BASE_ISTIO.replace("  - name: primary\n    route:", "  - name: primary\n    match: [{uri: {prefix: /}}]\n    route:")  # fmt: skip
+    unnamed_default = BASE_ISTIO.replace(
+        "  - name: primary\n    route:", "  - name: primary\n    match: [{uri: {prefix: /}}]\n    route:")
     # the testers route gets a v1 destination too, so two matched routes hold both and disagree
     disagreeing = unnamed_default.replace(
-        "        subset: v2\n  # The weighted", "        subset: v2\n      weight: 100\n    - destination: {host: reviews, subset: v1}\n  # The weighted")  # fmt: skip
+        "        subset: v2\n  # The weighted",
+        "        subset: v2\n      weight: 100\n    - destination: {host: reviews, subset: v1}\n  # The weighted")
     with pytest.raises(SplitRouteUnclear, match="pass --route NAME"):
         locate(base=disagreeing)
     assert locate(source=SplitSource(PATCH_PATH, "reviews", routes=("primary",)), base=disagreeing).agreed() == (80, 20)
@@ -102,8 +105,8 @@ def test_a_huge_base_is_refused() -> None:
 
 def test_without_its_base_a_patch_needs_explicit_paths_and_says_what_is_unverified() -> None:
     files = {PATCH_PATH: JSON_6902_PATCH}
-    with pytest.raises(WeightedRouteNotFound, match="no kustomization beside overlays/prod/weights.yaml.*"
-                       "--stable-weight-path"):  # fmt: skip
+    with pytest.raises(WeightedRouteNotFound, match=r"no kustomization beside overlays/prod/weights.yaml.*"
+                       r"--stable-weight-path"):  # fmt: skip
         locate_split(JSON_6902_PATCH, reader(files), SOURCE)
     explicit = SplitSource(PATCH_PATH, "reviews", stable_weight_path="/spec/http/1/route/0/weight",
                            canary_weight_path="/spec/http/1/route/1/weight")  # fmt: skip
