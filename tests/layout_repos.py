@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from git_remote import FIXTURE
 
+from rollguard.steps.traffic.kustomization import ReadFile
+
 FIXTURE_DOCUMENTS = FIXTURE.read_text(encoding="utf-8").split("---\n")
 # The DestinationRule and the VirtualService `reviews` of the fixture (its HTTP route #2 `primary` is the split).
 BASE_ISTIO = "---\n".join(FIXTURE_DOCUMENTS[1:3])
@@ -92,7 +94,7 @@ def kustomize_files(patch: str = JSON_6902_PATCH, patch_file: str = "weights.yam
     }
 
 
-def reader(files: dict[str, str]):  # type: ignore[no-untyped-def]
+def reader(files: dict[str, str]) -> ReadFile:
     """A ReadFile over a dict of files."""
     return files.get
 

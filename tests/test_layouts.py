@@ -18,7 +18,7 @@ from layout_repos import (
 )
 
 from rollguard.steps.traffic.layouts import HELM_VALUES as HELM_LAYOUT
-from rollguard.steps.traffic.layouts import JSON_6902, STRATEGIC_MERGE, SplitSource, locate_split
+from rollguard.steps.traffic.layouts import JSON_6902, STRATEGIC_MERGE, LocatedSplit, SplitSource, locate_split
 from rollguard.steps.traffic.manifest_errors import (
     InvalidWeights,
     ManifestError,
@@ -31,7 +31,7 @@ from rollguard.steps.traffic.manifest_errors import (
 SOURCE = SplitSource(PATCH_PATH, "reviews")
 
 
-def locate(patch: str = JSON_6902_PATCH, source: SplitSource = SOURCE, **files_kw: str):  # type: ignore[no-untyped-def]
+def locate(patch: str = JSON_6902_PATCH, source: SplitSource = SOURCE, **files_kw: str) -> LocatedSplit:
     files = kustomize_files(patch, **files_kw)
     return locate_split(files[source.path] if source.path in files else patch, reader(files), source)
 
