@@ -168,3 +168,9 @@ def test_helm_values_key_changes_only_that_scalar() -> None:
 def test_helm_values_bad_input_names_file_and_key(values: str, key: str, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         locate_split(values, reader({}), SplitSource(HELM.path, "reviews", values_key=key)).edit(10)
+
+
+def test_a_plain_manifest_beside_an_empty_kustomization_is_read_as_before() -> None:
+    files = {"k8s/istio.yml": BASE_ISTIO, "k8s/kustomization.yaml": ""}
+    split = locate_split(BASE_ISTIO, reader(files), SplitSource("k8s/istio.yml", "reviews"))
+    assert split.layout == "manifest" and split.agreed() == (90, 10) and split.overlay is None

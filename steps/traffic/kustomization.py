@@ -52,9 +52,8 @@ def _kustomization_in(directory: str, read: ReadFile) -> tuple[str, Any] | None:
         if text is not None:
             documents = plain_documents(load_documents(text))
             document = documents[0] if documents else None
-            if not isinstance(document, Mapping):
-                raise ManifestError(f"{path} is not a Kustomization (a YAML mapping)")
-            return path, document
+            # An empty or odd file applies no patch: a plain manifest beside it is read as before.
+            return (path, document) if isinstance(document, Mapping) else None
     return None
 
 
