@@ -135,8 +135,10 @@ def test_render_check_refuses_an_overlay_that_overrides_the_edit(
     assert run(remote, "deploy", "--weight", "30") == ExitCode.USAGE
     assert remote_head(remote) == head
     assert "render check: `" in (err := capfd.readouterr().err) and "not the intended 70 % / 30 %" in err
-    assert run(remote, "rollback") == ExitCode.OK  # a rollback says so and pushes anyway
+    capfd.readouterr()
+    assert run(remote, "rollback") == ExitCode.ERROR  # a rollback says so, pushes anyway, and exits 4
     assert remote_head(remote) != head
+    assert "pushed the rollback, but render check: `" in capfd.readouterr().err
 
 
 def test_render_check_is_skipped_and_said_so_without_kubectl(

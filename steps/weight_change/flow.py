@@ -121,7 +121,8 @@ def _render_check(
 ) -> Callable[[Path, WeightChange], None]:
     """The check with the edit written into the clone: render the Kustomize overlay and compare its weights.
 
-    A mismatch stops a deploy or promote (exit 2, nothing pushed); a rollback says so and pushes anyway.
+    A mismatch stops a deploy or promote (exit 2, nothing pushed); a rollback says so, pushes anyway, and
+    exits 4 after the cluster side (the overlay still renders other weights: someone must look).
     """
 
     def check(clone_dir: Path, change: WeightChange) -> None:
@@ -230,8 +231,11 @@ def _after_publish(
     pushed_now = outcome.state is PublishState.PUSHED
     result = cluster.converge(GitOutcome(outcome.commit or outcome.head, pushed_now, edit, report.action))
     report.argocd, report.live_patch = result.argocd, result.live_patch
-    if result.problems:
-        return _fail(args, report, "; ".join(result.problems))
+    problems = list(result.problems)
+    if report.render_check is not None and report.render_check["outcome"] == "failed":  # a rollback pushed anyway
+        problems.append(f"{'pushed' if pushed_now else 'Git has'} the rollback, but {report.render_check['detail']}")
+    if problems:
+        return _fail(args, report, "; ".join(problems))
     write_outputs(report, args.result_file, args.commit_file)
     return ExitCode.OK
 
