@@ -174,3 +174,10 @@ def test_a_plain_manifest_beside_an_empty_kustomization_is_read_as_before() -> N
     files = {"k8s/istio.yml": BASE_ISTIO, "k8s/kustomization.yaml": ""}
     split = locate_split(BASE_ISTIO, reader(files), SplitSource("k8s/istio.yml", "reviews"))
     assert split.layout == "manifest" and split.agreed() == (90, 10) and split.overlay is None
+
+
+def test_a_json_6902_split_is_checked_against_the_base_destination_rule() -> None:
+    with pytest.raises(UndeclaredSubset, match="subset 'v2' is not declared by DestinationRule 'reviews'"):
+        locate(base=BASE_ISTIO.replace("- name: v2", "- name: v3"))
+    no_rule = BASE_ISTIO.split("---\n")[1]
+    assert "in the base (base/istio.yaml)" in locate(base=no_rule).warnings[0]

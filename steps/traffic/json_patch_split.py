@@ -68,6 +68,7 @@ class PatchSplit:
     verified: tuple[str, ...]
     unverified: tuple[str, ...]
     namespace: str | None = None
+    destinations: tuple[tuple[Any, Any], ...] = ()  # per route, the patched (stable, canary) destination entries
 
 
 def _weight_of(operations: list[PatchOperation], pointer: str) -> PatchWeight | None:
@@ -89,6 +90,7 @@ def split_with_base(
     by_kind = routes_by_kind(patched)
     chosen = select_split(by_kind, subsets[0], subsets[1], routes)
     found: list[PatchRoute] = []
+    pairs: list[tuple[Any, Any]] = []
     missing: list[str] = []
     for route_choice in chosen:
         route = by_kind[route_choice.kind][route_choice.index]
@@ -107,6 +109,7 @@ def split_with_base(
                      if position not in (route_choice.stable_position, route_choice.canary_position))  # fmt: skip
         if len(weights) == 2:
             found.append(PatchRoute(where, weights[0], weights[1], others))
+            pairs.append((entries[route_choice.stable_position], entries[route_choice.canary_position]))
     if missing:
         elsewhere = [op.path for op in operations if op.op in ("add", "replace") and op.path.endswith("/weight")
                      and op.path not in {w.pointer for r in found for w in (r.stable, r.canary)}]  # fmt: skip
@@ -125,6 +128,7 @@ def split_with_base(
                   "that its weights are the stable and canary subsets' weights"),
         unverified=(),
         namespace=namespace_of(patched),
+        destinations=tuple(pairs),
     )  # fmt: skip
 
 

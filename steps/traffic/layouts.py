@@ -146,8 +146,8 @@ def _json_patch(text: str, read: ReadFile, source: SplitSource) -> LocatedSplit:
         raise type(exc)(f"VirtualService {source.virtual_service!r}: {exc}") from None
     warnings: tuple[str, ...] = ()
     if reference is not None and base is not None:
-        warnings = tuple(check_subsets_declared(list(reference.base_documents), source.virtual_service, [],
-                                                source.subsets))  # fmt: skip
+        warnings = tuple(check_subsets_declared(list(reference.base_documents), source.virtual_service,
+                                                list(split.destinations), source.subsets))  # fmt: skip
         warnings = tuple(w.replace("in this file", f"in the base ({base_name})") for w in warnings)
     first = split.routes[0]
     return LocatedSplit(
