@@ -99,4 +99,5 @@ def check_rendered(
             f"{subsets[1]} {canary} %, not the intended {wanted[0]} % / {wanted[1]} % (does another patch of the "
             "overlay set these weights too?)"
         )
-    return RenderCheck("passed", f"{shown} renders {subsets[0]} {stable} %, {subsets[1]} {canary} %")
+    weights = f"{subsets[0]} {stable} %, {subsets[1]} {canary} %"
+    return RenderCheck("passed", f"render check passed: {shown} renders {weights}")

@@ -31,6 +31,8 @@ from rollguard.steps.traffic.weight_edit import SplitEdit, set_split
 
 MANIFEST, STRATEGIC_MERGE, JSON_6902, HELM_VALUES = "manifest", "kustomize-strategic-merge", "kustomize-json6902", \
     "helm-values"  # fmt: skip
+LAYOUT_LABELS = {MANIFEST: "VirtualService manifest", STRATEGIC_MERGE: "Kustomize strategic-merge patch",
+                 JSON_6902: "Kustomize JSON 6902 patch", HELM_VALUES: "Helm values file"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rollguard.steps.gitops.git_publish import PublishOutcome, PublishState, Rea
 from rollguard.steps.gitops.git_workspace import BranchNotFound, FileNotInRepo, GitError, display_url
 from rollguard.steps.gitops.kustomize_render import RenderCheckFailed, check_rendered
 from rollguard.steps.options import UsageError, check_output_files
-from rollguard.steps.traffic.layouts import locate_split
+from rollguard.steps.traffic.layouts import LAYOUT_LABELS, locate_split
 from rollguard.steps.traffic.manifest_errors import ManifestError
 from rollguard.steps.traffic.weight_edit import SplitEdit, unified_diff
 from rollguard.steps.weight_change.change import WeightChange, WeightPlan
@@ -209,7 +209,7 @@ def _after_publish(
     report.record_publish(outcome)
     edit = outcome.change.edit
     if outcome.change.layout != "manifest":
-        log.info("%s is a %s: only its weight values change", args.path, outcome.change.layout.replace("-", " "))
+        log.info("%s is a %s: only its weight values change", args.path, LAYOUT_LABELS[outcome.change.layout])
     for warning in edit.warnings:
         log.warning("%s", warning)
     weights = f"{args.stable_subset} {edit.stable_weight} %, {args.canary_subset} {edit.canary_weight} %"
