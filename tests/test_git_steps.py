@@ -25,7 +25,7 @@ from git_remote import (
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.credentials import GitCredentials
-from rollguard.steps.gitops.git_publish import PublishState, PushRaceLost, publish_change
+from rollguard.steps.gitops.git_publish import PublishState, PushRaceLost, ReadFile, publish_change
 from rollguard.steps.traffic.virtualservice import read_split
 from rollguard.steps.traffic.weight_edit import set_split
 from rollguard.steps.weight_change.change import WeightChange, WeightPlan
@@ -212,15 +212,15 @@ def test_unreadable_reason_file_does_not_stop_a_rollback(remote: Path, tmp_path:
     assert weights(remote) == (100, 0)
 
 
-def rollback_change(text: str, _previous: WeightChange | None = None) -> WeightChange:
+def rollback_change(text: str, _previous: WeightChange | None = None, _read: object = None) -> WeightChange:
     return WeightChange(set_split(text, "reviews", "v1", "v2", 0), WeightPlan(0, "already"), "rollguard: roll back")
 
 
-def rollback_racing(others: Callable[[int], None]) -> Callable[[str, WeightChange | None], WeightChange]:
+def rollback_racing(others: Callable[[int], None]) -> Callable[[str, WeightChange | None, ReadFile], WeightChange]:
     """The rollback edit, with `others(attempt)` landing their commits between our clone (or fetch) and our push."""
     attempts = 0
 
-    def make_change(text: str, previous: WeightChange | None) -> WeightChange:
+    def make_change(text: str, previous: WeightChange | None, _read: ReadFile) -> WeightChange:
         nonlocal attempts
         attempts += 1
         assert (previous is None) == (attempts == 1), "after a race, the change made on the old head is handed in"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
@@ -20,6 +21,7 @@ from rollguard.steps.gitops.credentials import GitCredentials
 from rollguard.steps.gitops.git_workspace import GitError, GitWorkspace, PushRaced, PushRefused, RefLocked
 
 log = logging.getLogger(__name__)
+ReadFile = Callable[[str], str | None]  # another file of the same head, by repository path
 
 
 class PushRaceLost(GitError):
@@ -83,24 +85,28 @@ def publish_change(
     repo: str,
     branch: str,
     path: str,
-    make_change: Callable[[str, ChangeT | None], ChangeT],
+    make_change: Callable[[str, ChangeT | None, ReadFile], ChangeT],
     author: str,
     credentials: GitCredentials,
     push_retries: int = 5,
     timeout_s: float = 60.0,
     dry_run: bool = False,
     before_commit: Callable[[], None] | None = None,
+    check_written: Callable[[Path, ChangeT], None] | None = None,
 ) -> PublishOutcome[ChangeT]:
     """Clone `branch`, apply `make_change` to `path`, commit with the change's message and push.
 
-    `make_change(text, previous)` gets the file's text and, after a lost push race, the change it made
-    on the head before (None the first time): it may refuse to go on when the race moved what it
+    `make_change(text, previous, read)` gets the file's text, after a lost push race the change it made
+    on the head before (None the first time), and `read(path)` for the other files of the same head (a
+    kustomization and its base; None when missing): it may refuse to go on when the race moved what it
     started from. If the push is rejected because another commit landed first, fetch the new head,
     apply `make_change` again to the file there (it may now be a no-op) and retry with backoff, at most
     `push_retries` times. Never force-pushes. The outcome carries the change made on the last head,
     so the caller reads what was decided there. `before_commit()` runs once the change is known and
     before anything is committed (not in a dry run): a last check that may raise to stop while nothing
-    has changed. Raises GitError subclasses.
+    has changed. `check_written(clone_dir, change)` runs with the changed file written into the clone (a
+    dry run too) and before the commit: it may raise to stop (the Kustomize render check). Raises GitError
+    subclasses.
     """
     with GitWorkspace(repo, branch, credentials, timeout_s=timeout_s) as workspace:
         head = workspace.clone()
@@ -121,10 +127,13 @@ def publish_change(
                     if attempts > 1:
                         head = workspace.catch_up()
                     old_text = workspace.read(path)
-                    change = make_change(old_text, previous)
+                    change = make_change(old_text, previous, workspace.read_optional)
                     previous = change
                     if before_commit is not None and not dry_run:
                         before_commit()
+                    if check_written is not None and change.changed:
+                        workspace.write(path, change.text)  # a race's catch_up resets it
+                        check_written(workspace.clone_dir, change)
                     if dry_run or not change.changed:
                         state = PublishState.DRY_RUN if dry_run else PublishState.UNCHANGED
                         return PublishOutcome(state, change, old_text, None, head, None, attempts)

@@ -181,6 +181,15 @@ class GitWorkspace:
                 "rollguard edits YAML text files"
             ) from None
 
+    def read_optional(self, path: str) -> str | None:
+        """Text of another file of the same head (a kustomization, a base), or None if it is not a readable file
+        inside the repository."""
+        try:
+            file = self._file(path)
+            return file.read_bytes().decode("utf-8") if file.is_file() else None
+        except (FileNotInRepo, UnicodeDecodeError, OSError):
+            return None
+
     def write(self, path: str, text: str) -> None:
         """Replace a file's text in the clone (bytes exactly as given; no newline translation)."""
         self._file(path).write_bytes(text.encode("utf-8"))
