@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # rollguard's one entry point for a fresh machine. Every command does its own set-up, idempotently:
-# a virtualenv in .venv with rollguard installed (editable, with test tools), and the `prometheus`
-# binary (Debian package `prometheus`; PROMETHEUS_BIN points at another one).
+# a virtualenv in .venv with rollguard installed (editable, with test tools), the `prometheus`
+# binary (Debian package `prometheus`; PROMETHEUS_BIN points at another one), and for `test` the
+# Prometheus-compatible backends the suite runs against (Debian packages `victoria-metrics`:
+# `victoria-metrics` and its authenticating proxy `vmauth`; `nginx`, as a Mimir-style tenant gateway).
 #
 #   ./run.sh demo [demo flags]   set up, then run a faulty canary release in the local sandbox
 #   ./run.sh test [pytest args]  set up, then lint (ruff, import contracts, mypy) and run the test suite
 #   ./run.sh setup               set up only
 #   ./run.sh bench               set up, then run the benchmark scripts (prints figures)
+#   ./run.sh image [--keep-rootfs]  build the step image (root; no Docker): build/image/rollguard-VERSION.oci.tar
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,6 +45,25 @@ ensure_prometheus() {
   command -v prometheus >/dev/null || die "prometheus is still not on PATH after installing; set PROMETHEUS_BIN"
 }
 
+# Debian packages the test suite runs for real: VictoriaMetrics (a Prometheus-compatible backend) and
+# vmauth (an authenticating proxy in front of it), both from the package `victoria-metrics`; nginx as a
+# gateway that demands a tenant header (X-Scope-OrgID, as Mimir's and Cortex's do).
+ensure_test_backends() {
+  command -v victoria-metrics >/dev/null && command -v vmauth >/dev/null \
+    && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && return
+  say "installing the Debian packages 'victoria-metrics' and 'nginx' (VictoriaMetrics, vmauth, nginx: the tests run them)"
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    command -v sudo >/dev/null || die "not root and no sudo: install the Debian package 'victoria-metrics' yourself"
+    sudo="sudo"
+  fi
+  command -v apt-get >/dev/null || die "no apt-get here: install VictoriaMetrics and vmauth (1.79 or later) on PATH"
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed; install 'victoria-metrics' yourself"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends victoria-metrics nginx >/dev/null \
+    || die "apt-get install victoria-metrics nginx failed; install them yourself"
+  command -v vmauth >/dev/null || die "vmauth is still not on PATH after installing victoria-metrics"
+}
+
 ensure_venv() {
   [ -x "$VENV/bin/python" ] || { say "creating virtualenv $VENV"; python3 -m venv "$VENV"; }
   # A strict editable install (a tree of links under build/) lets static tools (mypy, import-linter)
@@ -66,6 +88,19 @@ ensure_venv() {
   echo "$stamp" > "$VENV/.rollguard-installed"
 }
 
+ensure_image_tools() {
+  # mmdebstrap (a Debian root filesystem from packages), umoci (an OCI image of it), skopeo (the archive)
+  local missing=()
+  for tool in mmdebstrap umoci skopeo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  [ ${#missing[@]} -eq 0 ] && return
+  [ "$(id -u)" = "0" ] || die "the image build needs root (mmdebstrap, chroot); missing too: ${missing[*]}"
+  command -v apt-get >/dev/null || die "no apt-get here: install ${missing[*]} yourself (Debian/Ubuntu packages)"
+  say "installing the Debian packages ${missing[*]} (the image build)"
+  apt-get update -qq >/dev/null || die "apt-get update failed; install ${missing[*]} yourself"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed; install them yourself"
+}
+
 setup() { ensure_python; ensure_prometheus; ensure_venv; }
 
 command="${1:-help}"
@@ -74,6 +109,7 @@ case "$command" in
   setup) setup; say "ready: $VENV/bin/rollguard, $(command -v prometheus || echo "$PROMETHEUS_BIN")" ;;
   test)
     setup
+    ensure_test_backends
     "$VENV/bin/ruff" check .
     "$VENV/bin/lint-imports" --no-cache
     "$VENV/bin/mypy" -p rollguard.steps -p rollguard.workflows -p rollguard.sandbox -p rollguard.experiment
@@ -84,9 +120,13 @@ case "$command" in
     setup
     exec "$VENV/bin/rollguard" demo "${@:---scenario=faulty}"
     ;;
+  image)
+    ensure_python; ensure_venv; ensure_image_tools
+    exec "$VENV/bin/python" images/build.py "$@"
+    ;;
   bench)
     setup
     for script in benchmarks/*.py; do "$VENV/bin/python" "$script"; done
     ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ "$command" = help ] || exit 2 ;;
+  *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; [ "$command" = help ] || exit 2 ;;
 esac

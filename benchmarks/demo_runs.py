@@ -2,7 +2,7 @@
 
 Runs the real command (`rollguard demo --scenario S --report-dir DIR`) --runs times per scenario,
 one after the other, then reads DIR/results.json and prints (does not assert):
-  - faulty and slow: first breach -> traffic cut and fault start -> traffic cut (p50, p95, max),
+  - faulty, slow and down: first breach -> traffic cut and fault start -> traffic cut (p50, p95, max),
     failed user requests per run (mean, max), outcomes;
   - healthy: runs promoted without a false rollback;
   - wall time per scenario.

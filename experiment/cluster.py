@@ -23,6 +23,11 @@ from rollguard.sandbox.prometheus_queries import PrometheusQueryError, series_ra
 from rollguard.steps.gitops.kube_api import KubeApi, KubeApiError, KubeConfigError, load_api_client
 from rollguard.steps.gitops.object_refs import DEFAULT_ISTIO_API_VERSION, ObjectRef, virtual_service_ref
 from rollguard.steps.metrics import istio_queries
+from rollguard.steps.metrics.prometheus_access import (
+    PrometheusConnection,
+    access_from_args,
+    add_prometheus_access_arguments,
+)
 from rollguard.steps.options import UsageError, add_flag, format_duration, positive_duration
 from rollguard.steps.traffic.virtualservice import weighted_route_positions
 
@@ -32,6 +37,7 @@ POLL_S = 0.2
 def add_cluster_arguments(group: argparse._ArgumentGroup) -> None:
     """Flags used only with --target cluster."""
     add_flag(group, "--prometheus-url", default="http://prometheus.monitoring:9090", help="the cluster's Prometheus")
+    add_prometheus_access_arguments(group)  # the same authentication and TLS flags as analyze
     add_flag(group, "--kubeconfig", help="kube config file (default: KUBECONFIG, in-cluster, ~/.kube/config)")
     add_flag(group, "--namespace", help="namespace of the service and its VirtualService")
     add_flag(group, "--service", help="service name (destination_service_name)")
@@ -52,6 +58,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     missing = [flag for flag, value in (("--namespace", args.namespace), ("--service", args.service)) if not value]
     if missing:
         raise UsageError(f"--target cluster needs {' and '.join(missing)}")
+    access_from_args(args)  # a bad header, token file, CA file or SigV4 setting: exit 2 before any query
     try:
         load_api_client(args.kubeconfig)
     except KubeConfigError as exc:
@@ -59,9 +66,10 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def canary_weight(virtual_service: dict[str, Any], stable_subset: str, canary_subset: str) -> int | None:
-    """The canary's weight in the live object's weighted route(s), or None when there is no such route."""
+    """The canary's weight in the live object's weighted route(s) (HTTP, TCP, TLS), or None when there is none."""
     weights = []
-    for route in (virtual_service.get("spec") or {}).get("http") or []:
+    spec = virtual_service.get("spec") or {}
+    for route in [route for kind in ("http", "tcp", "tls") for route in spec.get(kind) or []]:
         positions = weighted_route_positions(route, stable_subset, canary_subset)
         if positions is not None:
             destination = route["route"][positions[1]]
@@ -75,7 +83,7 @@ class ClusterWatcher:
 
     api: KubeApi
     ref: ObjectRef
-    prometheus_url: str
+    prometheus: PrometheusConnection  # the URL and how to authenticate; the breach, alert and failure queries
     namespace: str
     service: str
     stable_subset: str
@@ -91,7 +99,7 @@ class ClusterWatcher:
         """Build the watcher from the experiment's flags."""
         api_client, _source = load_api_client(args.kubeconfig)
         ref = virtual_service_ref(args.namespace, args.virtual_service or args.service, args.istio_api_version)
-        return cls(KubeApi(api_client), ref, args.prometheus_url.rstrip("/"), args.namespace, args.service,
+        return cls(KubeApi(api_client), ref, PrometheusConnection(access_from_args(args)), args.namespace, args.service,
                    args.stable_subset, args.canary_subset, args.window, args.scrape_interval, args.max_error_rate,
                    args.alert_name, args.wait_timeout)
 
@@ -133,16 +141,14 @@ class ClusterWatcher:
         self, start: float, end: float
     ) -> tuple[float | None, float | None, int, list[list[float]]]:
         error_rate = istio_queries.error_rate_query(self.namespace, self.service, self.canary_subset, self.window_s)
-        selector = istio_queries.version_selector(self.namespace, self.service, self.canary_subset,
-                                                  istio_queries.SERVER_ERRORS)
         seconds = max(1, math.ceil(end - start))
-        failed_query = f"sum(increase({istio_queries.REQUESTS}{selector}[{seconds}s]))"
+        failed_query = istio_queries.failures_increase_query(self.namespace, self.service, self.canary_subset, seconds)
         try:
-            samples = series_range(self.prometheus_url, error_rate, start - 10, end + self.step_s, self.step_s)
+            samples = series_range(self.prometheus, error_rate, start - 10, end + self.step_s, self.step_s)
             breach = next((s.at for s in samples if s.at >= start and s.value > self.max_error_rate), None)
-            firing = series_range(self.prometheus_url, f'ALERTS{{alertname="{self.alert_name}",alertstate="firing"}}',
+            firing = series_range(self.prometheus, f'ALERTS{{alertname="{self.alert_name}",alertstate="firing"}}',
                                   start, end + self.step_s, self.step_s)
-            failed = value_at(self.prometheus_url, failed_query, end)
+            failed = value_at(self.prometheus, failed_query, end)
         except PrometheusQueryError:
             return None, None, 0, []
         return breach, (firing[0].at if firing else None), round(failed or 0), [[s.at, s.value] for s in samples]

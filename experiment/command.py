@@ -35,20 +35,20 @@ from rollguard.steps.options import (
 if TYPE_CHECKING:  # imported when a run starts, so that `rollguard experiment --help` starts fast
     from rollguard.sandbox.demo_settings import DemoSettings
 
-SCENARIOS = ("faulty", "slow", "healthy", "mixed")
+SCENARIOS = ("faulty", "slow", "down", "healthy", "mixed")
 MODES = ("automated", "manual")
 JUDGES = ("statistical", "threshold", "both")
 TARGETS = ("sandbox", "cluster")
 BACKGROUND_ERROR_RATE = 0.005  # the "little background noise" healthy canaries must survive
-_DEMO_ONLY = {"--scenario", "--report-dir", "-h"}
+_DEMO_ONLY = {"--scenario", "--report-dir", "-h", "--notify-url", "--notify-format"}  # no webhook per experiment run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `rollguard experiment` (plus the demo's release flags)."""
     add_flag(parser, "--runs", default=5, type=positive_int, help="number of runs")
     add_flag(parser, "--scenario", default="faulty", choices=list(SCENARIOS),
-             help="faulty: HTTP 500s; slow: p99 over the limit; healthy: must be promoted; mixed: half faulty, "
-                  "half healthy")
+             help="faulty: failed requests (HTTP 500, gRPC UNAVAILABLE); slow: p99 over the limit; down: the canary "
+                  "app stops; healthy: must be promoted; mixed: half faulty, half healthy")
     add_flag(parser, "--mode", default="automated", choices=list(MODES),
              help="automated: rollguard rolls back; manual: a person reverts after the alert")
     add_flag(parser, "--judge", default="statistical", choices=list(JUDGES),
@@ -125,8 +125,13 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
             faulty_canary_error_rate=args.error_rate, slow_canary_added_latency_ms=args.latency_ms,
             background_error_rate=args.background_error_rate, alert_for=f"{args.alert_for:g}s", seed=args.seed,
         )
+        if getattr(args, "step_image", None):  # the demo's --step-image: the steps ran inside the built image
+            settings["step_image"] = str(args.step_image)
     else:
-        settings.update(prometheus_url=args.prometheus_url, virtual_service=f"{args.namespace}/{args.virtual_service}")
+        from rollguard.steps.metrics.prometheus_url import redacted
+
+        settings.update(prometheus_url=redacted(args.prometheus_url),  # basic auth never reaches the report
+                        virtual_service=f"{args.namespace}/{args.virtual_service}")
     if args.judge == "both":
         settings["threshold_rule"] = (
             f"fail after {args.threshold_failures} failed checks{' in a row' if args.threshold_consecutive else ''}, "

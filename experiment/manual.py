@@ -53,7 +53,8 @@ def _cut_time(sandbox: Sandbox, since: float) -> tuple[float, str] | None:
 def run_manual(index: int, settings: DemoSettings, timeout_s: float, console: Console) -> RunRecord:
     """One manual run: fault, alert, a person's revert; returns the run's record."""
     if settings.scenario not in FAULTY_SCENARIOS:
-        raise SandboxError("manual mode measures a person reverting a broken canary: use --scenario faulty or slow")
+        raise SandboxError("manual mode measures a person reverting a broken canary: use --scenario faulty, slow "
+                           "or down")
     run_dir = settings.report_dir / f"manual-{index}-{time.strftime('%Y%m%d-%H%M%S')}"
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox", seed=settings.seed + index)
     signal = scenario_signal(settings.scenario, sandbox_settings.alert)
@@ -65,9 +66,11 @@ def run_manual(index: int, settings: DemoSettings, timeout_s: float, console: Co
         sandbox.start_load(settings.rps, responses_path)
         sandbox.wait_for_traffic()
         behaviour = settings.behaviour()
-        assert behaviour is not None
-        fault_start = sandbox.set_canary(behaviour)
-        console.print(f"[bold red]run {index}: the canary is broken now[/] ({behaviour}); it gets "
+        if behaviour is None:  # down: the canary app is stopped
+            fault_start = sandbox.take_canary_down()
+        else:
+            fault_start = sandbox.set_canary(behaviour)
+        console.print(f"[bold red]run {index}: the canary is broken now[/] ({behaviour or 'down'}); it gets "
                       f"{sandbox.weights().get('canary')} % of the traffic. Wait for the alert "
                       f"(for: {format_duration(settings.alert_for_s)}), then revert by hand, for example:")
         console.print(revert_instructions(sandbox), markup=False)

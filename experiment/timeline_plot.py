@@ -66,7 +66,7 @@ def _draw_run(axis: object, record: RunRecord, threshold: float, series_key: str
     series = record.extra.get(series_key) or []
     threshold = float(record.extra.get("threshold", threshold))
     in_ms = record.extra.get("series_unit") == "ms"
-    scale, unit, name = (1.0, "ms", "canary p99 latency (ms)") if in_ms else (100.0, "%", "canary 5xx rate (%)")
+    scale, unit, name = (1.0, "ms", "canary p99 latency (ms)") if in_ms else (100.0, "%", "canary error rate (%)")
     times = [float(t) - origin for t, _ in series]
     values = [float(v) * scale for _, v in series]
     axis.plot(times, values, color="tab:red", linewidth=1.6, label=name)  # type: ignore[attr-defined]

@@ -7,12 +7,13 @@ the time an alert starts firing is the moment a human would be paged (the experi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from rollguard.steps.metrics.failures import DEFAULT_GRPC_ERROR_CODES
 from rollguard.steps.options import format_duration
 from rollguard.steps.output_files import write_atomically
 
@@ -31,13 +32,17 @@ class AlertSettings:
     max_error_rate: float = 0.01
     max_p99_ms: float = 500.0
     for_s: float = 60.0
+    grpc_error_codes: frozenset[int] = field(default=DEFAULT_GRPC_ERROR_CODES)
 
 
 def error_rate_expr(settings: AlertSettings) -> str:
-    """The canary's 5xx-rate query (the one analyze runs), without the comparison."""
+    """The canary's failed-request share (the query analyze runs, the same definition of an error), without the
+    comparison: HTTP 5xx, gRPC error statuses, requests that never reached it, failed TCP connections."""
+    from rollguard.steps.metrics.failures import ErrorDefinition
     from rollguard.steps.metrics.istio_queries import error_rate_query
 
-    return error_rate_query(settings.namespace, settings.service, settings.canary_version, settings.window)
+    return error_rate_query(settings.namespace, settings.service, settings.canary_version, settings.window,
+                            ErrorDefinition(settings.grpc_error_codes))
 
 
 def p99_expr(settings: AlertSettings) -> str:
@@ -61,8 +66,8 @@ def rules_text(settings: AlertSettings) -> str:
                         "for": format_duration(settings.for_s),
                         "labels": dict(labels),
                         "annotations": {
-                            "summary": f"canary {settings.canary_version} of {settings.service} answers more than "
-                            f"{settings.max_error_rate:.1%} 5xx",
+                            "summary": f"canary {settings.canary_version} of {settings.service} fails more than "
+                            f"{settings.max_error_rate:.1%} of its requests",
                         },
                     },
                     {

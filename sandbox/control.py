@@ -1,8 +1,10 @@
 """Start or stop the local sandbox for exploration: `rollguard sandbox up`, then `rollguard sandbox down`.
 
 `up` starts the GitOps remote, the stable and canary apps, the mesh router, Prometheus (with the
-paging alert rules) and, unless --rps 0, steady load; prints their URLs; and returns, leaving them
-running. Their process ids are kept in DIR/state.json, which `down` reads to stop every one of them.
+paging alert rules), the workflow-metrics endpoint (Argo's controller /metrics, which Prometheus
+scrapes: `run-local --metrics-url` sends a run's template metrics there) and, unless --rps 0,
+steady load; prints their URLs; and returns, leaving them running. Their process ids are kept in
+DIR/state.json, which `down` reads to stop every one of them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rollguard.sandbox.demo_settings import non_negative_duration
-from rollguard.sandbox.environment import SandboxSettings, start_sandbox
+from rollguard.sandbox.demo_settings import PROTOCOLS, non_negative_duration
+from rollguard.sandbox.environment import CANARY_APP, SandboxSettings, start_sandbox
 from rollguard.sandbox.processes import SandboxError, Supervisor, install_signal_handlers, stop_process_group
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, add_flag, non_negative_float
@@ -35,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="router's delay before applying a pushed split (30s or 3m emulate ArgoCD polling)")
     add_flag(parser, "--router-port", type=int, help="fixed port of the router (default: a free one)")
     add_flag(parser, "--prometheus-port", type=int, help="fixed port of Prometheus (default: a free one)")
+    add_flag(parser, "--protocol", default="http", choices=list(PROTOCOLS),
+             help="what the background users speak: http, or grpc (the router relays gRPC on router_grpc)")
 
 
 def up(args: argparse.Namespace) -> int:
@@ -46,7 +50,8 @@ def up(args: argparse.Namespace) -> int:
         raise UsageError(f"--dir {args.dir} is not empty; choose an empty or new directory")
     install_signal_handlers()
     settings = SandboxSettings(workdir=args.dir.resolve() / "data", router_port=args.router_port,
-                               prometheus_port=args.prometheus_port, sync_delay_s=args.sync_delay)
+                               prometheus_port=args.prometheus_port, sync_delay_s=args.sync_delay,
+                               protocol=args.protocol)
     with Supervisor(args.dir.resolve() / "logs", tie_to_parent=False) as supervisor:
         sandbox = start_sandbox(settings, supervisor)
         if args.rps > 0:
@@ -64,11 +69,14 @@ def up(args: argparse.Namespace) -> int:
     for name, url in state["urls"].items():
         print(f"  {name:13} {url}")
     print(f"  canary fault: curl -X POST {state['urls']['canary_app']}/control -d '{{\"error_rate\": 0.5}}'")
+    canary_pid = state["pids"][state["names"].index(CANARY_APP)]
+    print(f"  canary down:  kill {canary_pid}  (the router then answers its share 503 UH, as callers' sidecars do)")
     print("  a release by hand: rollguard run-local workflows/canary-release.yaml "
           f"-p repo={state['urls']['git_remote']} -p path=k8s/istio.yml -p virtual-service=podinfo "
           f"-p namespace=demo -p service=podinfo -p stable-version=v1 -p canary-version=v2 "
           f"-p prometheus-url={state['urls']['prometheus']} -p interval=1s -p duration=20s -p window=10s "
-          "-p min-requests=20")
+          f"-p min-requests=20 --metrics-url {state['urls']['workflow_metrics']}")
+    print("  (add -p approval=true to wait for an approval: run-local prints how to resume it)")
     print(f"stop it with: rollguard sandbox down --dir {args.dir}")
     return ExitCode.OK
 

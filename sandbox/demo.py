@@ -1,11 +1,12 @@
 """Run a whole canary release in the local sandbox: Git remote, apps, router, Prometheus, load, workflow.
 
-The scenario decides the canary: `faulty` answers HTTP 500 at --error-rate, `slow` adds --latency-ms
-(p99 above 500 ms), `healthy` behaves. The rendered `canary-release` WorkflowTemplate runs through
-the local executor; progress (steps, checks, weight changes) is shown as it happens. Everything
-started is stopped at the end, on Ctrl-C and on errors. The run's timeline is appended to
-REPORT_DIR/results.json (fault start, first breach, alert firing, verdict, push, traffic cut,
-failed user requests).
+The scenario decides the canary: `faulty` fails requests at --error-rate (HTTP 500, or UNAVAILABLE with
+`--protocol grpc`), `slow` adds --latency-ms (p99 above 500 ms), `down` stops the canary app (the router
+then answers its requests 503 UH, as callers' sidecars do), `healthy` behaves. The rendered
+`canary-release` WorkflowTemplate runs through the local executor; progress (steps, checks, weight
+changes) is shown as it happens. Everything started is stopped at the end, on Ctrl-C and on errors.
+The run's timeline is appended to REPORT_DIR/results.json (fault start, first breach, alert firing,
+verdict, push, traffic cut, failed user requests).
 
 This module runs the release; its flags and settings are in demo_settings, the terminal output in
 demo_console, the timeline in run_timeline.
@@ -14,9 +15,11 @@ demo_console, the timeline in run_timeline.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,18 @@ from rollguard.sandbox.demo_settings import add_arguments as add_arguments  # `r
 from rollguard.sandbox.environment import Sandbox, start_sandbox
 from rollguard.sandbox.executor.errors import ExecutorAborted, ExecutorError
 from rollguard.sandbox.executor.loader import Library
+from rollguard.sandbox.executor.local_cluster import LocalCluster
+from rollguard.sandbox.executor.metrics import RemoteMetrics
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
+from rollguard.sandbox.git_http_remote import GitHttpRemote
 from rollguard.sandbox.loadgen import read_responses
 from rollguard.sandbox.processes import ChildDied, SandboxError, Supervisor, install_signal_handlers
 from rollguard.sandbox.results import Outcome, RunResult, append_result
 from rollguard.sandbox.run_local import load_library
 from rollguard.sandbox.run_timeline import collect_result
+from rollguard.sandbox.step_image import StepImage, StepImageError, open_step_image
+from rollguard.sandbox.step_image_run import ImageSteps
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.options import UsageError, format_duration
 
@@ -88,6 +96,8 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
         "verdict-file": str(run_dir / "verdict.json"),
         "result-file": str(run_dir / "step-result.json"),
         "commit-file": str(run_dir / "step-commit.txt"),
+        "notify-url": settings.notify_url,
+        "notify-format": settings.notify_format,
     }
     values: dict[str, str] = {}
     for name, parameter in declared.items():
@@ -106,10 +116,15 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
 
 
 def run_release(
-    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress
+    sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress, run_dir: Path,
+    image: ImageSteps | None = None,
 ) -> WorkflowResult:
     """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies."""
-    executor = LocalExecutor(library, on_event=progress.event)
+    # The sandbox is its own cluster: its mutexes are its own (a parallel demo is another cluster)
+    # Its template metrics go to the sandbox's stand-in of the controller's /metrics, which Prometheus scrapes.
+    metrics = RemoteMetrics(sandbox.workflow_metrics_url) if sandbox.workflow_metrics_url else None
+    executor = LocalExecutor(library, on_event=progress.event, work_dir=run_dir / "pods",
+                             cluster=LocalCluster(lock_dir=run_dir / "locks"), image=image, metrics=metrics)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -150,6 +165,16 @@ def wait_router_synced(sandbox: Sandbox, deadline_s: float) -> dict[str, Any]:
     return dict(view)
 
 
+def _image_steps(
+    image: StepImage, sandbox: Sandbox, run_dir: Path, parameters: dict[str, str], stack: ExitStack
+) -> ImageSteps:
+    """Steps in the image push over HTTP (as to a Git server) and write their files into `run_dir`."""
+    parameters["repo"] = stack.enter_context(GitHttpRemote(sandbox.remote.path)).url
+    uid, gid = (int(part) for part in image.user.split(":", 1))
+    os.chown(run_dir, uid, gid)
+    return ImageSteps(image, binds=[run_dir])
+
+
 def _read_verdict(path: Path) -> dict[str, Any]:
     from rollguard.steps import verdict_document
 
@@ -167,6 +192,11 @@ def run_demo(
     """
     run_dir = settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # --step-image: checked (root, archive, entry point) and unpacked before anything starts
+        image = open_step_image(settings.step_image) if settings.step_image else None
+    except StepImageError as exc:
+        raise SandboxError(str(exc)) from None
+    run_dir = run_dir.resolve() if image else run_dir  # the steps see it at the same, absolute path
     template_file = workflow_path(settings)
     try:
         library, _ = load_library(template_file, [])
@@ -174,12 +204,16 @@ def run_demo(
         raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
     progress = Progress(console)
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox")
-    with Supervisor(run_dir / "logs") as supervisor:
+    with Supervisor(run_dir / "logs") as supervisor, ExitStack() as stack:
         progress.say(f"[bold]Starting the sandbox[/] (logs in {run_dir / 'logs'})")
         sandbox = start_sandbox(sandbox_settings, supervisor)
         for name, url in sandbox.urls().items():
             progress.say(f"  {name:13} {url}")
         parameters = workflow_parameters(library, settings, sandbox, run_dir)
+        image_steps = None if image is None else _image_steps(image, sandbox, run_dir, parameters, stack)
+        if image_steps is not None:
+            progress.say(f"Steps run in the step image {settings.step_image} as uid {image_steps.image.user}, "
+                         f"Git over {parameters['repo']}")
         responses_path = run_dir / "responses.csv"
         if settings.background_error_rate > 0:
             sandbox.set_background_errors(settings.background_error_rate)
@@ -192,13 +226,17 @@ def run_demo(
         fault_start = None
         if behaviour is not None:
             fault_start = sandbox.set_canary(behaviour)
-            progress.say(f"[bold red]Fault injected[/] into the canary: {describe(behaviour)}")
+            progress.say(f"[bold red]Fault injected[/] into the canary: {describe(behaviour, settings.protocol)}")
+        elif settings.scenario == "down":
+            fault_start = sandbox.take_canary_down()
+            progress.say("[bold red]The canary app is down[/] (stopped, never comes back): callers' proxies answer "
+                         "its share of requests 503 UH, no healthy upstream")
         progress.say(f"[bold]Running {RELEASE_TEMPLATE}[/] with the local executor (schedule {settings.schedule})")
         watcher = WeightWatcher(sandbox, progress)
         watcher.start()
         release_start = time.time()
         try:
-            workflow = run_release(sandbox, library, parameters, progress)
+            workflow = run_release(sandbox, library, parameters, progress, run_dir, image_steps)
             release_end = time.time()
             router_view = wait_router_synced(sandbox, settings.sync_delay_s + 5)
             # The last responses land, and Prometheus scrapes twice more: its rate() over the 5xx series
@@ -216,7 +254,9 @@ def run_demo(
     results_path = append_result(settings.report_dir, result)
     print_summary(console, result, results_path)
     if workflow.phase is not Phase.SUCCEEDED:
-        console.print(Text(f"workflow ended {workflow.phase.value}: {workflow.message}", style="yellow"))
+        # A rolled-back release ends Failed on purpose (fail-on-rollback): its message says why.
+        style = "" if "canary rolled back:" in workflow.message else "yellow"
+        console.print(Text(f"workflow ended {workflow.phase.value}: {workflow.message}", style=style))
     return result
 
 

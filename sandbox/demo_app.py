@@ -3,8 +3,10 @@
 `POST /control` with JSON `{"error_rate": 0.5, "latency_ms": 700}` changes its behaviour at run
 time (`{}` = healthy); `GET /control` shows it; `GET /healthz` is for the supervisor. Every other
 GET answers 200 with a small JSON body, or 500 at `error_rate`, after `latency_ms` of extra delay.
+With `--grpc-port` it also serves a gRPC method (`grpc_service`) that fails with UNAVAILABLE at
+`error_rate`, after the same delay.
 
-    python -m rollguard.sandbox.demo_app --port 8081 --version v2 --seed 7
+    python -m rollguard.sandbox.demo_app --port 8081 --version v2 --seed 7 [--grpc-port 9081]
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class Behaviour:
         return cls(float(error_rate), float(latency_ms))
 
 
-def describe(behaviour: Behaviour) -> str:
+def describe(behaviour: Behaviour, protocol: str = "http") -> str:
     """The behaviour in words: `HTTP 500 on 50 % of requests, +700 ms`, or `healthy`."""
     parts = []
     if behaviour.error_rate > 0:
-        parts.append(f"HTTP 500 on {behaviour.error_rate:.0%} of requests")
+        failure = "gRPC UNAVAILABLE (HTTP 200)" if protocol == "grpc" else "HTTP 500"
+        parts.append(f"{failure} on {behaviour.error_rate:.0%} of requests")
     if behaviour.latency_ms > 0:
         parts.append(f"+{behaviour.latency_ms:g} ms on every request")
     return ", ".join(parts) or "healthy"
@@ -130,10 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--version", required=True, help="subset this process plays, e.g. v1 or v2")
     parser.add_argument("--seed", type=int, default=None, help="seed of the error draw (reproducible runs)")
+    parser.add_argument("--grpc-port", type=int, default=None, help="also serve the gRPC method on this port")
     args = parser.parse_args(argv)
     app = DemoApp(args.version, args.seed)
+    grpc_server = None
     try:
         server = LoopbackServer(("127.0.0.1", args.port), make_handler(app))
+        if args.grpc_port:
+            from rollguard.sandbox.grpc_service import AppService, start_server
+
+            grpc_server = start_server(args.grpc_port, AppService(args.version, app.decide))
     except OSError as exc:
         print(f"demo app {args.version}: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
         return 4
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=1.0)
         server.server_close()
     return 0
 

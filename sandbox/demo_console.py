@@ -93,7 +93,8 @@ def print_summary(console: Console, result: RunResult, results_path: Path) -> No
         base = result.fault_start if result.fault_start is not None else result.release_start
         return "—" if value is None else f"+{value - base:.2f} s"
 
-    table = Table(title=f"rollguard demo — scenario {result.scenario}", show_header=False)
+    protocol = " (gRPC)" if result.settings.get("protocol") == "grpc" else ""
+    table = Table(title=f"rollguard demo — scenario {result.scenario}{protocol}", show_header=False)
     outcome_text = {"rolled_back": "[bold red]rolled back[/]", "promoted": "[bold green]promoted to 100 %[/]",
                     "incomplete": "[bold yellow]incomplete[/]"}[result.outcome.value]
     table.add_row("outcome", outcome_text)

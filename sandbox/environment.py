@@ -20,7 +20,7 @@ from rollguard.sandbox.alert_rules import AlertSettings, write_rules
 from rollguard.sandbox.demo_app import Behaviour
 from rollguard.sandbox.git_remote import MANIFEST_PATH, GitRemote, GitRemoteError, create_remote
 from rollguard.sandbox.ports import free_port, port_is_free
-from rollguard.sandbox.processes import Child, SandboxError, Supervisor, stop_process_group
+from rollguard.sandbox.processes import Child, SandboxError, Supervisor
 from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
 from rollguard.sandbox.prometheus_server import PrometheusError, PrometheusServer, ScrapeJob
 from rollguard.sandbox.router import ADMIN_PATH
@@ -28,6 +28,8 @@ from rollguard.sandbox.router import ADMIN_PATH
 log = logging.getLogger(__name__)
 
 ROUTER_JOB = "mesh-router"
+CANARY_APP = "app-canary"  # the canary app's name among the supervised processes
+WORKFLOW_METRICS_JOB = "argo-workflows"  # the Argo controller's /metrics, where template metrics appear
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,14 @@ class SandboxSettings:
     scrape_interval_s: float = 1.0
     router_poll_s: float = 0.2
     sync_delay_s: float = 0.0
+    self_heal_s: float | None = 5.0  # ArgoCD reverting a live change Git does not hold (None: selfHeal off)
+    post_sync_hook: list[str] | None = None  # run after each sync of a new revision; the sync waits for it
     router_port: int | None = None
     prometheus_port: int | None = None
     alert: AlertSettings = field(default_factory=AlertSettings)
     seed: int | None = 7
     start_timeout_s: float = 30.0
+    protocol: str = "http"  # what the users speak: http, or grpc (the apps and the router then also serve gRPC)
 
 
 @dataclass
@@ -63,7 +68,9 @@ class Sandbox:
     stable_url: str
     canary_url: str
     prometheus: PrometheusServer
+    workflow_metrics_url: str = ""  # the executor's template metrics (POST /emit, GET /metrics)
     load: Child | None = None
+    router_grpc: str | None = None  # host:port of the router's gRPC relay, when the users speak gRPC
 
     @property
     def prometheus_url(self) -> str:
@@ -72,19 +79,32 @@ class Sandbox:
 
     def urls(self) -> dict[str, str]:
         """Every address a person exploring the sandbox needs."""
-        return {
+        urls = {
             "router": self.router_url,
             "router_admin": self.router_url + ADMIN_PATH,
             "prometheus": self.prometheus_url,
             "git_remote": self.remote.url,
             "stable_app": self.stable_url,
             "canary_app": self.canary_url,
+            "workflow_metrics": self.workflow_metrics_url,
         }
+        if self.router_grpc is not None:
+            urls["router_grpc"] = self.router_grpc
+        return urls
 
     def set_canary(self, behaviour: Behaviour) -> float:
         """Switch the canary's behaviour; return the Unix time the canary confirmed it."""
         _post_json(f"{self.canary_url}/control", {"error_rate": behaviour.error_rate,
                                                   "latency_ms": behaviour.latency_ms})
+        return time.time()
+
+    def take_canary_down(self) -> float:
+        """Stop the canary app, as a crashed pod that does not come back; return the Unix time it was gone.
+
+        Its subset then has no ready endpoint: the router answers requests routed to it 503 UH (gRPC:
+        UNAVAILABLE), as callers' sidecars do, and only the callers report them.
+        """
+        self.supervisor.stop(CANARY_APP, grace_s=2.0)
         return time.time()
 
     def set_background_errors(self, error_rate: float) -> None:
@@ -98,10 +118,11 @@ class Sandbox:
 
     def start_load(self, rps: float, out: Path) -> Child:
         """Start the load generator against the router, recording to `out`."""
+        grpc = ["--grpc", self.router_grpc] if self.router_grpc else []
         self.load = self.supervisor.start(
             "loadgen",
             [sys.executable, "-m", "rollguard.sandbox.loadgen", "--url", self.router_url + "/", "--rps", f"{rps:g}",
-             "--out", str(out)],
+             "--out", str(out), *grpc],
             deadline_s=self.settings.start_timeout_s,
         )
         return self.load
@@ -110,13 +131,13 @@ class Sandbox:
         """Stop the load generator gracefully so its last responses are written."""
         if self.load is None:
             return
-        stop_process_group(self.load.process.pid, self.load.process, grace_s=10.0)
-        self.supervisor.children = [c for c in self.supervisor.children if c is not self.load]
+        self.supervisor.stop(self.load.name, grace_s=10.0)
         self.load = None
 
     def wait_for_traffic(self, deadline_s: float = 30.0) -> None:
         """Wait until Prometheus holds request counts of both subsets (the demo's baseline)."""
-        query = (f'count(istio_requests_total{{destination_service_name="{self.settings.service}",'
+        query = (f'count(istio_requests_total{{reporter="destination",'
+                 f'destination_service_name="{self.settings.service}",'
                  f'destination_version=~"{self.settings.stable_subset}|{self.settings.canary_subset}"}}) '
                  f'by (destination_version)')
         deadline = time.monotonic() + deadline_s
@@ -160,7 +181,9 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
             raise SandboxError(f"{name}: port {port} on 127.0.0.1 is already in use; stop what listens there or "
                                "leave the port out to get a free one")
     rules = write_rules(workdir / "alert-rules.yml", settings.alert)
-    prometheus = PrometheusServer([ScrapeJob(ROUTER_JOB, [f"127.0.0.1:{router_port}"])],
+    metrics_port = free_port()
+    prometheus = PrometheusServer([ScrapeJob(ROUTER_JOB, [f"127.0.0.1:{router_port}"]),
+                                   ScrapeJob(WORKFLOW_METRICS_JOB, [f"127.0.0.1:{metrics_port}"])],
                                   scrape_interval_s=settings.scrape_interval_s,
                                   evaluation_interval_s=settings.scrape_interval_s, rule_files=[rules],
                                   port=settings.prometheus_port, workdir=workdir / "prometheus",
@@ -177,17 +200,30 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
     except GitRemoteError as exc:
         raise SandboxError(f"GitOps remote: {exc}") from None
     python = sys.executable
-    app_urls = {}
+    app_urls: dict[str, str] = {}
+    grpc_addresses: dict[str, str] = {}
     for role, subset, seed_offset in (("stable", settings.stable_subset, 0), ("canary", settings.canary_subset, 1)):
         port = free_port()
         seed = [] if settings.seed is None else ["--seed", str(settings.seed + seed_offset)]
-        supervisor.start(f"app-{role}", [python, "-m", "rollguard.sandbox.demo_app", "--port", str(port),
-                                         "--version", subset, *seed],
+        grpc: list[str] = []
+        if settings.protocol == "grpc":
+            grpc_addresses[role] = f"127.0.0.1:{free_port()}"
+            grpc = ["--grpc-port", grpc_addresses[role].rsplit(":", 1)[1]]
+        name = CANARY_APP if role == "canary" else f"app-{role}"
+        supervisor.start(name, [python, "-m", "rollguard.sandbox.demo_app", "--port", str(port), "--version", subset,
+                                *seed, *grpc],
                          port=port, health_url=f"http://127.0.0.1:{port}/healthz",
                          deadline_s=settings.start_timeout_s)
         app_urls[role] = f"http://127.0.0.1:{port}"
     router_url = f"http://127.0.0.1:{router_port}"
+    router_grpc = f"127.0.0.1:{free_port()}" if settings.protocol == "grpc" else None
+    relay = [] if router_grpc is None else [
+        "--grpc-port", router_grpc.rsplit(":", 1)[1], "--stable-grpc", grpc_addresses["stable"],
+        "--canary-grpc", grpc_addresses["canary"]]
     seed = [] if settings.seed is None else ["--seed", str(settings.seed + 2)]
+    argocd = ["--self-heal", f"{settings.self_heal_s if settings.self_heal_s is not None else -1:g}"]
+    if settings.post_sync_hook:
+        argocd += ["--post-sync-hook", json.dumps(settings.post_sync_hook)]
     supervisor.start(
         "router",
         [python, "-m", "rollguard.sandbox.router", "--port", str(router_port), "--git-dir", str(remote.path),
@@ -195,10 +231,15 @@ def start_sandbox(settings: SandboxSettings, supervisor: Supervisor) -> Sandbox:
          "--stable-subset", settings.stable_subset, "--canary-subset", settings.canary_subset,
          "--stable-url", app_urls["stable"], "--canary-url", app_urls["canary"], "--namespace", settings.namespace,
          "--service", settings.service, "--poll-interval", f"{settings.router_poll_s:g}",
-         "--sync-delay", f"{settings.sync_delay_s:g}", *seed],
+         "--sync-delay", f"{settings.sync_delay_s:g}", *argocd, *relay, *seed],
         port=router_port, health_url=f"{router_url}/healthz", deadline_s=settings.start_timeout_s,
     )
-    sandbox = Sandbox(settings, supervisor, remote, router_url, app_urls["stable"], app_urls["canary"], prometheus)
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    supervisor.start("workflow-metrics", [python, "-m", "rollguard.sandbox.workflow_metrics", "--port",
+                                          str(metrics_port)],
+                     port=metrics_port, health_url=f"{metrics_url}/healthz", deadline_s=settings.start_timeout_s)
+    sandbox = Sandbox(settings, supervisor, remote, router_url, app_urls["stable"], app_urls["canary"], prometheus,
+                      metrics_url, router_grpc=router_grpc)
     _wait_first_scrape(sandbox, settings.start_timeout_s)
     return sandbox
 

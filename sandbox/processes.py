@@ -144,6 +144,16 @@ class Supervisor:
             if poll is not None:
                 self.watched.append((name, poll))
 
+    def stop(self, name: str, grace_s: float = 5.0) -> Child:
+        """Stop the child `name` on purpose (SIGTERM, SIGKILL after `grace_s`) and stop watching it; returns it."""
+        with self._lock:
+            found = [child for child in self.children if child.name == name]
+            if not found:
+                raise SandboxError(f"no running sandbox component named {name!r}")
+            self.children = [child for child in self.children if child.name != name]
+        stop_process_group(found[0].process.pid, found[0].process, grace_s=grace_s)
+        return found[0]
+
     def check(self) -> None:
         """Raise ChildDied naming the first child that has exited."""
         for child in list(self.children):

@@ -1,9 +1,18 @@
-"""The sandbox's mesh router: the stand-in for Istio's data plane plus ArgoCD's sync.
+"""The sandbox's mesh router: the stand-in for Istio's data plane, with ArgoCD's sync in the same process.
 
-It proxies every request to the stable or the canary app by the weights of the VirtualService at
+It proxies every request to the stable or the canary app by the live split (rollguard.sandbox.
+live_split), which the ArgoCD model (rollguard.sandbox.argocd_model) keeps at the VirtualService of
 the GitOps remote's branch head (polled every `--poll-interval`, applied `--sync-delay` after it
-is seen, to emulate ArgoCD's polling), exports Istio's request metrics on `/metrics`, and shows the
-applied weights and the log of every change (with its time) on `/admin/weights`.
+is seen; PostSync hook, self-heal). It exports Istio's request metrics on `/metrics`, shows the
+live weights, the log of every change (with its time and source) and the sync operation on
+`/admin/weights`, and takes a live patch on `POST /admin/live` ({"stable": 100, "canary": 0}).
+With `--grpc-port` it relays gRPC calls too (`grpc_service`), by the same weights.
+
+It plays both proxies of a request: the caller's (`reporter="source"`) and the destination's
+(`reporter="destination"`). An app that stops answering its health check every `--readiness-interval`
+leaves its subset's endpoints, as a crashed pod leaves Kubernetes' endpoints: requests routed to that
+subset then get 503 with Envoy's flag UH (no healthy upstream) from the caller's proxy, and those
+between the crash and the next probe 503 UF (connection refused). Only the caller reports them.
 
     python -m rollguard.sandbox.router --port 8080 --git-dir /tmp/remote.git \
         --stable-url http://127.0.0.1:8081 --canary-url http://127.0.0.1:8082
@@ -19,176 +28,40 @@ import random
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
+from rollguard.sandbox.argocd_model import ArgoCdModel, ArgoCdSettings
 from rollguard.sandbox.demo_app import LoopbackServer
 from rollguard.sandbox.git_remote import MANIFEST_PATH, GitRemote, GitRemoteError
-from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics
+from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics, PeerView
+from rollguard.sandbox.live_split import RouteSettings, TrafficTable, WeightChange, read_weights
+from rollguard.sandbox.upstreams import Readiness, Upstreams
 from rollguard.steps import logs
+
+if TYPE_CHECKING:
+    from rollguard.sandbox.grpc_service import Relayed
 
 log = logging.getLogger("rollguard.sandbox.router")
 
 ADMIN_PATH = "/admin/weights"
+LIVE_PATH = "/admin/live"
 VERSION_HEADER = "x-rollguard-version"
 
 
-@dataclass(frozen=True)
-class RouteSettings:
-    """What the router routes: the VirtualService, its subsets, and where each subset runs."""
-
-    remote: GitRemote
-    manifest_path: str
-    virtual_service: str
-    stable_subset: str
-    canary_subset: str
-    stable_url: str
-    canary_url: str
-    namespace: str
-    service: str
-    poll_interval_s: float = 0.2
-    sync_delay_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class WeightChange:
-    """One applied change of the split: commit seen at `detected_at`, traffic moved at `applied_at`."""
-
-    commit: str
-    stable: int
-    canary: int
-    detected_at: float
-    applied_at: float
-
-
-@dataclass
-class TrafficTable:
-    """Current weights and the change log, shared by the request threads and the Git watcher."""
-
-    stable: int
-    canary: int
-    commit: str
-    changes: list[WeightChange] = field(default_factory=list)
-    last_error: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def apply(self, change: WeightChange) -> None:
-        """Route by `change` from now on and log it."""
-        with self._lock:
-            moved = (change.stable, change.canary) != (self.stable, self.canary)
-            self.stable, self.canary, self.commit = change.stable, change.canary, change.commit
-            self.changes.append(change)
-        if moved:
-            log.info("traffic now %d %% stable / %d %% canary (commit %s, %.3f s after it was seen)",
-                     change.stable, change.canary, change.commit[:10], change.applied_at - change.detected_at)
-        else:
-            log.info("commit %s keeps the split at %d/%d", change.commit[:10], change.stable, change.canary)
-
-    def canary_share(self) -> int:
-        """Canary weight in percent, read consistently."""
-        with self._lock:
-            return self.canary
-
-    def snapshot(self) -> dict[str, object]:
-        """JSON-able view for the admin endpoint."""
-        with self._lock:
-            return {
-                "stable": self.stable,
-                "canary": self.canary,
-                "commit": self.commit,
-                "last_error": self.last_error,
-                "changes": [asdict(change) for change in self.changes],
-            }
-
-
-def read_weights(settings: RouteSettings, commit: str) -> tuple[int, int]:
-    """(stable, canary) weights of the VirtualService in the manifest at `commit`."""
-    from rollguard.steps.traffic.virtualservice import read_split
-
-    text = settings.remote.show(settings.manifest_path, commit)
-    return read_split(text, settings.virtual_service, settings.stable_subset, settings.canary_subset)
-
-
-class GitWatcher(threading.Thread):
-    """Polls the remote's branch head; a new commit's weights are applied after the sync delay."""
-
-    def __init__(self, settings: RouteSettings, table: TrafficTable) -> None:
-        super().__init__(name="git-watcher", daemon=True)
-        self.settings = settings
-        self.table = table
-        self.seen_commit = table.commit
-        self.pending: list[WeightChange] = []
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.settings.poll_interval_s):
-            self.poll_once()
-
-    def poll_once(self) -> None:
-        """Notice a new head (if any) and apply every pending change that is due."""
-        try:
-            head = self.settings.remote.head()
-        except GitRemoteError as exc:
-            self._error(f"cannot read the branch head: {exc}")
-            head = self.seen_commit
-        if head != self.seen_commit:
-            detected_at = time.time()
-            self.seen_commit = head
-            try:
-                stable, canary = read_weights(self.settings, head)
-            except (ValueError, GitRemoteError) as exc:
-                self._error(f"commit {head[:10]} has no usable split, keeping the current one: {exc}")
-            else:
-                due = detected_at + self.settings.sync_delay_s
-                self.pending.append(WeightChange(head, stable, canary, detected_at, due))
-                log.info("saw commit %s: %d/%d, applying in %.1f s", head[:10], stable, canary,
-                         self.settings.sync_delay_s)
-        now = time.time()
-        while self.pending and self.pending[0].applied_at <= now:
-            change = self.pending.pop(0)
-            self.table.apply(WeightChange(change.commit, change.stable, change.canary, change.detected_at, time.time()))
-
-    def _error(self, message: str) -> None:
-        if self.table.last_error != message:
-            log.error("%s", message)
-        self.table.last_error = message
-
-
-class Upstreams:
-    """Keep-alive connections to the stable and canary apps, one per request thread."""
-
-    def __init__(self, stable_url: str, canary_url: str) -> None:
-        self.addresses = {"stable": _host_port(stable_url), "canary": _host_port(canary_url)}
-        self._local = threading.local()
-
-    def connection(self, role: str, fresh: bool = False) -> http.client.HTTPConnection:
-        """This thread's connection to `role` ("stable"/"canary"), reopened when `fresh`."""
-        pool: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault("pool", {})
-        if fresh and role in pool:
-            pool.pop(role).close()
-        if role not in pool:
-            host, port = self.addresses[role]
-            pool[role] = http.client.HTTPConnection(host, port, timeout=30)
-        return pool[role]
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    if not parts.hostname or not parts.port:
-        raise ValueError(f"{url!r} is not a URL like http://127.0.0.1:8081")
-    return parts.hostname, parts.port
 
 
 class Router:
     """Routes requests by the table's weights and records Istio metrics for each one."""
 
-    def __init__(self, settings: RouteSettings, table: TrafficTable, seed: int | None = None) -> None:
+    def __init__(self, settings: RouteSettings, table: TrafficTable, seed: int | None = None,
+                 readiness: Readiness | None = None) -> None:
         self.settings = settings
         self.table = table
         self.metrics = IstioMetrics(settings.namespace, settings.service)
         self.upstreams = Upstreams(settings.stable_url, settings.canary_url)
+        self.readiness = readiness
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
 
@@ -198,28 +71,58 @@ class Router:
             draw = self._random.random() * 100
         return "canary" if draw < self.table.canary_share() else "stable"
 
+    def subset_of(self, role: str) -> str:
+        """The subset name of "stable" or "canary"."""
+        return self.settings.canary_subset if role == "canary" else self.settings.stable_subset
+
+    def is_ready(self, role: str) -> bool:
+        """Whether `role` has a ready endpoint (always, without a readiness prober)."""
+        return self.readiness is None or self.readiness.ready.get(role, True)
+
     def forward(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> tuple[int, bytes, str]:
-        """Send the request to the chosen upstream; (status, body, subset). 503 when it is down."""
+        """Send the request to the chosen upstream; (status, body, subset). 503 UH/UF when it cannot be reached."""
         role = self.choose()
-        subset = self.settings.canary_subset if role == "canary" else self.settings.stable_subset
+        subset = self.subset_of(role)
+        workload = f"{self.settings.service}-{subset}"
         started = time.perf_counter()
-        status, payload = 503, b'{"error": "upstream unavailable"}'
+        if not self.is_ready(role):
+            self.metrics.record(subset, workload, 503, (time.perf_counter() - started) * 1000.0, reporter="source",
+                                flags="UH", peer=PeerView.NONE)
+            return 503, b'{"error": "no healthy upstream"}', subset
+        status, payload, flags = 503, b'{"error": "upstream connect error"}', "UF"
         for attempt in range(2):  # a kept-alive connection may have been closed by the app: retry once
             connection = self.upstreams.connection(role, fresh=attempt > 0)
             try:
                 connection.request(method, path, body=body, headers=headers)
                 response = connection.getresponse()
-                status, payload = response.status, response.read()
+                status, payload, flags = response.status, response.read(), "-"
                 break
             except (OSError, http.client.HTTPException):
                 connection.close()
         duration_ms = (time.perf_counter() - started) * 1000.0
-        self.metrics.record(subset, f"{self.settings.service}-{subset}", status, duration_ms)
+        if flags == "UF":  # never reached the app: only the caller's proxy knows of it
+            self.metrics.record(subset, workload, status, duration_ms, reporter="source", flags="UF",
+                                peer=PeerView.ENDPOINT)
+        else:
+            self.metrics.record(subset, workload, status, duration_ms)
+            self.metrics.record(subset, workload, status, duration_ms, reporter="source")
         return status, payload, subset
 
+    def record_grpc(self, subset: str, relayed: Relayed, duration_ms: float) -> None:
+        """Istio's metrics for one relayed gRPC call: HTTP 200 and its gRPC status."""
+        workload = f"{self.settings.service}-{subset}"
+        if not relayed.reached:
+            peer = PeerView.NONE if relayed.flags == "UH" else PeerView.ENDPOINT
+            self.metrics.record(subset, workload, 200, duration_ms, reporter="source", protocol="grpc",
+                                grpc_status=relayed.status, flags=relayed.flags, peer=peer)
+            return
+        for reporter in ("destination", "source"):
+            self.metrics.record(subset, workload, 200, duration_ms, reporter=reporter, protocol="grpc",
+                                grpc_status=relayed.status)
 
-def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to `router`."""
+
+def make_handler(router: Router, argocd: ArgoCdModel | None = None) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to `router` (and the ArgoCD model shown on the admin endpoint)."""
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -245,14 +148,34 @@ def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:
             if self.path == "/metrics":
                 self._reply(200, router.metrics.exposition(), CONTENT_TYPE)
             elif self.path == ADMIN_PATH:
-                self._reply(200, json.dumps(router.table.snapshot()).encode(), "application/json")
+                view = {**router.table.snapshot(), **(argocd.snapshot() if argocd is not None else {})}
+                self._reply(200, json.dumps(view).encode(), "application/json")
             elif self.path == "/healthz":
                 self._reply(200, b'{"ok": true}', "application/json")
             else:
                 self._proxy("GET")
 
         def do_POST(self) -> None:
-            self._proxy("POST")
+            if self.path == LIVE_PATH:
+                self._live_patch()
+            else:
+                self._proxy("POST")
+
+        def _live_patch(self) -> None:
+            """The stand-in for `kubectl patch virtualservice`: set the live split now, Git untouched."""
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+                stable, canary = int(body["stable"]), int(body["canary"])
+                if stable < 0 or canary < 0 or stable + canary != 100:
+                    raise ValueError("stable and canary must be 0-100 and add up to 100")
+            except (ValueError, KeyError, TypeError) as exc:
+                message = json.dumps({"error": f'give {{"stable": S, "canary": C}} adding up to 100: {exc}'})
+                self._reply(400, message.encode(), "application/json")
+                return
+            now = time.time()
+            router.table.live_patch(WeightChange("live-patch", stable, canary, now, now, source="live-patch"))
+            self._reply(200, json.dumps(router.table.snapshot()).encode(), "application/json")
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -278,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-interval", type=float, default=0.2, help="seconds between reads of the branch head")
     parser.add_argument("--sync-delay", type=float, default=0.0,
                         help="seconds between seeing a commit and applying it (30 or 180 emulate ArgoCD)")
+    parser.add_argument("--self-heal", type=float, default=5.0,
+                        help="seconds after a live patch that Git does not hold until ArgoCD reverts it (negative: "
+                             "self-heal off)")
+    parser.add_argument("--post-sync-hook", type=json.loads, default=None, metavar="JSON_ARGV",
+                        help='command run after each sync of a new revision, as a JSON list (["rollguard", ...]); '
+                             "the sync stays open until it ends")
+    parser.add_argument("--readiness-interval", type=float, default=0.5,
+                        help="seconds between health probes of the apps (0: no probes, always ready)")
+    parser.add_argument("--grpc-port", type=int, default=None, help="also relay gRPC calls on this port")
+    parser.add_argument("--stable-grpc", default=None, help="host:port of the stable app's gRPC listener")
+    parser.add_argument("--canary-grpc", default=None, help="host:port of the canary app's gRPC listener")
     parser.add_argument("--seed", type=int, default=None)
     return parser
 
@@ -290,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         remote=GitRemote(args.git_dir, args.branch), manifest_path=args.path, virtual_service=args.virtual_service,
         stable_subset=args.stable_subset, canary_subset=args.canary_subset, stable_url=args.stable_url,
         canary_url=args.canary_url, namespace=args.namespace, service=args.service,
-        poll_interval_s=args.poll_interval, sync_delay_s=args.sync_delay,
+        readiness_interval_s=args.readiness_interval, stable_grpc=args.stable_grpc, canary_grpc=args.canary_grpc,
     )
+    argocd_settings = ArgoCdSettings(sync_delay_s=args.sync_delay, poll_interval_s=args.poll_interval,
+                                     self_heal_s=args.self_heal if args.self_heal >= 0 else None,
+                                     post_sync_hook=args.post_sync_hook)
     try:
         head = settings.remote.head()
         stable, canary = read_weights(settings, head)
@@ -302,13 +239,21 @@ def main(argv: list[str] | None = None) -> int:
     now = time.time()
     table = TrafficTable(stable, canary, head)
     table.apply(WeightChange(head, stable, canary, now, now))
+    argocd = ArgoCdModel(settings, table, argocd_settings)
+    readiness = None
+    if settings.readiness_interval_s > 0:
+        readiness = Readiness({"stable": settings.stable_url, "canary": settings.canary_url},
+                              settings.readiness_interval_s)
+    router = Router(settings, table, args.seed, readiness)
     try:
-        server = LoopbackServer(("127.0.0.1", args.port), make_handler(Router(settings, table, args.seed)))
-    except OSError as exc:
+        server = LoopbackServer(("127.0.0.1", args.port), make_handler(router, argocd))
+        grpc_server = _start_grpc(router, settings, args.grpc_port) if args.grpc_port else None
+    except (OSError, ValueError) as exc:
         log.error("cannot listen on 127.0.0.1:%d: %s", args.port, exc)
         return 4
-    watcher = GitWatcher(settings, table)
-    watcher.start()
+    argocd.start()
+    if readiness is not None:
+        readiness.start()
     log.info("routing %s on 127.0.0.1:%d: %d %% to %s, %d %% to %s", args.service, args.port, stable,
              args.stable_url, canary, args.canary_url)
     try:
@@ -316,9 +261,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        watcher.stopped.set()
+        argocd.stopped.set()
+        if readiness is not None:
+            readiness.stopped.set()
+        if grpc_server is not None:
+            grpc_server.stop(grace=1.0)
         server.server_close()
     return 0
+
+
+def _start_grpc(router: Router, settings: RouteSettings, port: int) -> Any:
+    """The gRPC relay on `port` (grpcio is imported only when gRPC is asked for)."""
+    from rollguard.sandbox.grpc_service import Relay, start_server
+
+    if not settings.stable_grpc or not settings.canary_grpc:
+        raise ValueError("--grpc-port needs --stable-grpc and --canary-grpc")
+    relay = Relay(router, {"stable": settings.stable_grpc, "canary": settings.canary_grpc})
+    log.info("relaying gRPC on 127.0.0.1:%d", port)
+    return start_server(port, relay, workers=64)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The demo's scenarios, and the signal a scenario's fault shows in Prometheus: query, threshold, paging alert.
 
-`faulty` serves HTTP 500s and shows in the canary's 5xx rate; `slow` adds latency and shows in its
-p99; `healthy` has no fault (its runs watch the 5xx rate: a false rollback would show there). The
-demo's timeline, the experiment's plot and plain-rule replay, and the manual baseline's alert all
-follow the one signal `scenario_signal` gives.
+`faulty` fails requests (HTTP 500, or gRPC UNAVAILABLE) and shows in the canary's error rate; `slow`
+adds latency and shows in its p99; `down` stops the canary app, whose requests then fail in the callers'
+proxies (503 UH) and show in the error rate too; `healthy` has no fault (its runs watch the error rate:
+a false rollback would show there). The demo's timeline, the experiment's plot and plain-rule replay,
+and the manual baseline's alert all follow the one signal `scenario_signal` gives.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from dataclasses import dataclass
 
 from rollguard.sandbox.alert_rules import ERROR_ALERT, LATENCY_ALERT, AlertSettings, error_rate_expr, p99_expr
 
-SCENARIOS = ("faulty", "slow", "healthy")
-FAULTY_SCENARIOS = ("faulty", "slow")  # a fault is injected on purpose (and persists until the cut)
+SCENARIOS = ("faulty", "slow", "down", "healthy")
+FAULTY_SCENARIOS = ("faulty", "slow", "down")  # a fault is injected on purpose (and persists until the cut)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class ScenarioSignal:
 
     query: str
     threshold: float
-    unit: str  # "fraction" (share of 5xx) or "ms" (p99 latency)
+    unit: str  # "fraction" (share of failed requests) or "ms" (p99 latency)
     alert_name: str
 
     def alert_firing_query(self) -> str:
@@ -31,7 +32,7 @@ class ScenarioSignal:
 
 
 def scenario_signal(scenario: str, alert: AlertSettings) -> ScenarioSignal:
-    """The signal of `scenario`: p99 latency for `slow`, the 5xx rate otherwise (thresholds of `alert`)."""
+    """The signal of `scenario`: p99 latency for `slow`, the error rate otherwise (thresholds of `alert`)."""
     if scenario == "slow":
         return ScenarioSignal(p99_expr(alert), alert.max_p99_ms, "ms", LATENCY_ALERT)
     return ScenarioSignal(error_rate_expr(alert), alert.max_error_rate, "fraction", ERROR_ALERT)

@@ -17,19 +17,30 @@ from types import TracebackType
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import generate_latest
 
-from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics
+from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics, PeerView
 from rollguard.sandbox.ports import free_port, wait_listening
 
 
 @dataclass(frozen=True)
 class TrafficProfile:
-    """How one version of a service behaves: requests per second, 5xx share, latency."""
+    """How one version of a service behaves: requests per second, failed share, latency, protocol.
+
+    A failed request is HTTP 500 (`http`), HTTP 200 with `grpc_error_status` (`grpc`), or a TCP connection
+    the version's own proxy closed with UF (`tcp`); `mixed` is half HTTP, half gRPC. `down` ("UH" or
+    "UF") makes every request fail in the caller's proxy before it reaches the version, as when it has no
+    ready endpoint (UH) or refuses connections (UF): only caller-reported series move. Every request that
+    reaches the version is reported by both proxies, like Istio does (`callers=False`: the destination only).
+    """
 
     requests_per_s: float = 0.0
     error_rate: float = 0.0
     latency_ms: float = 20.0
     slow_rate: float = 0.0  # share of requests that take `slow_latency_ms` instead
     slow_latency_ms: float = 800.0
+    protocol: str = "http"  # http, grpc, mixed, tcp
+    grpc_error_status: int = 14  # UNAVAILABLE
+    down: str = ""  # "", "UH", "UF"
+    callers: bool = True
 
 
 @dataclass
@@ -40,6 +51,33 @@ class _Flow:
     carry: float = 0.0
     requests: int = 0
     errors: int = 0
+
+
+def _record(metrics: IstioMetrics, version: str, workload: str, profile: TrafficProfile, protocol: str,
+            failed: bool, duration_ms: float) -> None:
+    """One request (or TCP connection) as Istio's proxies would report it."""
+    if protocol == "tcp":
+        if profile.down:
+            peer = PeerView.NONE if profile.down == "UH" else PeerView.ENDPOINT
+            metrics.record_connection(version, workload, reporter="source", flags=profile.down, peer=peer)
+            return
+        metrics.record_connection(version, workload, flags="UF" if failed else "-")
+        if profile.callers:
+            metrics.record_connection(version, workload, reporter="source")
+        return
+    grpc = protocol == "grpc"
+    if profile.down:
+        # The caller's proxy answers itself: 503, or for gRPC HTTP 200 with UNAVAILABLE (Envoy's gRPC local reply).
+        peer = PeerView.NONE if profile.down == "UH" else PeerView.ENDPOINT
+        metrics.record(version, workload, 200 if grpc else 503, 0.3, reporter="source", protocol=protocol,
+                       grpc_status=14, flags=profile.down, peer=peer)
+        return
+    code = 200 if grpc else (500 if failed else 200)
+    status = (profile.grpc_error_status if failed else 0) if grpc else None
+    metrics.record(version, workload, code, duration_ms, protocol=protocol, grpc_status=status)
+    if profile.callers:
+        metrics.record(version, workload, code, duration_ms + 0.5, reporter="source", protocol=protocol,
+                       grpc_status=status)
 
 
 class SyntheticTraffic:
@@ -122,9 +160,12 @@ class SyntheticTraffic:
                     slow = self._random.random() < profile.slow_rate
                     duration = profile.slow_latency_ms if slow else profile.latency_ms
                     duration *= 0.8 + 0.4 * self._random.random()
-                    flow.metrics.record(version, workload, 500 if failed else 200, duration)
+                    protocol = profile.protocol
+                    if protocol == "mixed":
+                        protocol = "grpc" if self._random.random() < 0.5 else "http"
+                    _record(flow.metrics, version, workload, profile, protocol, failed, duration)
                     flow.requests += 1
-                    flow.errors += int(failed)
+                    flow.errors += int(failed or bool(profile.down))
 
     def _traffic_loop(self) -> None:
         last = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from rollguard.steps import trailers
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag, percent_weight
 from rollguard.steps.traffic.weight_edit import SplitEdit
@@ -26,13 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def deploy_message(args: argparse.Namespace, edit: SplitEdit) -> str:
-    """Commit message of a deploy: what moved and why."""
+    """Commit message of a deploy: what moved and why, and the trailers `rollguard history` reads."""
+    trailer_block = trailers.ReleaseTrailers(
+        action="deploy",
+        virtual_service=args.virtual_service,
+        weights={args.stable_subset: edit.stable_weight, args.canary_subset: edit.canary_weight},
+        previous_weights={args.stable_subset: edit.before_stable_weight, args.canary_subset: edit.before_canary_weight},
+        workflow=trailers.workflow_name(),
+    ).block()
     return (
         f"rollguard: shift {edit.canary_weight} % of {args.virtual_service} traffic to canary {args.canary_subset}\n\n"
         f"Canary release step: {args.stable_subset} {edit.before_stable_weight} -> {edit.stable_weight} %, "
         f"{args.canary_subset} {edit.before_canary_weight} -> {edit.canary_weight} % "
         f"(VirtualService {args.virtual_service}, {args.path}, {edit.routes_changed} weighted route(s)).\n\n"
-        "Rollguard-Action: deploy\n"
+        + trailer_block
     )
 
 

@@ -26,6 +26,15 @@ class UsageError(Exception):
     """Bad input from the user: names the flag (or file and line) and the fix. Exit code 2."""
 
 
+def is_utf8_text(text: str) -> bool:
+    """False when the text holds bytes that were not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def env_name(flag: str) -> str:
     """Environment variable that sets `flag`: `--max-error-rate` -> `ROLLGUARD_MAX_ERROR_RATE`."""
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
@@ -163,8 +172,12 @@ def add_flag(
     help: str = "",
     choices: list[str] | None = None,
     required: bool = False,
+    action: type[argparse._StoreAction] = argparse._StoreAction,
 ) -> None:
     """Add `--flag` whose default comes from ROLLGUARD_<FLAG> when that variable is set.
+
+    `action` may be a subclass of argparse's store action (one value per use, so one environment
+    variable still sets it), e.g. one that collects the values of repeated uses.
 
     A value from the environment goes through the same `type` and `choices` checks as one typed on
     the command line, and an error names both the variable and the flag.
@@ -183,7 +196,7 @@ def add_flag(
     if not shown:
         shown = f" (env {variable})"
     parser.add_argument(
-        flag, default=default, type=type, choices=choices, required=required, help=help + shown
+        flag, action=action, default=default, type=type, choices=choices, required=required, help=help + shown
     )
 
 
@@ -206,6 +219,8 @@ def check_output_files(args: argparse.Namespace, *destinations: str) -> None:
         if not value:
             continue
         directory = os.path.dirname(os.path.abspath(value))
+        flag = "--" + destination.replace("_", "-")
         if not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
-            flag = "--" + destination.replace("_", "-")
             raise UsageError(f"{flag} {value}: directory {directory} does not exist or is not writable")
+        if os.path.isdir(value):
+            raise UsageError(f"{flag} {value} is a directory; name a file in it, e.g. {os.path.join(value, 'out')}")

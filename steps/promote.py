@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from rollguard.steps import trailers
 from rollguard.steps.logs import configure
 from rollguard.steps.options import UsageError, add_flag, percent_weight
 from rollguard.steps.traffic.weight_edit import SplitEdit
@@ -46,7 +47,18 @@ def plan_promotion(args: argparse.Namespace, stable: int, canary: int) -> Weight
 
 
 def promote_message(args: argparse.Namespace, edit: SplitEdit) -> str:
-    """Commit message of a promotion."""
+    """Commit message of a promotion, with the trailers `rollguard history` reads (the verdict behind it
+    when the workflow passed one in ROLLGUARD_VERDICT_JSON)."""
+    evidence = trailers.evidence_from_environment()
+    trailer_block = trailers.ReleaseTrailers(
+        action="promote",
+        virtual_service=args.virtual_service,
+        weights={args.stable_subset: edit.stable_weight, args.canary_subset: edit.canary_weight},
+        previous_weights={args.stable_subset: edit.before_stable_weight, args.canary_subset: edit.before_canary_weight},
+        evidence=evidence,
+        workflow=trailers.workflow_name(),
+    ).block()
+    analysis = "Analysis passed" if evidence.verdict in ("", "pass") else f"Analysis {evidence.verdict}"
     if edit.canary_weight == 100:
         title = f"rollguard: complete rollout of {args.virtual_service}: canary {args.canary_subset} takes 100 %"
         note = (
@@ -57,9 +69,9 @@ def promote_message(args: argparse.Namespace, edit: SplitEdit) -> str:
         title = f"rollguard: promote canary {args.canary_subset} of {args.virtual_service} to {edit.canary_weight} %"
         note = ""
     return (
-        f"{title}\n\nAnalysis passed; next rollout step: {args.stable_subset} {edit.before_stable_weight} -> "
+        f"{title}\n\n{analysis}; next rollout step: {args.stable_subset} {edit.before_stable_weight} -> "
         f"{edit.stable_weight} %, {args.canary_subset} {edit.before_canary_weight} -> {edit.canary_weight} % "
-        f"(VirtualService {args.virtual_service}, {args.path}).\n\n{note}Rollguard-Action: promote\n"
+        f"(VirtualService {args.virtual_service}, {args.path}).\n\n{note}" + trailer_block
     )
 
 

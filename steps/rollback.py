@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from rollguard.steps import trailers
 from rollguard.steps.logs import configure
 from rollguard.steps.options import add_flag
 from rollguard.steps.traffic.weight_edit import SplitEdit
@@ -54,8 +55,38 @@ def evidence_lines(reading: VerdictReading) -> list[str]:
     return lines
 
 
+def verdict_evidence(reading: VerdictReading | None, reason: str | None) -> trailers.Evidence:
+    """The verdict behind a rollback, for its trailers (`Rollguard-Verdict`, `-Reason`, `-Metric`...)."""
+    if isinstance(reading, UnreadableVerdict):
+        return trailers.Evidence(verdict="unavailable", reason=reason or reading.problem)
+    if isinstance(reading, NoVerdict):
+        return trailers.Evidence(verdict=NO_VERDICT_WORD, reason=reading.reason or reason or "")
+    if reading is None:
+        return trailers.Evidence(reason=reason or "")
+    check = reading.failed_check
+    return trailers.Evidence(
+        verdict=reading.verdict.value,
+        reason=reading.reason,
+        metric="" if check is None else check.metric,
+        value=None if check is None else check.value,
+        threshold=None if check is None else check.threshold,
+        samples=None if check is None else check.samples,
+        first_breach_at=reading.first_breach_time(),
+    )
+
+
 def rollback_message(args: argparse.Namespace, edit: SplitEdit, verdict_lines: list[str]) -> str:
-    """Commit message of a rollback: what changed and the evidence for it."""
+    """Commit message of a rollback: what changed, the evidence for it, and the trailers `rollguard history` reads."""
+    reason_file = getattr(args, "reason_file", None)
+    reading = read_file(Path(reason_file)) if reason_file else None
+    trailer_block = trailers.ReleaseTrailers(
+        action="rollback",
+        virtual_service=args.virtual_service,
+        weights={args.stable_subset: edit.stable_weight, args.canary_subset: edit.canary_weight},
+        previous_weights={args.stable_subset: edit.before_stable_weight, args.canary_subset: edit.before_canary_weight},
+        evidence=verdict_evidence(reading, args.reason),
+        workflow=trailers.workflow_name(),
+    ).block()
     body = [*verdict_lines]
     if args.reason:
         body.insert(0, f"Reason: {args.reason}")
@@ -67,7 +98,7 @@ def rollback_message(args: argparse.Namespace, edit: SplitEdit, verdict_lines: l
         + "\n".join(body)
         + f"\n\nWeights: {args.stable_subset} {edit.before_stable_weight} -> 100 %, "
         f"{args.canary_subset} {edit.before_canary_weight} -> 0 % (VirtualService {args.virtual_service}, "
-        f"{args.path}).\n\nRollguard-Action: rollback\n"
+        f"{args.path}).\n\n" + trailer_block
     )
 
 
@@ -87,4 +118,5 @@ def run(args: argparse.Namespace) -> int:
         "rollback",
         lambda _stable, _canary: WeightPlan(0, "already rolled back"),
         lambda edit: rollback_message(args, edit, verdict_lines),
+        always_applies=True,
     )

@@ -9,7 +9,9 @@ Three shapes on disk, one reader:
 
 `format_version` says which format wrote a file. A file without it is version 1 (written before the
 field existed). Versions only add fields: a reader takes the fields it knows from any version, so a
-newer step reads an older verdict, and an older step a newer one.
+newer step reads an older verdict, and an older step a newer one. Version 2 added `first_breach_at`
+(the first check at which the deciding metric was over its limit, for the breach -> cut time) and
+`failed_check.samples`.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import Any
 
 from rollguard.steps.judgment.outcomes import MetricOutcome, Verdict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NO_VERDICT_WORD = "error"  # the verdict word when analyze wrote none; every `when` treats it as a failure
 
 CheckRecord = dict[str, Any]  # one check as analyze records it: times, counts, every metric's outcome
+# A metric phase that means "over its limit at this check" (judgment.outcomes.Phase values).
+OVER_LIMIT_PHASES = ("suspect", "breach", "failed")
 
 
 class VerdictFormatError(ValueError):
@@ -41,23 +45,28 @@ class FailedCheck:
     value: float | None  # null in JSON when the metric had no finite value (NaN, no data)
     threshold: float | None
     detail: str
+    samples: int | None = None  # requests behind the value, when it is a share of requests (version 2)
 
     @classmethod
     def from_outcome(cls, outcome: MetricOutcome) -> FailedCheck:
         """The evidence from the metric outcome that decided the verdict."""
-        return cls(outcome.metric, _finite(outcome.value), _finite(outcome.threshold), outcome.detail)
+        return cls(outcome.metric, _finite(outcome.value), _finite(outcome.threshold), outcome.detail,
+                   outcome.samples)
 
     def to_json(self) -> dict[str, Any]:
         """The evidence as the verdict file holds it."""
-        return {"metric": self.metric, "value": self.value, "threshold": self.threshold, "detail": self.detail}
+        return {"metric": self.metric, "value": self.value, "threshold": self.threshold, "detail": self.detail,
+                "samples": self.samples}
 
     @classmethod
     def from_json(cls, data: Any) -> FailedCheck:
         """Read the `failed_check` object; unknown fields are ignored."""
         if not isinstance(data, dict):
             raise VerdictFormatError(f"failed_check is {type(data).__name__}, not an object")
+        samples = data.get("samples")
         return cls(str(data.get("metric", "")), _number(data.get("value")), _number(data.get("threshold")),
-                   str(data.get("detail") or ""))
+                   str(data.get("detail") or ""),
+                   samples if isinstance(samples, int) and not isinstance(samples, bool) else None)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class VerdictHeadline:
     failed_check: FailedCheck | None  # the evidence of a fail on a metric; null for every other verdict
     settings: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    # Unix time of the first check at which the deciding metric was over its limit; null when none was.
+    first_breach_at: float | None = None
 
     @property
     def judge(self) -> str:
@@ -85,7 +96,12 @@ class VerdictHeadline:
             "started_at": self.started_at,
             "decided_at": self.decided_at,
             "failed_check": None if self.failed_check is None else self.failed_check.to_json(),
+            "first_breach_at": self.first_breach_time(),
         }
+
+    def first_breach_time(self) -> float | None:
+        """When the deciding metric was first over its limit (Unix time); None when never or unknown."""
+        return self.first_breach_at
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,12 @@ class VerdictDocument(VerdictHeadline):
     """The full verdict file analyze writes: the headline and every check."""
 
     checks: tuple[CheckRecord, ...] = ()
+
+    def first_breach_time(self) -> float | None:
+        """The recorded first breach, else the first check with the deciding metric over its limit."""
+        if self.first_breach_at is not None:
+            return self.first_breach_at
+        return first_breach(self.checks, None if self.failed_check is None else self.failed_check.metric)
 
     def to_json(self) -> dict[str, Any]:
         """The document as JSON-ready data (key order as in the file)."""
@@ -105,8 +127,8 @@ class VerdictDocument(VerdictHeadline):
     def summary(self) -> VerdictSummary:
         """The verdict without its per-check list (the count and the last check stay)."""
         return VerdictSummary(self.verdict, self.reason, self.started_at, self.decided_at, self.failed_check,
-                              self.settings, self.format_version, check_count=len(self.checks),
-                              last_check=self.checks[-1] if self.checks else None)
+                              self.settings, self.format_version, self.first_breach_time(),
+                              check_count=len(self.checks), last_check=self.checks[-1] if self.checks else None)
 
 
 @dataclass(frozen=True)
@@ -176,6 +198,7 @@ def from_json(data: Any) -> VerdictDocument | VerdictSummary | NoVerdict:
         None if failed is None else FailedCheck.from_json(failed),
         settings if isinstance(settings, dict) else {},
         version,
+        _number(data.get("first_breach_at")),
     )
     checks = data.get("checks")
     if isinstance(checks, list):
@@ -207,6 +230,17 @@ def read_file(path: Path) -> VerdictReading:
     except (OSError, UnicodeDecodeError) as exc:
         return UnreadableVerdict(f"reason file {path} cannot be read ({exc})")
     return read_text(text, f"reason file {path}")
+
+
+def first_breach(checks: tuple[CheckRecord, ...], metric: str | None) -> float | None:
+    """Time (`at`) of the first check at which `metric` (any metric when None) was over its limit."""
+    for check in checks:
+        for record in check.get("metrics") or ():
+            if not isinstance(record, dict) or record.get("phase") not in OVER_LIMIT_PHASES:
+                continue
+            if metric is None or record.get("metric") == metric:
+                return _number(check.get("at"))
+    return None
 
 
 def render_json(document: Mapping[str, Any]) -> str:

@@ -70,6 +70,7 @@ class _Store:
     resource_version: int = 1000
     argo: dict[tuple[str, str], ArgoBehaviour] = field(default_factory=dict)
     concurrent_writes: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    html_page: str | None = None  # when set, every request is answered 200 with this HTML (a proxy's login page)
     requests: list[RecordedRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -210,6 +211,11 @@ class FakeKubeApi:
                     "operation": {"sync": {"revision": "0" * 40}},
                 }
 
+    def answer_with_html(self, page: str = "<!DOCTYPE html><html><body>Sign in to continue</body></html>") -> None:
+        """From now on answer every request HTTP 200 with an HTML page, as a proxy or a login page would."""
+        with self._store.lock:
+            self._store.html_page = page
+
     def simulate_concurrent_writes(self, group: str, namespace: str, plural: str, name: str, times: int) -> None:
         """After each of the next `times` GETs of the object, another writer changes it (bumps resourceVersion)."""
         with self._store.lock:
@@ -299,6 +305,18 @@ class _Handler(BaseHTTPRequestHandler):
             )
         )
 
+    def _html_instead(self) -> bool:
+        """Answer with the HTML page, if one is set; True if it was sent."""
+        if self.store.html_page is None:
+            return False
+        data = self.store.html_page.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return True
+
     def _locate(self) -> tuple[tuple[str, str, str, str], str] | None:
         match = _PATH.match(self.path.split("?")[0])
         if not match:
@@ -315,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         with self.store.lock:
-            if not self._authorised():
+            if self._html_instead() or not self._authorised():
                 return
             located = self._locate()
             if located is None:
@@ -343,7 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         with self.store.lock:
-            if not self._authorised():
+            if self._html_instead() or not self._authorised():
                 return
             try:
                 body = json.loads(raw or b"null")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 FIXTURE = Path(__file__).parent / "fixtures" / "istio.yml"
@@ -81,3 +82,29 @@ def commit_message(remote: Path, revision: str = "main") -> str:
 def commit_author(remote: Path, revision: str = "main") -> str:
     """`Name <email>` of a commit's author."""
     return git("--git-dir", str(remote), "log", "-1", "--format=%an <%ae>", revision).strip()
+
+
+def race_next_push(remote: Path, path: str, text: str, message: str = "Someone else's change") -> None:
+    """Make the next push to `remote` lose a race: while the remote receives it, another clone lands `text` first.
+
+    A pre-receive hook pushes the other commit from a fresh clone (once), so the branch moves between the
+    pusher's clone and its ref update, as when two steps push at the same moment.
+    """
+    lander = remote.parent / "land_racing_commit.py"
+    lander.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from pathlib import Path\n"
+        "from git_remote import land_commit\n"
+        "land_commit(Path(sys.argv[1]), sys.argv[2], text=Path(sys.argv[3]).read_text(), message=sys.argv[4])\n"
+    )
+    (remote.parent / "racing-text").write_text(text)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'[ -e "{remote}/raced" ] && exit 0\n'
+        f'touch "{remote}/raced"\n'
+        f'env -i PATH="$PATH" HOME="$HOME" {sys.executable} {lander} {remote} {path} '
+        f'{remote.parent / "racing-text"} "{message}" >&2\n'
+    )
+    hook.chmod(0o755)

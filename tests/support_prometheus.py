@@ -48,9 +48,9 @@ class IstioEnvironment:
         return self.prometheus.url
 
     def wait_for_requests(self, service: str, version: str, minimum: float = 1.0, deadline_s: float = 30.0) -> None:
-        """Wait until Prometheus has scraped at least `minimum` requests of one version."""
-        selector = (f'istio_requests_total{{destination_service_name="{service}",'
-                    f'destination_version="{version}"}}')
+        """Wait until Prometheus has scraped at least `minimum` requests (or TCP connections) of one version."""
+        selector = (f'{{__name__=~"istio_requests_total|istio_tcp_connections_opened_total",'
+                    f'reporter="destination",destination_service_name="{service}",destination_version="{version}"}}')
         wait_for_result(self.url, f"sum({selector})", deadline_s, minimum)
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support_prometheus import NAMESPACE, IstioEnvironment
+from support_prometheus import NAMESPACE, IstioEnvironment, query, wait_for_result
 
 from rollguard.sandbox.synthetic_traffic import SyntheticTraffic, TrafficProfile
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
+from rollguard.steps.metrics.istio_queries import error_rate_query
 
 HEALTHY = TrafficProfile(requests_per_s=40, error_rate=0.005, latency_ms=30)
 STABLE = TrafficProfile(requests_per_s=100, error_rate=0.005, latency_ms=30)
@@ -88,9 +89,10 @@ def test_healthy_canary_passes(istio_env: IstioEnvironment, tmp_path: Path, caps
     assert {m["metric"] for m in last["metrics"] if m["samples"] is not None} == {
         "canary_error_rate", "canary_p99_latency_ms"}
     # Rendered PromQL is logged, and one line per check.
+    assert f"query canary_error_rate: {error_rate_query(NAMESPACE, 'healthy', 'v2', '1m')}\n" in log
     assert ('query canary_error_rate: (sum(rate(istio_requests_total{reporter="destination",'
             'destination_workload_namespace="demo",destination_service_name="healthy",destination_version="v2",'
-            'response_code=~"5.."}[1m])) or on() vector(0))') in log
+            'response_code=~"5.."}[1m]) or ') in log
     assert log.count(" analyze INFO check ") == checks
 
 
@@ -223,7 +225,7 @@ def test_custom_metric_breach_fails_after_the_failure_limit(
                                "--failure-limit", "2")
     assert code == ExitCode.FAIL
     assert verdict["failed_check"] == {"metric": "queue", "value": 250.0, "threshold": 100.0,
-                                       "detail": "value 250, must be <= 100"}
+                                       "detail": "value 250, must be <= 100", "samples": None}  # not a share
     assert len(verdict["checks"]) == 2
 
 
@@ -296,3 +298,122 @@ def test_every_flag_can_come_from_the_environment(istio_env: IstioEnvironment, t
     assert (settings["service"], settings["interval"], settings["duration"]) == ("envonly", "500ms", "2s")
     assert settings["on_no_data"] == "inconclusive" and settings["consecutive"] is True
     assert len(verdict["checks"]) == 1 and "no canary series" in verdict["reason"]
+
+
+# gRPC, a canary that never answers, TCP: failures that a destination's HTTP codes do not show.
+GRPC_STABLE = TrafficProfile(requests_per_s=100, error_rate=0.005, latency_ms=30, protocol="grpc")
+
+
+def failed_check(verdict: dict[str, Any]) -> dict[str, Any]:
+    assert verdict["failed_check"] is not None, verdict["reason"]
+    return dict(verdict["failed_check"])
+
+
+def test_grpc_canary_failing_with_unavailable_fails(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Half the calls UNAVAILABLE (14), every one HTTP 200: failed, and the evidence names the gRPC status."""
+    start_traffic(istio_env, "grpcbad", TrafficProfile(requests_per_s=40, error_rate=0.5, protocol="grpc"),
+                  GRPC_STABLE)
+    code, verdict, log = analyze(istio_env, "grpcbad", tmp_path, capsys, "--duration", "2m")
+    assert code == ExitCode.FAIL, verdict["reason"]
+    evidence = failed_check(verdict)
+    assert evidence["metric"] in ("canary_error_rate", "canary_vs_stable_error_rate")
+    assert "gRPC UNAVAILABLE (14)" in evidence["detail"] and "gRPC UNAVAILABLE (14)" in verdict["reason"]
+    assert "HTTP" not in evidence["detail"]
+    assert len(verdict["checks"]) <= 8
+    assert "failed (" in log and "gRPC UNAVAILABLE (14)" in log
+    # The threshold query (the alert's and the experiment's) sees the same failures.
+    rate = wait_for_result(istio_env.url, error_rate_query(NAMESPACE, "grpcbad", "v2", "10s"), minimum=0.3)
+    assert 0.3 <= float(rate[0]["value"][1]) <= 0.7
+
+
+def test_healthy_grpc_canary_passes(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(istio_env, "grpcgood", TrafficProfile(requests_per_s=40, error_rate=0.0, latency_ms=30,
+                                                        protocol="grpc"), GRPC_STABLE)
+    code, verdict, _ = analyze(istio_env, "grpcgood", tmp_path, capsys, "--duration", "5s", "--min-requests", "100")
+    assert code == ExitCode.OK, verdict["reason"]
+    assert set(metric_phases(verdict, "canary_p99_latency_ms")) == {"ok"}
+
+
+def test_mixed_http_and_grpc_service_counts_both_once(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One service, HTTP and gRPC, both reporters: every failure counted once, of either kind."""
+    start_traffic(istio_env, "mixed", TrafficProfile(requests_per_s=60, error_rate=0.5, protocol="mixed"),
+                  TrafficProfile(requests_per_s=100, error_rate=0.005, protocol="mixed"))
+    code, verdict, _ = analyze(istio_env, "mixed", tmp_path, capsys, "--duration", "2m")
+    assert code == ExitCode.FAIL, verdict["reason"]
+    failures = verdict["checks"][-1]["canary"]["failures"]
+    assert set(failures) == {"gRPC UNAVAILABLE (14)", "HTTP 500"}
+    last = verdict["checks"][-1]["canary"]
+    assert sum(failures.values()) == last["errors"] <= last["requests"]
+    # Caller-reported twins are not counted: about half the canary's requests failed, not a quarter.
+    assert last["errors"] >= 0.3 * last["requests"]
+
+
+def test_grpc_error_codes_flag_changes_what_fails(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RESOURCE_EXHAUSTED is the caller's quota by default (like HTTP 429); a team may count it."""
+    start_traffic(istio_env, "quota", TrafficProfile(requests_per_s=40, error_rate=0.5, protocol="grpc",
+                                                     grpc_error_status=8), GRPC_STABLE)
+    code, verdict, _ = analyze(istio_env, "quota", tmp_path, capsys, "--duration", "3s", "--min-requests", "20")
+    assert code == ExitCode.OK, verdict["reason"]
+    code, verdict, _ = analyze(istio_env, "quota", tmp_path, capsys, "--duration", "2m",
+                               "--grpc-error-codes", "UNAVAILABLE,RESOURCE_EXHAUSTED")
+    assert code == ExitCode.FAIL
+    assert "gRPC RESOURCE_EXHAUSTED (8)" in failed_check(verdict)["detail"]
+    assert verdict["settings"]["grpc_error_codes"] == "RESOURCE_EXHAUSTED,UNAVAILABLE"
+
+
+def test_tcp_canary_with_failed_connections_fails(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(istio_env, "tcpbad", TrafficProfile(requests_per_s=40, error_rate=0.5, protocol="tcp"),
+                  TrafficProfile(requests_per_s=100, protocol="tcp"))
+    code, verdict, _ = analyze(istio_env, "tcpbad", tmp_path, capsys, "--duration", "2m")
+    assert code == ExitCode.FAIL, verdict["reason"]
+    assert "TCP connection UF (upstream connection failure)" in failed_check(verdict)["detail"]
+    assert verdict["checks"][-1]["canary"]["tcp_connections"] == verdict["checks"][-1]["canary"]["requests"]
+
+
+def test_healthy_tcp_canary_passes_and_says_latency_does_not_apply(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_traffic(istio_env, "tcpgood", TrafficProfile(requests_per_s=40, protocol="tcp"),
+                  TrafficProfile(requests_per_s=100, protocol="tcp"))
+    code, verdict, _ = analyze(istio_env, "tcpgood", tmp_path, capsys, "--duration", "5s", "--min-requests", "100")
+    assert code == ExitCode.OK, verdict["reason"]
+    latency = next(m for m in verdict["checks"][-1]["metrics"] if m["metric"] == "canary_p99_latency_ms")
+    assert latency["phase"] == "skipped"
+    assert "TCP connections, for which Istio measures no request latency" in latency["detail"]
+
+
+@pytest.mark.parametrize("flag", ["UH", "UF"])
+def test_canary_that_never_answers_fails_as_fast_as_one_that_answers_500(
+    flag: str, istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The canary went down: its own series freeze; callers' proxies answer 503 UH (no ready endpoint) or
+    UF (connection refused) and report them with reporter="source" only. Counted once, it fails at once."""
+    service = f"down{flag.lower()}"
+    start_traffic(istio_env, service, HEALTHY)
+    istio_env.traffic.set(service, "v2", TrafficProfile(requests_per_s=40, down=flag))
+    # From the scrape that shows the callers' failures on, the canary's own series are frozen.
+    wait_for_result(istio_env.url, f'istio_requests_total{{reporter="source",destination_service_name="{service}",'
+                                   f'response_flags="{flag}"}}')
+    code, verdict, _ = analyze(istio_env, service, tmp_path, capsys, "--duration", "2m")
+    assert code == ExitCode.FAIL, verdict["reason"]
+    assert len(verdict["checks"]) <= 8  # not the 121 checks of the bake time, ending inconclusive
+    evidence = failed_check(verdict)
+    assert f"request {flag} at the caller" in evidence["detail"] and "never reached it" in evidence["detail"]
+    last = verdict["checks"][-1]["canary"]
+    assert last["errors"] == last["requests"]  # the frozen destination series add no requests and no twins
+    # The alert's query agrees: all of the canary's recent requests failed.
+    rate = wait_for_result(istio_env.url, error_rate_query(NAMESPACE, service, "v2", "5s"), minimum=0.9)
+    assert float(rate[0]["value"][1]) <= 1.0
+    # The stable's query does not take the failures no endpoint could be chosen for.
+    stable = query(istio_env.url, error_rate_query(NAMESPACE, service, "v1", "5s", unattributed=False))
+    assert float(stable[0]["value"][1]) < 0.1

@@ -4,6 +4,7 @@ Argo objects against Hera's models, the kustomization, the RBAC limits, and the 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -12,12 +13,16 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from argo_schema import SUPPORTED_LINES, schema_errors
 from cloudcoil.models.istio.networking.v1beta1 import DestinationRule, VirtualService
 from hera.workflows.models import Workflow as WorkflowModel
 from ruamel.yaml import YAML
 
 from rollguard.steps.analyze import command as analyze
+from rollguard.steps.rollback import evidence_lines, rollback_message
 from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.steps.traffic.weight_edit import SplitEdit
+from rollguard.steps.verdict_document import read_text
 
 REPO = Path(__file__).resolve().parents[1]
 ARGOCD = REPO / "argocd"
@@ -85,11 +90,15 @@ def test_istio_objects_match_the_published_istio_models() -> None:
 def test_the_hook_is_a_valid_postsync_workflow_on_canary_analysis() -> None:
     hook = load_all(ARGOCD / "hook" / "canary-analysis-hook.yaml")[0]
     assert round_trips(WorkflowModel, hook)
+    for line, version in SUPPORTED_LINES.items():
+        assert schema_errors(hook, version) == [], f"Argo {line}"
     annotations = hook["metadata"]["annotations"]
     assert annotations["argocd.argoproj.io/hook"] == "PostSync"
     assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
     assert "generateName" not in hook["metadata"]  # a fixed name, so BeforeHookCreation finds the old one
     assert hook["spec"]["workflowTemplateRef"] == {"name": "canary-analysis"}
+    # The app's namespace injects Istio sidecars; the hook's step pods must not get one.
+    assert hook["spec"]["podMetadata"]["labels"]["sidecar.istio.io/inject"] == "false"
 
 
 def test_the_hook_passes_every_required_parameter_and_only_known_ones() -> None:
@@ -113,6 +122,7 @@ def test_the_hook_passes_every_required_parameter_and_only_known_ones() -> None:
         == application["spec"]["destination"]["namespace"]
     )
     assert given["live-patch"] == "true"
+    assert given["fail-on-rollback"] == "false"  # a rollback must not fail the sync (argocd/README.md)
 
 
 def test_rbac_is_namespaced_and_limited_to_the_one_virtualservice_and_application() -> None:
@@ -149,13 +159,33 @@ def test_rbac_is_namespaced_and_limited_to_the_one_virtualservice_and_applicatio
 
 
 def test_the_secret_template_is_what_the_steps_read_and_is_not_installed_by_kustomize() -> None:
-    secret = one("Secret")
-    steps = load_all(REPO / "workflows" / "rollguard-steps.yaml")[0]
-    refs = [e["valueFrom"]["secretKeyRef"] for t in steps["spec"]["templates"] for e in t["container"]["env"]
-            if "valueFrom" in e]  # fmt: skip
-    assert refs and all(ref == {"name": secret["metadata"]["name"], "key": "token", "optional": True} for ref in refs)
+    secret = load_all(ARGOCD / "git-credentials.secret.yaml")[0]
+    for name in ("rollguard-steps", "canary-release", "canary-analysis"):
+        spec = load_all(REPO / "workflows" / f"{name}.yaml")[0]["spec"]
+        git_steps = [t for t in spec["templates"] if t["name"] in ("deploy", "promote", "rollback", "status")]
+        assert git_steps, name
+        for template in git_steps:
+            inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
+            assert inputs["git-secret"]["default"] == secret["metadata"]["name"]
+            refs = [e["valueFrom"]["secretKeyRef"] for e in template["container"]["env"] if "valueFrom" in e]
+            assert refs == [{"name": "{{inputs.parameters.git-secret}}", "key": "token", "optional": True}]
+            assert template["volumes"][0]["secret"]["secretName"] == "{{inputs.parameters.git-secret}}"
+        arguments = {p["name"]: p for p in spec.get("arguments", {}).get("parameters", [])}
+        if arguments:  # the workflows pass their parameter `git-secret`, defaulting to the same Secret
+            assert arguments["git-secret"]["value"] == secret["metadata"]["name"]
     assert set(secret["stringData"]) == {"token"}
     assert "git-credentials" not in (ARGOCD / "kustomization.yaml").read_text(encoding="utf-8").split("resources:")[1]
+
+
+def test_the_notify_secret_template_is_what_the_exit_handler_mounts() -> None:
+    secret = load_all(ARGOCD / "notify-webhook.secret.yaml")[0]
+    assert set(secret["stringData"]) == {"url"} and secret["metadata"]["namespace"] == "demo"
+    for name in ("canary-release", "canary-analysis"):
+        spec = load_all(REPO / "workflows" / f"{name}.yaml")[0]["spec"]
+        arguments = {p["name"]: p for p in spec["arguments"]["parameters"]}
+        assert arguments["notify-secret"]["value"] == secret["metadata"]["name"]
+        assert arguments["notify-url-file"]["value"].endswith("/url")  # the Secret's key, mounted as a file
+    assert "notify-webhook" not in (ARGOCD / "kustomization.yaml").read_text(encoding="utf-8")
 
 
 def resolve(folder: Path) -> list[dict[str, Any]]:
@@ -179,6 +209,7 @@ def summary(objects: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 EXPECTED_INSTALL = [
     ("Application", "argocd", "podinfo"),
+    ("Namespace", "", "demo"),
     ("Role", "argocd", "rollguard-sync-podinfo"),
     ("Role", "demo", "rollguard-steps"),
     ("RoleBinding", "argocd", "rollguard-sync-podinfo"),
@@ -194,12 +225,74 @@ def test_the_kustomization_installs_templates_rbac_and_application() -> None:
     assert summary(resolve(ARGOCD)) == EXPECTED_INSTALL
 
 
+def test_the_namespace_exists_before_the_objects_in_it() -> None:
+    # `kubectl apply -k argocd/` on a fresh cluster: namespace demo must be part of the install, and the
+    # Namespace the Application syncs from Git (demo-app) must say the same (ArgoCD adopts it).
+    installed = next(o for o in resolve(ARGOCD) if o["kind"] == "Namespace")
+    synced = next(d for d in load_all(ARGOCD / "demo-app" / "podinfo.yaml") if d["kind"] == "Namespace")
+    assert installed == synced
+    assert installed["metadata"]["labels"]["istio-injection"] == "enabled"
+
+
+# The Application fields ArgoCD has in every supported release (json tags of ApplicationSpec,
+# ApplicationSource, ApplicationDestination, SyncPolicy and SyncPolicyAutomated in argo-cd's
+# pkg/apis/application/v1alpha1/types.go, v2.13.0; v3.5.1 only adds fields).
+APPLICATION_FIELDS: dict[str, Any] = {
+    "apiVersion": None, "kind": None,
+    "metadata": {"name": None, "namespace": None, "annotations": None, "labels": None},
+    "spec": {
+        "project": None, "info": None, "revisionHistoryLimit": None, "ignoreDifferences": None, "sources": None,
+        "source": {"repoURL": None, "path": None, "targetRevision": None, "helm": None, "kustomize": None,
+                   "directory": None, "plugin": None, "chart": None, "ref": None},
+        "destination": {"server": None, "namespace": None, "name": None},
+        "syncPolicy": {"automated": {"prune": None, "selfHeal": None, "allowEmpty": None}, "syncOptions": None,
+                       "retry": None, "managedNamespaceMetadata": None},
+    },
+}  # fmt: skip
+
+
+def application_problems(
+    document: dict[str, Any], known: dict[str, Any] = APPLICATION_FIELDS, path: str = ""
+) -> list[str]:
+    problems = []
+    for key, value in document.items():
+        if key not in known:
+            problems.append(f"{path}{key}")
+        elif isinstance(known[key], dict) and isinstance(value, dict):
+            problems.extend(application_problems(value, known[key], f"{path}{key}."))
+    return problems
+
+
+def validate_object(document: dict[str, Any]) -> None:
+    """One installed object against its schema: Kubernetes', Argo's (every supported line) or ArgoCD's fields."""
+    kind = document["kind"]
+    if kind in CORE_KINDS | {"ClusterRole", "ClusterRoleBinding", "ConfigMap"}:
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    elif kind in ("Workflow", "WorkflowTemplate"):
+        for line, version in SUPPORTED_LINES.items():
+            assert schema_errors(document, version) == [], f"{kind} {document['metadata']['name']} on Argo {line}"
+    elif kind == "Application":
+        assert application_problems(document) == [], "Application fields unknown to ArgoCD 2.13"
+    else:
+        pytest.fail(f"no schema to check a {kind} against")
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with its built-in kustomize) is not installed")
-def test_kubectl_kustomize_builds_the_same_objects() -> None:
+def test_kubectl_kustomize_builds_the_same_objects_and_each_validates() -> None:
     built = subprocess.run(["kubectl", "kustomize", str(ARGOCD)], capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
     objects = [doc for doc in YAML(typ="safe").load_all(built.stdout) if doc]
     assert summary(objects) == EXPECTED_INSTALL
+    assert objects[0]["kind"] == "Namespace", "kustomize must create namespace demo before the objects in it"
+    for document in objects:
+        validate_object(document)
+
+
+def test_the_application_check_refuses_an_unknown_field() -> None:
+    application = one("Application")
+    assert application_problems(application) == []
+    broken = {**application, "spec": {**application["spec"], "syncPolicy": {"automated": {"selfHeel": True}}}}
+    assert application_problems(broken) == ["spec.syncPolicy.automated.selfHeel"]
 
 
 def test_flagger_alternative_is_marked_and_uses_the_same_limits() -> None:
@@ -219,12 +312,114 @@ def test_flagger_alternative_is_marked_and_uses_the_same_limits() -> None:
     assert "alternatives" not in (ARGOCD / "kustomization.yaml").read_text(encoding="utf-8")
 
 
+KIND_SCRIPT = ARGOCD / "kind-e2e.sh"
+
+
 def test_kind_script_is_valid_bash_with_bounded_waits_and_existing_paths() -> None:
-    script = ARGOCD / "kind-e2e.sh"
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
-    text = script.read_text(encoding="utf-8")
+    assert subprocess.run(["bash", "-n", str(KIND_SCRIPT)], check=False).returncode == 0
+    text = KIND_SCRIPT.read_text(encoding="utf-8")
     assert "set -euo pipefail" in text and "NOT RUN" in text
     assert not re.search(r"^\s*(while|until)\b", text, re.MULTILINE), "every wait is a bounded `for _ in $(seq N)` loop"
     for path in ("images/Dockerfile", "argocd/rbac.yaml", "argocd/application.yaml", "argocd/demo-app/podinfo.yaml",
-                 "argocd/demo-app/istio.yml", "argocd/hook/canary-analysis-hook.yaml"):  # fmt: skip
+                 "argocd/demo-app/istio.yml", "argocd/hook/canary-analysis-hook.yaml",
+                 "argocd/namespace.yaml"):  # fmt: skip
         assert path in text and (REPO / path).exists(), path
+
+
+def test_kind_script_installs_as_the_supported_versions_need() -> None:
+    text = KIND_SCRIPT.read_text(encoding="utf-8")
+    # Argo Workflows 4.x ships full CRDs that only a server-side apply can install; ArgoCD's too.
+    installs = [line for line in text.splitlines() if "install.yaml" in line or "kubectl apply -n arg" in line]
+    assert installs and all("--server-side" in line for line in installs if "kubectl apply" in line)
+    # The committed templates need no artifact repository: nothing opts into the verdict artifact.
+    assert "--verdict-artifact" not in text and "--no-verdict-artifact" not in text
+    assert "kubectl apply -f argocd/namespace.yaml" in text  # namespace demo before the objects in it
+
+
+def run_kind_script(tmp_path: Path, argo_version: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """The script with stand-ins for the cluster tools: each records its call and exits 97."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir(exist_ok=True)
+    calls.write_text("")
+    for tool in ("docker", "kind", "kubectl", "istioctl"):
+        stub = bin_dir / tool
+        stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\nexit 97\n')
+        stub.chmod(0o755)
+    environment = {"PATH": f"{bin_dir}:/usr/bin:/bin", "GITOPS_REPO": "https://git.invalid/x.git",
+                   "GITOPS_TOKEN": "t", "ARGO_WORKFLOWS_VERSION": argo_version, "HOME": str(tmp_path)}  # fmt: skip
+    done = subprocess.run(["bash", str(KIND_SCRIPT)], capture_output=True, text=True, env=environment, check=False)
+    return done, calls.read_text()
+
+
+@pytest.mark.parametrize("version", ["v3.5.15", "v3.5.8", "v3.4.0", "v2.12.0", "latest", "3.7.0"])
+def test_kind_script_refuses_unsupported_argo_versions_before_touching_anything(tmp_path: Path, version: str) -> None:
+    done, calls = run_kind_script(tmp_path, version)
+    assert done.returncode == 2, done.stderr
+    assert "3.6 or later" in done.stderr and version in done.stderr
+    assert calls == ""
+
+
+@pytest.mark.parametrize("version", ["v3.6.0", "v3.6.3", "v3.7.18", "v4.0.0", "v4.1.2"])
+def test_kind_script_accepts_supported_argo_versions(tmp_path: Path, version: str) -> None:
+    done, calls = run_kind_script(tmp_path, version)
+    assert done.returncode == 97, done.stderr  # it went on to create the cluster (the stand-in kind exits 97)
+    assert calls.startswith("kind get clusters")
+
+
+def kind_script_pattern(name: str) -> str:
+    found = re.search(rf"^{name}='([^']+)'$", KIND_SCRIPT.read_text(encoding="utf-8"), re.MULTILINE)
+    assert found, name
+    return found.group(1)
+
+
+def grep_matches(pattern: str, text: str) -> bool:
+    return subprocess.run(["grep", "-q", pattern], input=text, text=True, check=False).returncode == 0
+
+
+FAILED_CHECK = {"metric": "error_rate", "value": 0.5, "threshold": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("verdict", "reason", "counts"),
+    [
+        ({"verdict": "fail", "reason": "canary 5xx share above 1 %", "failed_check": FAILED_CHECK}, "", True),
+        ({"verdict": "inconclusive", "reason": "Prometheus unreachable"}, "", False),
+        ({"verdict": "error", "reason": "the analyze step wrote no verdict"}, "", False),
+        ({"verdict": "error", "reason": "the workflow ended Failed"}, "ended Failed (exit handler)", False),
+    ],
+)
+def test_kind_script_counts_only_a_rollback_on_a_fail_verdict(
+    verdict: dict[str, Any], reason: str, counts: bool
+) -> None:
+    # The message is the one `rollguard rollback` commits (steps/rollback.py), so the script's patterns
+    # follow any change of its wording.
+    args = argparse.Namespace(reason=reason, virtual_service="podinfo", stable_subset="v1", canary_subset="v2",
+                              path="k8s/istio.yml")  # fmt: skip
+    edit = SplitEdit(text="", changed=True, before_stable_weight=90, before_canary_weight=10, stable_weight=100,
+                     canary_weight=0, routes_changed=1, warnings=())  # fmt: skip
+    message = rollback_message(args, edit, evidence_lines(read_text(json.dumps(verdict), "the verdict")))
+    assert grep_matches(kind_script_pattern("ROLLBACK_SUBJECT"), message)
+    assert grep_matches(kind_script_pattern("FAIL_VERDICT_LINE"), message) is counts
+    text = KIND_SCRIPT.read_text(encoding="utf-8")
+    assert 'grep -q "$FAIL_VERDICT_LINE"' in text and 'grep -q "$ROLLBACK_SUBJECT"' in text
+
+
+def argo_submit_commands(text: str) -> list[str]:
+    """Every `argo submit ...` command in a Markdown text, joined across line breaks, up to its closing backtick."""
+    return [" ".join(match.split()) for match in re.findall(r"`(argo submit [^`]+)`", text)]
+
+
+@pytest.mark.parametrize("document", ["README.md", "argocd/README.md"])
+def test_documented_release_commands_name_the_namespace_and_every_required_parameter(document: str) -> None:
+    template = load_all(REPO / "workflows" / "canary-release.yaml")[0]
+    declared = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
+    required = {name for name, p in declared.items() if "value" not in p}
+    commands = argo_submit_commands((REPO / document).read_text(encoding="utf-8"))
+    assert commands, f"{document} shows no `argo submit` command"
+    for command in commands:
+        words = command.split()
+        assert "-n" in words and words[words.index("-n") + 1] == "demo", f"{document}: no `-n demo` in {command}"
+        assert "--from" in words and words[words.index("--from") + 1] == "workflowtemplate/canary-release"
+        given = {words[i + 1].split("=", 1)[0] for i, word in enumerate(words) if word == "-p"}
+        assert required <= given, f"{document}: the command misses {sorted(required - given)}"
+        assert given <= set(declared), f"{document}: unknown parameters {sorted(given - set(declared))}"

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from webhook_server import webhook_server
 
 from rollguard.experiment.records import load_results
 from rollguard.sandbox.git_remote import GitRemote
@@ -30,9 +31,10 @@ MARKER = "SANDBOX_TEST_MARKER"
 
 
 def processes_mentioning(marker: str) -> list[tuple[int, str]]:
-    """Live processes whose command line or environment contains `marker` (a test's unique directory).
+    """Live processes whose command line, environment or working directory contains `marker` (a test's directory).
 
-    The demo runs with SANDBOX_TEST_MARKER=<its directory>; every process it starts inherits it.
+    The demo runs with SANDBOX_TEST_MARKER=<its directory>; every sandbox process it starts inherits it.
+    Workflow steps inherit nothing (as in a pod), but run in a directory under the demo's report dir.
     """
     found = []
     for entry in Path("/proc").iterdir():
@@ -42,9 +44,10 @@ def processes_mentioning(marker: str) -> list[tuple[int, str]]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             environment = (entry / "environ").read_bytes().decode(errors="replace")
             state = (entry / "stat").read_text().split(") ")[-1].split()[0]
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if (marker in command or f"{MARKER}={marker}" in environment) and state != "Z":
+        if (marker in command or f"{MARKER}={marker}" in environment or cwd.startswith(marker)) and state != "Z":
             found.append((int(entry.name), command))
     return found
 
@@ -103,15 +106,59 @@ def test_faulty_canary_is_rolled_back_with_evidence(tmp_path: Path) -> None:
     assert records[0].run == 1 and records[0].breach_to_cut_s() == pytest.approx(run["breach_to_cut_s"], abs=0.01)
 
 
-def test_slow_canary_is_rolled_back(tmp_path: Path) -> None:
-    completed = demo(tmp_path, "--scenario", "slow", "--schedule", "10,100", *FAST)
+def test_slow_canary_is_rolled_back_and_the_notification_reaches_a_real_server(tmp_path: Path) -> None:
+    with webhook_server() as server:  # `rollguard demo --notify-url`: the workflow's exit handler posts it
+        completed = demo(tmp_path, "--scenario", "slow", "--schedule", "10,100", "--notify-url", server.url(),
+                         "--notify-format", "teams", *FAST)  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     run, run_dir = only_run(tmp_path)
     assert run["outcome"] == "rolled_back"
     assert run["failed_check"]["metric"] == "canary_p99_latency_ms"
     assert run["traffic_cut"] > run["fault_start"]
-    (_, message), *_ = GitRemote(run_dir / "sandbox" / "gitops.git").log()
+    (sha, message), *_ = GitRemote(run_dir / "sandbox" / "gitops.git").log()
     assert "canary_p99_latency_ms" in message
+    (received,) = server.received
+    card = received.json()["attachments"][0]["content"]
+    facts = {fact["title"]: fact["value"] for fact in card["body"][2]["facts"]}
+    assert card["body"][0]["text"] == "Canary rolled back: podinfo in demo (canary at 0 %)"
+    assert facts["Commit"] == sha[:7] and facts["Evidence"].startswith("canary_p99_latency_ms")
+    assert "SECRET" not in completed.stdout + completed.stderr  # the URL is never printed
+
+
+def test_a_bad_notify_url_is_a_usage_error_before_anything_starts(tmp_path: Path) -> None:
+    completed = demo(tmp_path, "--notify-url", "ftp://hooks.example.com/XXXXSECRETXXXX")
+    assert completed.returncode == 2
+    assert "the notify URL from --notify-url is not http(s) (scheme 'ftp')" in completed.stderr
+    assert "SECRET" not in completed.stderr and not list(tmp_path.glob("run-*"))
+
+
+def test_grpc_canary_failing_with_unavailable_is_rolled_back(tmp_path: Path) -> None:
+    """Real gRPC end to end (grpcio apps, a router relaying the status, gRPC users): every failed call is HTTP 200
+    with UNAVAILABLE, and the verdict, the commit and the users' records say so."""
+    completed = demo(tmp_path, "--protocol", "grpc", "--scenario", "faulty", "--schedule", "10,100", *FAST)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    run, run_dir = only_run(tmp_path)
+    assert run["outcome"] == "rolled_back" and run["settings"]["protocol"] == "grpc"
+    assert "gRPC UNAVAILABLE (14)" in run["failed_check"]["detail"]
+    (_, message), *_ = GitRemote(run_dir / "sandbox" / "gitops.git").log()
+    assert "gRPC UNAVAILABLE (14)" in message  # the rollback commit names the status
+    responses = read_responses(run_dir / "responses.csv")
+    assert {r.grpc_status for r in responses} == {0, 14}
+    assert {r.status for r in responses if r.grpc_status == 14} == {503} and run["failed_requests"] > 0
+    assert "scenario faulty (gRPC)" in completed.stdout
+
+
+def test_canary_that_is_down_is_rolled_back_at_once(tmp_path: Path) -> None:
+    """The canary app stops and never comes back: the router answers its share 503 UH as callers' sidecars do,
+    and the analysis fails at once instead of waiting out the bake time for requests that never come."""
+    completed = demo(tmp_path, "--scenario", "down", "--schedule", "10,100", "--analysis-duration", "60s", *FAST)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    run, run_dir = only_run(tmp_path)
+    assert run["outcome"] == "rolled_back" and run["verdict"] == "fail"
+    assert "never reached it" in run["failed_check"]["detail"]
+    assert run["traffic_cut"] - run["fault_start"] < 15  # not the 60 s bake time
+    failed = [r for r in read_responses(run_dir / "responses.csv") if r.version == "v2" and r.failed]
+    assert failed and {r.status for r in failed} == {503}
 
 
 def test_healthy_canary_is_promoted(tmp_path: Path) -> None:

@@ -206,3 +206,56 @@ def test_token_is_in_the_child_environment_only_never_in_a_file(tmp_path: Path) 
     answer = subprocess.run([str(script), "Password for 'https://x@host': "], env=env, capture_output=True, text=True)
     assert answer.stdout == GOOD_TOKEN + "\n"
     assert "ROLLGUARD_GIT_TOKEN" not in env
+
+
+SLASHED = "s3cr/et?P#W@x"  # `/`, `?`, `#` and `@`, unencoded, as people paste them
+
+
+@pytest.fixture
+def slashed_server(tmp_path: Path) -> Iterator[tuple[GitHttpServer, Path]]:
+    remote = make_remote(tmp_path)
+    with GitHttpServer(tmp_path, "bot", SLASHED) as server:
+        yield server, remote
+
+
+def every_channel(completed: subprocess.CompletedProcess[str], remote: Path, *files: Path) -> str:
+    """Logs, outputs, files written, and every commit message on the remote."""
+    messages = subprocess.run(["git", "--git-dir", str(remote), "log", "--all", "--format=%B"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+    written = "".join(file.read_text() for file in files if file.exists())
+    return completed.stdout + completed.stderr + written + messages
+
+
+@pytest.mark.parametrize("repo", ["remote.git", "missing.git"])
+def test_a_password_with_slash_question_mark_and_hash_reaches_git_and_no_output(
+    slashed_server: tuple[GitHttpServer, Path], tmp_path: Path, repo: str
+) -> None:
+    server, remote = slashed_server
+    result_file, commit_file = tmp_path / "result.json", tmp_path / "commit.txt"
+    completed = rollguard(*rollback_args(server.url(repo=repo, userinfo=f"bot:{SLASHED}@")),
+                          "--result-file", str(result_file), "--commit-file", str(commit_file))  # fmt: skip
+    channels = every_channel(completed, remote, result_file, commit_file)
+    for fragment in (SLASHED, "s3cr", "et?P#W"):
+        assert fragment not in channels
+    assert "http://***@127.0.0.1" in completed.stderr and "http://***@127.0.0.1" in result_file.read_text()
+    if repo == "remote.git":
+        assert completed.returncode == 0, completed.stderr
+        assert "credentials: password in --repo" in completed.stderr
+        assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
+    else:
+        assert completed.returncode == 4 and "`git clone` failed" in completed.stderr
+
+
+def test_a_password_in_the_url_and_a_token_are_refused_together(git_server: tuple[GitHttpServer, Path]) -> None:
+    server, remote = git_server
+    completed = rollguard(*rollback_args(server.url(userinfo=f"bot:{SLASHED}@")), env={"ROLLGUARD_GIT_TOKEN": "t0k"})
+    assert completed.returncode == 2
+    assert "carries a password and a token (ROLLGUARD_GIT_TOKEN or --git-token-file) is set too" in completed.stderr
+    assert SLASHED not in completed.stderr and remote_log(remote) == ["Add the reviews manifests"]
+
+
+def test_scrubber_finds_the_userinfo_of_any_url_in_a_message() -> None:
+    text = f"fatal: unable to access 'https://bot:{SLASHED}@git.example.com/x.git/': https://h/team/@scope/r"
+    assert Scrubber().scrub(text) == (
+        "fatal: unable to access 'https://***@git.example.com/x.git/': https://h/team/@scope/r"
+    )

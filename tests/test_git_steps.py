@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from git_remote import (
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
 from rollguard.steps.gitops.credentials import GitCredentials
-from rollguard.steps.gitops.git_publish import PublishState, PushRaceLost, publish_change
+from rollguard.steps.gitops.git_publish import PublishState, PushRaceLost, ReadFile, publish_change
 from rollguard.steps.traffic.virtualservice import read_split
 from rollguard.steps.traffic.weight_edit import set_split
 from rollguard.steps.weight_change.change import WeightChange, WeightPlan
@@ -168,7 +169,7 @@ def test_dry_run_prints_the_diff_and_changes_nothing(remote: Path, capfd: pytest
         (["--path", "k8s/missing.yml"], None, "k8s/missing.yml is not in branch 'main'"),
         ([], ORIGINAL + "\n  broken: [\n", "not valid YAML at line"),
         (["--virtual-service", "nope"], None, NOT_FOUND),
-        (["--canary-subset", "v3"], None, "no HTTP route whose destinations include both subset 'v1' and 'v3'"),
+        (["--canary-subset", "v3"], None, "no route (HTTP, TCP or TLS) whose destinations include both subset 'v1'"),
         (["--branch", "release"], None, "branch 'release' does not exist"),
         ([], WITHOUT_V2, "subset 'v2' is not declared"),
         (["--git-author", "no email"], None, "not a Git author"),
@@ -211,17 +212,18 @@ def test_unreadable_reason_file_does_not_stop_a_rollback(remote: Path, tmp_path:
     assert weights(remote) == (100, 0)
 
 
-def rollback_change(text: str) -> WeightChange:
+def rollback_change(text: str, _previous: WeightChange | None = None, _read: object = None) -> WeightChange:
     return WeightChange(set_split(text, "reviews", "v1", "v2", 0), WeightPlan(0, "already"), "rollguard: roll back")
 
 
-def rollback_racing(others: Callable[[int], None]) -> Callable[[str], WeightChange]:
+def rollback_racing(others: Callable[[int], None]) -> Callable[[str, WeightChange | None, ReadFile], WeightChange]:
     """The rollback edit, with `others(attempt)` landing their commits between our clone (or fetch) and our push."""
     attempts = 0
 
-    def make_change(text: str) -> WeightChange:
+    def make_change(text: str, previous: WeightChange | None, _read: ReadFile) -> WeightChange:
         nonlocal attempts
         attempts += 1
+        assert (previous is None) == (attempts == 1), "after a race, the change made on the old head is handed in"
         others(attempts)
         return rollback_change(text)
 
@@ -316,3 +318,71 @@ def test_refusal_is_recorded_in_the_result_file(remote: Path, tmp_path: Path) ->
     result = json.loads(result_file.read_text())
     assert result["changed"] is False and result["commit"] is None
     assert "no VirtualService named 'nope'" in result["error"]
+
+
+def test_a_tag_given_as_branch_is_refused(remote: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    git("--git-dir", str(remote), "tag", "v1.0", "main")
+    head = remote_head(remote)
+    for command in (["rollback"], ["status"]):
+        assert run(remote, *command, "--branch", "v1.0") == ExitCode.USAGE
+        assert "--branch v1.0 names a tag in" in capfd.readouterr().err
+    assert git("--git-dir", str(remote), "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/main\n"
+    assert remote_head(remote) == head
+
+
+def test_a_push_that_times_out_says_the_commit_may_have_landed(
+    remote: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    release, done = tmp_path / "release", tmp_path / "hook-done"
+    hook = remote / "hooks" / "pre-receive"  # a server that takes the push but answers only much later
+    hook.write_text(f'#!/bin/sh\nwhile [ ! -e "{release}" ]; do sleep 0.05; done\ntouch "{done}"\n')
+    hook.chmod(0o755)
+    result_file = tmp_path / "result.json"
+    try:
+        assert run(remote, "rollback", "--git-timeout", "2s", "--result-file", str(result_file)) == ExitCode.ERROR
+    finally:
+        release.touch()
+    error = json.loads(result_file.read_text())["error"]
+    assert "did not finish within 2 s: commit" in error and "may or may not have landed on 'main'" in error
+    assert "Running the step again converges" in capfd.readouterr().err
+    deadline = time.monotonic() + 30
+    while not done.exists() and time.monotonic() < deadline:  # the server side finishes once released
+        time.sleep(0.05)
+    hook.unlink()
+    assert run(remote, "rollback") == ExitCode.OK
+    assert weights(remote) == (100, 0) and remote_log(remote)[0].startswith("rollguard: roll back")
+    assert len(remote_log(remote)) == 2  # one rollback commit, whether the first push landed or not
+
+
+def test_a_stale_ref_lock_on_the_remote_is_not_called_a_push_race(
+    remote: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (remote / "refs" / "heads" / "main.lock").write_text("")  # left by a git process that crashed on the server
+    result_file = tmp_path / "result.json"
+    assert run(remote, "rollback", "--push-retries", "1", "--result-file", str(result_file)) == ExitCode.ERROR
+    err = capfd.readouterr().err
+    assert "could not lock branch 'main' in 2 attempts" in err and "main.lock': File exists" in err
+    assert "remove that file on the server" in json.loads(result_file.read_text())["error"]
+    assert "another commit landed first" not in err and "kept landing" not in err
+    assert remote_log(remote) == ["Add the reviews manifests"]
+
+
+@pytest.mark.parametrize("link", ["k8s/istio.yml", "deploy/istio.yml"])  # a linked file, a linked directory
+def test_a_path_through_a_symbolic_link_is_refused_naming_the_file(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], link: str
+) -> None:
+    remote = make_remote(tmp_path, {"k8s/base/istio.yml": ORIGINAL})
+    work = tmp_path / "links"
+    git("clone", "--quiet", str(remote), str(work))
+    (work / "k8s" / "istio.yml").symlink_to("base/istio.yml")
+    (work / "deploy").symlink_to("k8s/base")
+    git("add", "--all", cwd=work)
+    git("commit", "--quiet", "-m", "links", cwd=work)
+    git("push", "--quiet", "origin", "main", cwd=work)
+    head = remote_head(remote)
+    for command in (["rollback"], ["status"]):
+        assert cli.main([*command, "--repo", str(remote), "--path", link, "--virtual-service", "reviews"]) == 2
+        assert f"--path {link} is a symbolic link (or goes through one) to k8s/base/istio.yml" in (
+            capfd.readouterr().err
+        )
+    assert remote_head(remote) == head

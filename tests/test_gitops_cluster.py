@@ -98,7 +98,7 @@ def test_live_patch_when_already_there_sends_nothing(fake_api: FakeKubeApi, kube
 def test_live_patch_of_a_missing_or_mismatched_virtual_service(fake_api: FakeKubeApi, kube: KubeApi) -> None:
     with pytest.raises(ObjectNotFound, match=r'HTTP 404 virtualservices\.networking\.istio\.io "nope" not found'):
         patch_live_split(kube, virtual_service_ref("shop", "nope"), "v1", "v2", 0)
-    with pytest.raises(LivePatchError, match="no HTTP route with both subset 'v1' and 'v3'"):
+    with pytest.raises(LivePatchError, match="has no route with both subset 'v1' and 'v3'"):
         patch_live_split(kube, virtual_service_ref("shop", "reviews"), "v1", "v3", 0)
 
 
@@ -293,7 +293,9 @@ def test_live_patch_failure_after_the_push_exits_4(fake_api: FakeKubeApi, kubeco
 
 
 @pytest.mark.parametrize("content", [None, "clusters: [unclosed\n"])
-def test_unusable_kubeconfig_after_the_push_exits_4(tmp_path: Path, content: str | None, capfd) -> None:
+def test_unusable_kubeconfig_is_said_before_a_rollback_pushes_and_exits_4(
+    tmp_path: Path, content: str | None, capfd: pytest.CaptureFixture[str]
+) -> None:
     remote = make_remote(tmp_path)
     kubeconfig = tmp_path / "kubeconfig"
     if content is not None:
@@ -301,4 +303,38 @@ def test_unusable_kubeconfig_after_the_push_exits_4(tmp_path: Path, content: str
     assert rollback(remote, kubeconfig, tmp_path / "result.json", "--live-patch") == ExitCode.ERROR
     err = capfd.readouterr().err
     assert f"pushed {remote_head(remote)[:12]}, but" in err
-    assert ("does not exist" if content is None else "configuration is unusable") in err
+    problem = "does not exist" if content is None else "configuration is unusable"
+    assert problem in err
+    # Said before the push (the rollback still goes to Git: safety first), and again in the final error.
+    assert err.index("the rollback is pushed anyway") < err.index(f"pushed {remote_head(remote)[:12]} to main")
+
+
+@pytest.mark.parametrize("command", [["deploy", "--weight", "20"], ["promote", "--weight", "50"]])
+def test_unusable_kubeconfig_stops_deploy_and_promote_before_anything_changes(
+    tmp_path: Path, command: list[str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path)
+    head, result_file = remote_head(remote), tmp_path / "result.json"
+    code = cli.main([*command, "--repo", str(remote), "--path", MANIFEST_PATH, "--virtual-service", "reviews",
+                     "--kubeconfig", str(tmp_path / "missing"), "--argocd-app", "reviews",
+                     "--result-file", str(result_file)])  # fmt: skip
+    assert code == ExitCode.USAGE
+    assert "does not exist; check --kubeconfig or KUBECONFIG; --live-patch and --argocd-app need it" in (
+        capfd.readouterr().err
+    )
+    assert remote_head(remote) == head and json.loads(result_file.read_text())["commit"] is None
+
+
+def test_an_api_answering_with_html_is_a_clear_fault_with_the_result_written(
+    fake_api: FakeKubeApi, kubeconfig: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    remote = make_remote(tmp_path)
+    fake_api.answer_with_html()
+    result_file = tmp_path / "result.json"
+    assert rollback(remote, kubeconfig, result_file, "--live-patch", "--argocd-app", "reviews") == ExitCode.ERROR
+    err = capfd.readouterr().err
+    assert "unexpected error" not in err
+    assert "answered HTTP 200 with something that is not a Kubernetes object ('<!DOCTYPE html><html><body>Sign" in err
+    result = json.loads(result_file.read_text())
+    assert result["commit"] == remote_head(remote)  # Git has the rollback; the step says the cluster part failed
+    assert result["live_patch"]["outcome"] == "failed" and result["argocd"]["outcome"] == "failed"

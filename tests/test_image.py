@@ -1,25 +1,29 @@
-"""The step image, as far as it can be checked without a Docker engine.
+"""The step image's recipe, checked without building it (tests/test_step_image.py runs the built image).
 
-The Dockerfile's structure, a setuptools build of exactly the build stage's context, the installed
-`rollguard` entry point, and images/requirements.txt against what the step commands import.
+The Dockerfile against the engine-less build (images/build.py): the same Debian suite, package list,
+requirements, finishing script and image config; a setuptools build of exactly the wheel's context;
+the installed `rollguard` entry point; images/requirements.txt against what the step commands import.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata as metadata
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
-DOCKERFILE = REPO / "images" / "Dockerfile"
-REQUIREMENTS = REPO / "images" / "requirements.txt"
+IMAGES = REPO / "images"
+DOCKERFILE = IMAGES / "Dockerfile"
+REQUIREMENTS = IMAGES / "requirements.txt"
 STEP_MODULES = [
     "rollguard.steps.cli",
     "rollguard.steps.analyze.command",
@@ -28,14 +32,14 @@ STEP_MODULES = [
     "rollguard.steps.rollback",
     "rollguard.steps.status",
     "rollguard.steps.schedule",
+    "rollguard.steps.notify.command",
+    "rollguard.steps.history",
+    "rollguard.steps.finish",
 ]
 # kubernetes.dynamic imports kubernetes_validate when it happens to be installed (a test tool here).
 OPTIONAL_IMPORTS = {"kubernetes-validate"}
 # Requirements of kubernetes that only its async copy (kubernetes/aio, deleted in the image) needs.
 ASYNC_ONLY = {"aiohttp", "aiohttp-retry"}
-# prometheus-api-client needs dateparser only for its date-range helpers (utils.parse_datetime);
-# rollguard calls PrometheusConnect.custom_query alone (test below: nothing imports dateparser).
-UNUSED_BY_STEPS = {"dateparser"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -78,23 +82,84 @@ def closure(name: str) -> set[str]:
     return seen
 
 
-def test_dockerfile_is_multi_stage_on_slim_python_and_runs_as_non_root() -> None:
+def load_build_script() -> Any:
+    """images/build.py as a module (the engine-less build; importing it runs nothing)."""
+    spec = importlib.util.spec_from_file_location("image_build", IMAGES / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's instructions by stage name ("final" for the last, unnamed one)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    current = "preamble"
+    for kind, args in instructions():
+        if kind == "FROM":
+            current = args.split(" AS ")[1] if " AS " in args else "final"
+        found.setdefault(current, []).append((kind, args))
+    return found
+
+
+def test_dockerfile_builds_on_the_same_debian_suite_in_stages_and_runs_as_non_root() -> None:
+    build = load_build_script()
     steps = instructions()
-    assert ("ARG", "PYTHON_IMAGE=python:3.12-slim") in steps
-    froms = [args for kind, args in steps if kind == "FROM"]
-    assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
-    runtime = steps[[kind for kind, _ in steps].index("FROM", 2) :]
-    users = [args for kind, args in runtime if kind == "USER"]
-    assert users == ["65532:65532"]
-    last_user = max(i for i, (kind, _) in enumerate(runtime) if kind == "USER")
-    assert all(kind not in ("RUN", "COPY") for kind, _ in runtime[last_user:]), "nothing runs as root after USER"
-    apt = next(args for kind, args in runtime if kind == "RUN" and "apt-get install" in args)
-    assert "--no-install-recommends" in apt and "rm -rf /var/lib/apt/lists/*" in apt
-    assert {"git", "ca-certificates", "openssh-client"} <= set(apt.split())
-    assert ("ENTRYPOINT", '["rollguard"]') in runtime
-    install = next(args for kind, args in runtime if kind == "RUN" and "pip" in args)
-    assert "--no-deps -r /tmp/requirements.txt" in install and "--no-cache-dir" in install
-    assert "kubernetes/aio" in install and "rollguard --help" in install
+    assert ("ARG", f"DEBIAN=debian:{build.SUITE}-slim") in steps
+    assert [args for kind, args in steps if kind == "FROM"] == ["${DEBIAN} AS python", "${DEBIAN} AS rootfs", "scratch"]
+    python, rootfs, final = stages()["python"], stages()["rootfs"], stages()["final"]
+    # python: the wheel of exactly the build script's context, the pins unpacked with --no-deps
+    copied = [args.split()[:-1] for kind, args in python if kind == "COPY"]
+    assert sorted(source.rstrip("/") for sources in copied[:2] for source in sources) == sorted(build.WHEEL_CONTEXT)
+    pip = next(args for kind, args in python if kind == "RUN" and "pip install" in args)
+    for flag in ("--no-deps", "--no-compile", "--only-binary=:all:", "--no-cache-dir", "-r images/requirements.txt",
+                 '--target "$site"'):  # fmt: skip
+        assert flag in pip
+    assert "/opt/rollguard/lib/$(readlink /usr/bin/python3)/site-packages" in pip
+    # rootfs: packages.txt without recommends nor docs, then finish.sh, which the engine-less build runs too
+    assert ("COPY", "images/dpkg-nodoc.cfg /etc/dpkg/dpkg.cfg.d/rollguard-nodoc") in rootfs
+    apt = next(args for kind, args in rootfs if kind == "RUN" and "apt-get install" in args)
+    assert "--no-install-recommends $(grep -v '^#' /tmp/image/packages.txt)" in apt
+    assert "rm -rf /var/lib/apt/lists/*" in apt
+    assert ("COPY", "--from=python /opt/rollguard/ /opt/rollguard/") in rootfs
+    assert ("RUN", "sh /tmp/image/finish.sh && rm -rf /tmp/image " + " ".join(build.APT_LEFTOVERS)) in rootfs
+    # the image: that root filesystem as one layer, with the engine-less build's config
+    assert final[1] == ("COPY", "--from=rootfs / /") and [kind for kind, _ in final].count("COPY") == 1
+    env = next(args for kind, args in final if kind == "ENV")
+    assert dict(item.split("=", 1) for item in env.split()) == build.ENV
+    assert [args for kind, args in final if kind == "USER"] == [build.USER]
+    assert ("WORKDIR", build.WORKDIR) in final
+    assert ("ENTRYPOINT", json.dumps(build.ENTRYPOINT)) in final and ("CMD", json.dumps(build.CMD)) in final
+    assert all(kind not in ("RUN", "COPY") for kind, _ in final[final.index(("USER", build.USER)):])
+
+
+def test_the_local_executor_s_stand_in_for_the_image_sets_what_the_image_sets() -> None:
+    from rollguard.sandbox.executor.pod import IMAGE_ENVIRONMENT
+
+    build = load_build_script()
+    assert IMAGE_ENVIRONMENT.items() <= build.ENV.items()
+    assert set(build.ENV) - set(IMAGE_ENVIRONMENT) == {"PATH", "HOME"}, "the executor sets PATH and HOME per pod"
+
+
+def test_both_builds_use_one_package_list_one_requirements_file_and_one_finishing_script() -> None:
+    build = load_build_script()
+    source = (IMAGES / "build.py").read_text(encoding="utf-8")
+    for name in ("packages.txt", "requirements.txt", "finish.sh", "dpkg-nodoc.cfg"):
+        assert f"images/{name}" in DOCKERFILE.read_text(encoding="utf-8")
+        assert f'IMAGES / "{name}"' in source or f"IMAGES / '{name}'" in source
+    listed = [line for line in (IMAGES / "packages.txt").read_text(encoding="utf-8").splitlines()
+              if line.strip() and not line.startswith("#")]  # fmt: skip
+    assert build.debian_packages() == listed
+    assert {"python3", "git", "openssh-client", "ca-certificates"} <= set(listed)
+    assert build.PYTHON_VERSION == {"bookworm": "3.11"}[build.SUITE], "Debian's python3 of the suite"
+
+
+def test_finish_script_adds_a_passwd_entry_for_65532_and_no_login() -> None:
+    script = (IMAGES / "finish.sh").read_text(encoding="utf-8")
+    assert "groupadd --gid 65532 rollguard" in script
+    useradd = script[script.index("useradd"):].split("\n\n")[0]
+    for flag in ("--uid 65532", "--gid 65532", "--home-dir /tmp", "--shell /usr/sbin/nologin", "--no-log-init"):
+        assert flag in useradd
 
 
 def test_every_copy_source_exists_and_dockerignore_keeps_them() -> None:
@@ -132,7 +197,7 @@ def test_requirements_cover_every_import_of_the_step_commands() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     imported = sorted(set(json.loads(done.stdout)) | source_imports())
-    assert "prometheus_api_client" in imported, "lazy imports inside functions must be seen too"
+    assert "kubernetes" in imported, "lazy imports inside functions must be seen too"
     assert not any(name in ("aiohttp",) for name in imported)
     assert "kubernetes.aio" not in done.stdout
     owners = metadata.packages_distributions()
@@ -159,23 +224,24 @@ def test_requirements_are_closed_and_agree_with_pyproject() -> None:
     for name in pins:
         requires = {normalize(r.name) for r in map(Requirement, metadata.distribution(name).requires or [])
                     if r.marker is None or r.marker.evaluate({"extra": ""})}  # fmt: skip
-        missing = requires - set(pins) - ASYNC_ONLY - UNUSED_BY_STEPS
+        missing = requires - set(pins) - ASYNC_ONLY
         assert not missing, f"{name} needs {sorted(missing)}, which --no-deps would leave out"
 
 
-def test_the_query_path_never_imports_what_the_image_leaves_out() -> None:
+def test_the_prometheus_client_needs_only_the_standard_library_and_tenacity() -> None:
+    """Queries, retries included, go through http.client: no Prometheus client library in the image."""
     code = (
-        "import sys\n"
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
         "from rollguard.steps.metrics.prometheus_client import PrometheusQuerier\n"
-        "querier = PrometheusQuerier('http://127.0.0.1:9', timeout_s=0.2, attempts=1)\n"
-        "try:\n"
-        "    querier._query_once('up')\n"
-        "except Exception:\n"
-        "    pass\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dateparser', 'numpy', 'pandas')))\n"
+        "querier = PrometheusQuerier('http://127.0.0.1:9', timeout_s=0.2, attempts=2)\n"
+        "querier.vector('up')\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]", done.stdout
+    imported = {name for name in json.loads(done.stdout) if name not in sys.stdlib_module_names}
+    assert imported - {"rollguard"} == {"tenacity"}, imported
+    assert "prometheus-api-client" not in image_requirements() and "dateparser" not in image_requirements()
 
 
 def test_subprocess_check_that_kubernetes_aio_is_never_imported() -> None:

@@ -87,6 +87,37 @@ def test_latency_falls_back_to_the_point_value_off_bucket_boundaries() -> None:
     assert phases(outcome)[CANARY_P99] is Phase.BREACH
 
 
+def test_the_evidence_names_how_the_canary_failed() -> None:
+    """The failed check (and so the verdict and the rollback commit) names the gRPC status, not just a count."""
+    canary = Counts(Phase.OK, 40, 20, 0, slow_known=True,
+                    failures=(("gRPC UNAVAILABLE (14)", 18), ("HTTP 503", 2)))
+    outcome = judge_check(2, 2.0, inputs(canary=canary), LIMITS, Judge.STATISTICAL, PLAN)
+    failed = {metric.metric: metric for metric in outcome.with_phase(Phase.FAILED)}
+    assert "20 of 40 canary requests failed (50.00%: 18 gRPC UNAVAILABLE (14), 2 HTTP 503; limit 1.00%)" in (
+        failed[CANARY_ERROR_RATE].detail)
+    assert "(20/40: 18 gRPC UNAVAILABLE (14), 2 HTTP 503) vs stable" in failed[CANARY_VS_STABLE].detail
+
+
+@pytest.mark.parametrize("judge", list(Judge))
+def test_latency_does_not_apply_to_tcp_connections_and_says_so(judge: Judge) -> None:
+    """No histogram for TCP: latency is skipped with its reason, never 'no data' that would block a pass."""
+    tcp = Counts(Phase.OK, 120, 0, 0, slow_known=False, timed=0, connections=120)
+    outcome = judge_check(2, 2.0, inputs(canary=tcp), LIMITS, judge, PLAN)
+    latency = next(metric for metric in outcome.metrics if metric.metric == CANARY_P99)
+    assert latency.phase is Phase.SKIPPED
+    assert "TCP connections, for which Istio measures no request latency" in latency.detail
+    mixed = Counts(Phase.OK, 120, 0, 0, slow_known=True, timed=60, connections=60)
+    assert phases(judge_check(2, 2.0, inputs(canary=mixed), LIMITS, judge, PLAN))[CANARY_P99] is Phase.OK
+
+
+def test_slow_share_is_of_the_requests_with_a_duration() -> None:
+    """Requests that never reached the canary have no duration: the slow share is of those that did."""
+    counts = Counts(Phase.OK, 1000, 900, 40, slow_known=True, timed=100)
+    latency = next(m for m in judge_check(2, 2.0, inputs(canary=counts), LIMITS, Judge.STATISTICAL, PLAN).metrics
+                   if m.metric == CANARY_P99)
+    assert latency.samples == 100 and "40 of 100 canary requests slower" in latency.detail
+
+
 def test_comparison_is_skipped_without_stable_traffic() -> None:
     outcome = judge_check(1, 1.0, inputs(stable=Counts(Phase.NO_DATA)), LIMITS, Judge.BONFERRONI, PLAN)
     assert phases(outcome)[CANARY_VS_STABLE] is Phase.SKIPPED

@@ -4,14 +4,18 @@ failures are retried (transient) or not (refused), within a per-query timeout.""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from support_http import trickling_server
 
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.prometheus_server import PrometheusServer
+from rollguard.steps.metrics.custom_templates import render
 from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
-from rollguard.steps.metrics.query_results import QueryStatus
+from rollguard.steps.metrics.query_results import QueryResult, QueryStatus
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +82,48 @@ def test_query_timeout_applies(silent_server: int) -> None:
     querier = PrometheusQuerier(f"http://127.0.0.1:{silent_server}", timeout_s=0.3, attempts=2, backoff_s=0.05)
     result = querier.scalar("vector(1)")
     assert result.status is QueryStatus.ERROR and result.unreachable
-    assert "timed out (timeout 0.3s)" in result.detail
+    assert "timed out (timeout 0.3s for the whole answer)" in result.detail
 
 
 def test_factory_fixture_starts_a_real_server(prometheus: Callable[..., PrometheusServer]) -> None:
     server = prometheus([])
     assert PrometheusQuerier(server.url).scalar("vector(3)").value == 3.0
+
+
+def test_a_trickling_answer_is_cut_off_at_the_timeout_for_the_whole_request() -> None:
+    """A byte every 0.3 s satisfies any per-read timeout; the timeout bounds the whole request."""
+    outcome: list[QueryResult] = []
+    with trickling_server(byte_every_s=0.3) as url:
+        querier = PrometheusQuerier(url, timeout_s=1.0, attempts=2, backoff_s=0.05)
+        asking = threading.Thread(target=lambda: outcome.append(querier.scalar("vector(1)")), daemon=True)
+        started = time.monotonic()
+        asking.start()
+        asking.join(timeout=20)
+        took = time.monotonic() - started
+    assert not asking.is_alive(), "the query was still waiting for the trickle after 20 s"
+    assert outcome[0].status is QueryStatus.ERROR and outcome[0].unreachable
+    assert outcome[0].attempts == 2
+    assert "timed out (timeout 1s for the whole answer)" in outcome[0].detail
+    assert took < 2 * 1.0 + 0.05 + 1.5  # two tries of 1 s, one backoff, slack for a busy machine
+
+
+def test_no_query_or_retry_outlives_not_after() -> None:
+    with trickling_server(byte_every_s=0.3) as url:
+        querier = PrometheusQuerier(url, timeout_s=5.0, attempts=5, backoff_s=0.05,
+                                    not_after=time.monotonic() + 1.0)
+        started = time.monotonic()
+        result = querier.scalar("vector(1)")
+        took = time.monotonic() - started
+    assert result.status is QueryStatus.ERROR and result.attempts == 1
+    assert "the analysis's time is up" in result.detail
+    assert took < 1.0 + 1.0
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_an_escaped_value_reaches_prometheus_as_one_string(querier: PrometheusQuerier, quote: str) -> None:
+    """Prometheus's own parser reads the rendered string back as exactly the value: nothing broke out."""
+    value = "a'} or vector(2) # \"x\"\n\\y"
+    query = render(f'label_replace(vector(1), "v", {quote}{{{{ value }}}}{quote}, "", "")', {"value": value}, "here")
+    result = querier.vector(query)
+    assert result.status is QueryStatus.VALUE, result.detail
+    assert [dict(sample.labels).get("v") for sample in result.samples] == [value]

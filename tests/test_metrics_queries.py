@@ -19,6 +19,13 @@ from rollguard.steps.metrics.counter_window import (
     latency_bucket_warning,
 )
 from rollguard.steps.metrics.custom_templates import MetricsFileError, load_metrics, render
+from rollguard.steps.metrics.failures import (
+    DEFAULT_GRPC_ERROR_CODES,
+    ErrorDefinition,
+    grpc_codes_text,
+    parse_grpc_codes,
+)
+from rollguard.steps.metrics.prometheus_answers import MalformedAnswer, samples_of_answer
 from rollguard.steps.metrics.promql import escape_label_value, range_window
 from rollguard.steps.metrics.query_results import QueryStatus, Sample, classify
 
@@ -26,10 +33,53 @@ SELECTOR = ('reporter="destination",destination_workload_namespace="shop",destin
             'destination_version="v2"')
 
 
+DESTINATION = ('reporter="destination",destination_workload_namespace="shop",destination_service_name="checkout",'
+               'destination_version="v2"')
+CALLERS = ('reporter="source",destination_service_namespace="shop",destination_service_name="checkout",'
+           'destination_version=~"v2|unknown",destination_canonical_revision=~"v2|latest"')
+STABLE_CALLERS = ('reporter="source",destination_service_namespace="shop",destination_service_name="checkout",'
+                  'destination_version=~"v1|unknown",destination_canonical_revision="v1"')
+NEVER_REACHED = 'response_flags=~"(.*,)?(UH|UF|UO)(,.*)?"'
+TCP_FAILED = 'response_flags=~"(.*,)?(UH|UF|UO|URX)(,.*)?"'
+GRPC_ERRORS = 'grpc_response_status=~"2|4|12|13|14|15"'
+
+
 def test_error_rate_query_verbatim() -> None:
+    """Failed / all: the destination's 5xx or gRPC errors or failed TCP connections, plus what never reached it."""
+    assert SELECTOR == DESTINATION
     assert istio_queries.error_rate_query("shop", "checkout", "v2", "1m") == (
-        f'(sum(rate(istio_requests_total{{{SELECTOR},response_code=~"5.."}}[1m])) or on() vector(0)) / '
-        f"sum(rate(istio_requests_total{{{SELECTOR}}}[1m]))"
+        f'(sum(rate(istio_requests_total{{{DESTINATION},response_code=~"5.."}}[1m]) '
+        f"or rate(istio_requests_total{{{DESTINATION},{GRPC_ERRORS}}}[1m]) "
+        f"or rate(istio_tcp_connections_closed_total{{{DESTINATION},{TCP_FAILED}}}[1m]) "
+        f"or rate(istio_requests_total{{{CALLERS},{NEVER_REACHED}}}[1m]) "
+        f"or rate(istio_tcp_connections_closed_total{{{CALLERS},{TCP_FAILED}}}[1m])) or on() vector(0)) / "
+        f'sum(rate({{{DESTINATION},__name__=~"istio_requests_total|istio_tcp_connections_opened_total"}}[1m]) '
+        f"or rate(istio_requests_total{{{CALLERS},{NEVER_REACHED}}}[1m]) "
+        f"or rate(istio_tcp_connections_opened_total{{{CALLERS},{TCP_FAILED}}}[1m]))"
+    )
+
+
+def test_stable_error_rate_leaves_unattributed_failures_to_the_canary() -> None:
+    query = istio_queries.error_rate_query("shop", "checkout", "v1", "1m", unattributed=False)
+    assert f"rate(istio_requests_total{{{STABLE_CALLERS},{NEVER_REACHED}}}[1m])" in query
+    assert "latest" not in query
+
+
+def test_grpc_error_codes_change_the_one_matcher() -> None:
+    errors = ErrorDefinition(parse_grpc_codes("UNAVAILABLE,resource_exhausted"))
+    query = istio_queries.error_rate_query("shop", "checkout", "v2", "1m", errors)
+    assert 'grpc_response_status=~"8|14"' in query and GRPC_ERRORS not in query
+    only_http = istio_queries.error_rate_query("shop", "checkout", "v2", "1m", ErrorDefinition(frozenset()))
+    assert "grpc_response_status" not in only_http and 'response_code=~"5.."' in only_http
+
+
+def test_failures_increase_query_verbatim() -> None:
+    assert istio_queries.failures_increase_query("shop", "checkout", "v2", 30) == (
+        f'sum(increase(istio_requests_total{{{DESTINATION},response_code=~"5.."}}[30s]) '
+        f"or increase(istio_requests_total{{{DESTINATION},{GRPC_ERRORS}}}[30s]) "
+        f"or increase(istio_tcp_connections_closed_total{{{DESTINATION},{TCP_FAILED}}}[30s]) "
+        f"or increase(istio_requests_total{{{CALLERS},{NEVER_REACHED}}}[30s]) "
+        f"or increase(istio_tcp_connections_closed_total{{{CALLERS},{TCP_FAILED}}}[30s]))"
     )
 
 
@@ -40,9 +90,48 @@ def test_p99_latency_query_verbatim() -> None:
 
 
 def test_counters_query_verbatim() -> None:
-    assert istio_queries.counters_query("shop", "checkout", "v2") == (
-        f'{{{SELECTOR},__name__=~"istio_requests_total|istio_request_duration_milliseconds_bucket"}}'
+    assert istio_queries.counters_query("shop", "checkout", "v2", unattributed=True) == (
+        f'{{{SELECTOR},__name__=~"istio_requests_total|istio_request_duration_milliseconds_bucket|'
+        f'istio_tcp_connections_opened_total|istio_tcp_connections_closed_total"}} '
+        f"or istio_requests_total{{{CALLERS},{NEVER_REACHED}}} "
+        f'or {{{CALLERS},__name__=~"istio_tcp_connections_opened_total|istio_tcp_connections_closed_total",'
+        f"{TCP_FAILED}}}"
     )
+
+
+def test_versions_are_regex_escaped_in_caller_matchers() -> None:
+    query = istio_queries.counters_query("shop", "checkout", "v1.2+b", unattributed=True)
+    assert 'destination_version=~"v1\\\\.2\\\\+b|unknown"' in query
+    assert 'destination_version="v1.2+b"' in query
+
+
+@pytest.mark.parametrize(("text", "codes"), [
+    ("UNKNOWN,DEADLINE_EXCEEDED,UNIMPLEMENTED,INTERNAL,UNAVAILABLE,DATA_LOSS", DEFAULT_GRPC_ERROR_CODES),
+    (" unavailable , 13,resource-exhausted", frozenset({8, 13, 14})),
+    ("none", frozenset()),
+    ("", frozenset()),
+])
+def test_grpc_codes_by_name_or_number(text: str, codes: frozenset[int]) -> None:
+    assert parse_grpc_codes(text) == codes
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("UNAVAILABEL", "'UNAVAILABEL' is not a gRPC status; valid names and numbers: CANCELLED \\(1\\), UNKNOWN"),
+    ("17", "'17' is not a gRPC status.*UNAUTHENTICATED \\(16\\)"),
+    ("OK", "OK \\(0\\) is success"),
+])
+def test_unknown_grpc_codes_are_refused_naming_the_valid_ones(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_grpc_codes(text)
+
+
+def test_default_grpc_codes_are_those_envoy_maps_to_5xx() -> None:
+    """Envoy's Grpc::Utility::grpcToHttpStatus, transcribed: the error set is exactly the 5xx ones."""
+    envoy_http_status = {0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409,
+                         11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401}
+    assert frozenset(code for code, http in envoy_http_status.items() if http >= 500) == DEFAULT_GRPC_ERROR_CODES
+    assert grpc_codes_text(DEFAULT_GRPC_ERROR_CODES) == (
+        "UNKNOWN,DEADLINE_EXCEEDED,UNIMPLEMENTED,INTERNAL,UNAVAILABLE,DATA_LOSS")
 
 
 def test_label_values_are_escaped() -> None:
@@ -129,14 +218,67 @@ def test_render_refuses_unknown_variables() -> None:
         render("{{ nope }}", {"a": "b"}, "here")
 
 
-def series(name: str, code: str = "200", le: str | None = None, pod: str = "a") -> tuple[tuple[str, str], ...]:
-    labels = {"__name__": name, "response_code": code, "pod": pod}
+def series(name: str, code: str = "200", le: str | None = None, pod: str = "a",
+           **more: str) -> tuple[tuple[str, str], ...]:
+    labels = {"__name__": name, "response_code": code, "pod": pod, **more}
     if le is not None:
         labels["le"] = le
     return tuple(sorted(labels.items()))
 
 
 REQ, BUCKET = "istio_requests_total", "istio_request_duration_milliseconds_bucket"
+OPENED, CLOSED = "istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total"
+
+
+def test_grpc_status_counts_and_is_named() -> None:
+    """gRPC calls answer HTTP 200; the status says they failed. A 503 with UNAVAILABLE is one failure, not two."""
+    grpc = {"request_protocol": "grpc", "reporter": "destination"}
+    after = CounterSnapshot(1.0, {
+        series(REQ, "200", grpc_response_status="0", **grpc): 50.0,
+        series(REQ, "200", grpc_response_status="14", **grpc): 30.0,
+        series(REQ, "503", grpc_response_status="14", **grpc): 2.0,
+        series(REQ, "200", grpc_response_status="5", **grpc): 7.0,  # NOT_FOUND: the caller's doing
+        series(REQ, "500", grpc_response_status="", request_protocol="http", reporter="destination"): 1.0,
+    })
+    counts = counts_between(CounterSnapshot(0.0, {}), after, 500.0)
+    assert (counts.requests, counts.errors) == (90, 33)
+    assert counts.failures == (("gRPC UNAVAILABLE (14)", 32), ("HTTP 500", 1))
+    only_http = counts_between(CounterSnapshot(0.0, {}), after, 500.0, ErrorDefinition(frozenset()))
+    assert only_http.errors == 3 and only_http.failures == (("HTTP 503", 2), ("HTTP 500", 1))
+
+
+def test_callers_series_count_only_what_never_reached_the_destination() -> None:
+    """A caller's UH/UF/UO request has no destination twin: counted once; its answered requests are twins: skipped."""
+    source = {"reporter": "source", "request_protocol": "http"}
+    after = CounterSnapshot(1.0, {
+        series(REQ, "200", reporter="destination", request_protocol="http"): 80.0,
+        series(REQ, "200", response_flags="-", **source): 80.0,  # the twin of the 80 above
+        series(REQ, "503", response_flags="UH", **source): 15.0,
+        series(REQ, "503", response_flags="UF,URX", **source): 4.0,
+        series(REQ, "503", response_flags="URX", **source): 3.0,  # retries on the destination's own 503s: twins
+    })
+    counts = counts_between(CounterSnapshot(0.0, {}), after, 500.0)
+    assert (counts.requests, counts.errors) == (99, 19)
+    assert counts.failures == (
+        ("request UH at the caller (no healthy upstream, never reached it)", 15),
+        ("request UF at the caller (upstream connection failure, never reached it)", 4),
+    )
+
+
+def test_tcp_connections_closed_with_upstream_failure_flags_fail() -> None:
+    tcp = {"request_protocol": "tcp", "reporter": "destination"}
+    after = CounterSnapshot(1.0, {
+        series(OPENED, "", response_flags="-", **tcp): 40.0,
+        series(CLOSED, "", response_flags="-", **tcp): 35.0,
+        series(OPENED, "", response_flags="UF", **tcp): 10.0,
+        series(CLOSED, "", response_flags="UF", **tcp): 10.0,
+        series(OPENED, "", response_flags="UF,URX", reporter="source", request_protocol="tcp"): 5.0,
+        series(CLOSED, "", response_flags="UF,URX", reporter="source", request_protocol="tcp"): 5.0,
+    })
+    counts = counts_between(CounterSnapshot(0.0, {}), after, 500.0)
+    assert (counts.requests, counts.errors, counts.connections, counts.timed) == (55, 15, 55, 0)
+    assert counts.failures == (("TCP connection UF (upstream connection failure)", 10),
+                               ("TCP connection UF at the caller (upstream connection failure, never reached it)", 5))
 
 
 def test_new_series_count_in_full_and_resets_count_from_zero() -> None:
@@ -227,3 +369,88 @@ def test_counts_are_never_negative_and_add_up(pairs: list[tuple[str, str, int, i
     expected = sum(new - old if new >= old else new for _, _, old, new in pairs)
     assert counts.requests == expected
     assert 0 <= counts.errors <= counts.requests
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"status": "success"}, "without data"),
+        ({"status": "success", "data": None}, "without data"),
+        ([1, 2], "its JSON is a list, not an object"),
+        ("up", "its JSON is a string, not an object"),
+        ({"status": "error", "errorType": "bad_data", "error": "parse error"}, "with status error: bad_data: parse"),
+        ({"status": "pending"}, "its status is 'pending', not 'success'"),
+        ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "resultType is 'matrix'"),
+        ({"status": "success", "data": {"resultType": "vector", "result": None}}, "vector result is null"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"value": [1, "2"]}]}},
+         "series 1 has no `metric` object"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {}, "value": 3}]}},
+         "series 1 has no [time, value] pair"),
+        ({"status": "success", "data": {"resultType": "scalar", "result": [1, "many"]}},
+         "the scalar has the value 'many', not a number"),
+    ],
+)
+def test_malformed_answers_say_what_is_wrong(document: object, problem: str) -> None:
+    with pytest.raises(MalformedAnswer) as malformed:
+        samples_of_answer(document)
+    assert problem in str(malformed.value)
+
+
+def test_answers_in_prometheus_words_parse() -> None:
+    series = [{"metric": {"b": "2", "a": "1"}, "value": [1.5, word]} for word in ("NaN", "+Inf", "-Inf", "0.25")]
+    vector = {"status": "success", "data": {"resultType": "vector", "result": series}}
+    values = [sample.value for sample in samples_of_answer(vector)]
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf, 0.25]
+    assert samples_of_answer(vector)[0].labels == (("a", "1"), ("b", "2"))
+    scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1.5, "2"]}}
+    assert samples_of_answer(scalar) == (Sample((), 2.0),)
+
+
+def test_counters_that_are_not_finite_numbers_are_an_error() -> None:
+    nan = (Sample((("code", "200"),), 5.0), Sample((("code", "500"),), math.nan))
+    result = classify("q", nan, expect_one=False)
+    assert result.status is QueryStatus.ERROR and not result.unreachable
+    assert 'series {code="500"} has the value nan' in result.detail
+    # One value may be infinite (a p99 above the last bucket): that is a value, and it breaches.
+    assert classify("q", (Sample((), math.inf),), expect_one=True).status is QueryStatus.VALUE
+
+
+TRICKY = "a'} or vector(1) # \"x\"\n\\"
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered"),
+    [
+        ("x{job='{{ job }}'}", "x{job='a\\'} or vector(1) # \"x\"\\n\\\\'}"),
+        ('x{job="{{ job }}"}', 'x{job="a\'} or vector(1) # \\"x\\"\\n\\\\"}'),
+        ("x{job='it\\'s {{ team }}'}", "x{job='it\\'s pay\\'ments'}"),
+        ('rate(x{a="#{{ team }}"}[{{ window }}]) > {{ limit }}', 'rate(x{a="#pay\'ments"}[1m]) > 0.5'),
+        ("x{job=`{{ window }}`}", "x{job=`1m`}"),
+    ],
+)
+def test_placeholders_are_escaped_for_the_quotes_they_stand_in(template: str, rendered: str) -> None:
+    variables = {"job": TRICKY, "team": "pay'ments", "window": "1m", "limit": "0.5"}
+    assert render(template, variables, "f.yaml line 3") == rendered
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("x > {{ job }}", "{{ job }} stands outside a quoted string, where only a plain name, number or duration"),
+        ("x # note {{ job }}", "{{ job }} stands in a # comment"),
+        ("x{job=`{{ job }}`}", "holds a backtick"),
+        ("x{job='{{ limit }}}", "a 'string' is not closed"),
+    ],
+)
+def test_unsafe_placeholders_are_refused_with_the_place(template: str, message: str) -> None:
+    with pytest.raises(MetricsFileError) as refused:
+        render(template, {"job": "a`b or vector(1)", "limit": "0.5"}, "f.yaml line 3 (metric m)")
+    assert str(refused.value).startswith("f.yaml line 3 (metric m): ")
+    assert message in str(refused.value)
+
+
+def test_a_metrics_file_with_an_injectable_placeholder_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "- name: ok\n  query: up\n  max: 1\n- name: bad\n  query: up > {{ level }}\n"
+                           "  max: 1\n  vars: {level: '1 or vector(0)'}\n")
+    with pytest.raises(MetricsFileError, match=rf"{path} line 4 \(metric bad\): \{{\{{ level \}}\}} stands outside"):
+        load_metrics(path, BUILTINS)

@@ -17,7 +17,7 @@ from rollguard.sandbox.git_remote import GitRemote, create_remote, demo_manifest
 from rollguard.sandbox.loadgen import read_responses
 from rollguard.sandbox.ports import free_port, wait_listening
 from rollguard.sandbox.processes import ChildDied, SandboxError, Supervisor
-from rollguard.sandbox.router import ADMIN_PATH
+from rollguard.sandbox.router import ADMIN_PATH, LIVE_PATH
 
 PY = sys.executable
 
@@ -114,10 +114,13 @@ def _wait_for(predicate, deadline_s: float, what: str) -> None:
     raise AssertionError(f"{what} did not happen within {deadline_s} s")
 
 
-def _start_router(supervisor: Supervisor, remote: GitRemote, stable: str, canary: str, port: int | None = None) -> str:
+def _start_router(
+    supervisor: Supervisor, remote: GitRemote, stable: str, canary: str, port: int | None = None, *argocd: str
+) -> str:
     port = port or free_port()
     supervisor.start("router", [PY, "-m", "rollguard.sandbox.router", "--port", str(port), "--git-dir",
-                                str(remote.path), "--stable-url", stable, "--canary-url", canary, "--seed", "3"],
+                                str(remote.path), "--stable-url", stable, "--canary-url", canary, "--seed", "3",
+                                *argocd],
                      port=port, health_url=f"http://127.0.0.1:{port}/healthz")
     return f"http://127.0.0.1:{port}"
 
@@ -149,6 +152,130 @@ def test_router_follows_the_remote_and_exports_istio_metrics(supervisor: Supervi
     changes = json.loads(_get(router + ADMIN_PATH)[2])["changes"]
     assert [(c["stable"], c["canary"]) for c in changes] == [(90, 10), (0, 100), (100, 0)]
     assert changes[1]["applied_at"] >= pushed_at
+
+
+def _admin(router: str) -> dict:
+    return json.loads(_get(router + ADMIN_PATH)[2])
+
+
+def test_self_heal_reverts_a_live_patch_that_git_does_not_hold(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary, None, "--self-heal", "1")
+    patched_at = time.time()
+    assert _post(router + LIVE_PATH, {"stable": 100, "canary": 0}) == 200
+    assert (_admin(router)["stable"], _admin(router)["canary"]) == (100, 0)  # the live patch cuts at once
+    # ... but Git still says 90/10: ArgoCD's self-heal puts it back
+    _wait_for(lambda: _admin(router)["canary"] == 10, 10, "self-heal reverting the live patch")
+    changes = _admin(router)["changes"]
+    assert [(c["source"], c["canary"]) for c in changes] == [("sync", 10), ("live-patch", 0), ("self-heal", 10)]
+    assert changes[2]["applied_at"] >= patched_at + 1
+    assert _post(router + LIVE_PATH, {"stable": 100, "canary": 5}) == 400  # a split that does not add up
+
+
+def test_a_live_patch_that_git_holds_stays(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary, None, "--self-heal", "1", "--sync-delay", "0.5")
+    push_split(remote, tmp_path / "clone", 100, 0)  # rollguard's rollback: commit first,
+    assert _post(router + LIVE_PATH, {"stable": 100, "canary": 0}) == 200  # then patch the live object
+    _wait_for(lambda: _admin(router)["synced_revision"] == remote.head(), 10, "the sync of the rollback commit")
+    patched = next(c for c in _admin(router)["changes"] if c["source"] == "live-patch")
+    _wait_for(lambda: time.time() > patched["applied_at"] + 1.5, 5, "self-heal's delay to pass")
+    admin = _admin(router)
+    assert (admin["stable"], admin["canary"]) == (100, 0)
+    assert "self-heal" not in [c["source"] for c in admin["changes"]]
+
+
+def test_a_post_sync_hook_holds_the_sync_open_until_it_ends(supervisor: Supervisor, tmp_path: Path) -> None:
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    release = tmp_path / "hook.release"
+    hook = [PY, "-c", "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.05)",
+            str(release)]
+    router = _start_router(supervisor, remote, stable, canary, None, "--post-sync-hook", json.dumps(hook))
+    push_split(remote, tmp_path / "clone", 50, 50)
+    _wait_for(lambda: _admin(router)["canary"] == 50, 10, "the sync of 50/50")
+    assert _admin(router)["operation"]["phase"] == "Running"  # the hook runs: the sync stays open
+    push_split(remote, tmp_path / "clone", 100, 0)
+    _wait_for(lambda: _admin(router)["waiting_revisions"] == [remote.head()], 10, "ArgoCD seeing the next commit")
+    admin = _admin(router)
+    assert admin["canary"] == 50, "a newer revision was synced while the PostSync hook ran"
+    release.touch()
+    _wait_for(lambda: _admin(router)["canary"] == 0, 10, "the next sync once the hook ended")
+    _wait_for(lambda: _admin(router)["operation"] == {"phase": "Succeeded", "revision": remote.head(),
+                                                      "message": "successfully synced (all tasks run)"},
+              10, "the next sync's own hook to end")
+
+
+def _series(metrics: str, name: str, *labels: str) -> float:
+    """The sum of the `name` series whose lines hold every one of `labels`."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(name + "{") and all(label in line for label in labels))
+
+
+def test_router_answers_503_uh_like_a_callers_sidecar_when_the_canary_is_down(
+    supervisor: Supervisor, tmp_path: Path
+) -> None:
+    """The canary's process is gone: after one readiness probe its subset has no endpoint, and the router
+    answers 503 UH itself. Only the caller's proxy reports those (reporter="source"), with no version known;
+    the canary's own (destination) series stop."""
+    remote = create_remote(tmp_path / "remote.git")
+    stable, canary = _start_app(supervisor, "v1"), _start_app(supervisor, "v2")
+    router = _start_router(supervisor, remote, stable, canary)
+    push_split(remote, tmp_path / "clone", 0, 100)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["canary"] == 100, 10, "applying 0/100")
+    assert _get(router + "/")[0] == 200
+    served = _series(_get(router + "/metrics")[2].decode(), "istio_requests_total", 'reporter="destination"',
+                     'destination_version="v2"')
+    supervisor.stop("app-v2")
+    time.sleep(1.2)  # two readiness probes
+    answers = [_get(router + "/") for _ in range(10)]
+    assert {(status, headers.get("x-rollguard-version")) for status, headers, _ in answers} == {(503, "v2")}
+    assert b"no healthy upstream" in answers[0][2]
+    metrics = _get(router + "/metrics")[2].decode()
+    uh = ('reporter="source"', 'response_flags="UH"', 'response_code="503"', 'destination_version="unknown"',
+          'destination_workload="unknown"', 'destination_canonical_revision="latest"',
+          'destination_service_name="podinfo"', 'destination_service_namespace="demo"')
+    assert _series(metrics, "istio_requests_total", *uh) == 10
+    assert _series(metrics, "istio_requests_total", 'reporter="destination"', 'destination_version="v2"') == served
+
+
+def test_router_relays_grpc_status_faithfully(supervisor: Supervisor, tmp_path: Path) -> None:
+    """A real gRPC server and client (grpcio) through the router: UNAVAILABLE comes back as UNAVAILABLE, and
+    Istio's series say HTTP 200 with grpc_response_status 14, from both proxies."""
+    import grpc
+
+    from rollguard.sandbox.grpc_service import call_once
+
+    remote = create_remote(tmp_path / "remote.git")
+    apps, grpc_ports = {}, {}
+    for version in ("v1", "v2"):
+        port, grpc_ports[version] = free_port(), free_port()
+        supervisor.start(f"app-{version}", [PY, "-m", "rollguard.sandbox.demo_app", "--port", str(port), "--version",
+                                            version, "--grpc-port", str(grpc_ports[version])],
+                         port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+        apps[version] = f"http://127.0.0.1:{port}"
+    port, relay = free_port(), free_port()
+    supervisor.start("router", [PY, "-m", "rollguard.sandbox.router", "--port", str(port), "--git-dir",
+                                str(remote.path), "--stable-url", apps["v1"], "--canary-url", apps["v2"],
+                                "--grpc-port", str(relay), "--stable-grpc", f"127.0.0.1:{grpc_ports['v1']}",
+                                "--canary-grpc", f"127.0.0.1:{grpc_ports['v2']}"],
+                     port=port, health_url=f"http://127.0.0.1:{port}/healthz")
+    router = f"http://127.0.0.1:{port}"
+    push_split(remote, tmp_path / "clone", 0, 100)
+    _wait_for(lambda: json.loads(_get(router + ADMIN_PATH)[2])["canary"] == 100, 10, "applying 0/100")
+    _post(apps["v2"] + "/control", {"error_rate": 1.0})
+    with grpc.insecure_channel(f"127.0.0.1:{relay}") as channel:
+        assert {call_once(channel) for _ in range(5)} == {(14, "v2")}
+        _post(apps["v2"] + "/control", {})
+        assert {call_once(channel) for _ in range(5)} == {(0, "v2")}
+    metrics = _get(router + "/metrics")[2].decode()
+    for reporter in ("destination", "source"):
+        grpc_labels = (f'reporter="{reporter}"', 'request_protocol="grpc"', 'response_code="200"',
+                       'destination_version="v2"')
+        assert _series(metrics, "istio_requests_total", *grpc_labels, 'grpc_response_status="14"') == 5
+        assert _series(metrics, "istio_requests_total", *grpc_labels, 'grpc_response_status="0"') == 5
 
 
 def test_router_keeps_the_split_when_a_push_breaks_the_file(supervisor: Supervisor, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support_prometheus import query
 
 from rollguard.sandbox.executor.loader import load_files
 from rollguard.sandbox.git_remote import GitRemote
@@ -70,14 +71,25 @@ def test_sandbox_up_then_run_local_analysis_then_down(tmp_path: Path) -> None:
             "canary-weight-file": str(tmp_path / "weight"),
         }
         arguments = [item for name, value in parameters.items() for item in ("-p", f"{name}={value}")]
-        ran = rollguard("run-local", str(WORKFLOWS / "canary-analysis.yaml"), *arguments)
-        assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+        # the test's own lock directory: the template's mutex is not shared with other runs on this machine
+        ran = rollguard("run-local", str(WORKFLOWS / "canary-analysis.yaml"), "--lock-dir", str(tmp_path / "locks"),
+                        "--metrics-url", urls["workflow_metrics"], *arguments)
+        # A rolled-back canary ends the workflow Failed, its reason as the message (fail-on-rollback)
+        assert ran.returncode == 1, ran.stdout[-3000:] + ran.stderr[-2000:]
+        assert "Failed; exit handler Failed: Error (exit code 1): canary rolled back:" in ran.stdout
         assert "[analysis.judge.rollback]" in ran.stdout
         assert json.loads(verdict.read_text())["verdict"] == "fail"
         deadline = time.monotonic() + 10
         while _json(urls["router_admin"])["canary"] != 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _json(urls["router_admin"])["canary"] == 0
+        # The run's template metrics, in the sandbox's Prometheus (its job argo-workflows)
+        found: list[dict] = []
+        deadline = time.monotonic() + 15
+        while not found and time.monotonic() < deadline:
+            found = query(urls["prometheus"], 'argo_workflows_rollguard_releases_total{outcome="rolled_back"}')
+            time.sleep(0.3)
+        assert found and found[0]["metric"]["kind"] == "analysis" and found[0]["metric"]["job"] == "argo-workflows"
     finally:
         stopped = rollguard("sandbox", "down", "--dir", str(directory))
     assert stopped.returncode == 0, stopped.stderr

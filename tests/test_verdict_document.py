@@ -40,13 +40,36 @@ def test_verdict_renders_as_json_with_one_line_per_check() -> None:
         "reason": 'canary_error_rate failed: "quoted"\nand a newline',
         "started_at": 1.5,
         "decided_at": 2.5,
-        "failed_check": {"metric": "canary_error_rate", "value": 1.0, "threshold": 0.01, "detail": "5 of 5"},
+        "failed_check": {"metric": "canary_error_rate", "value": 1.0, "threshold": 0.01, "detail": "5 of 5",
+                         "samples": None},
+        "first_breach_at": None,
         "checks": [{"index": i, "metrics": [{"metric": "m", "value": None}]} for i in range(3)],
         "settings": {"interval": "1s", "queries": {"a": 'x{y="z"}'}, "judge": "statistical"},
     }
     check_lines = [line for line in text.splitlines() if line.lstrip().startswith('{"index"')]
     assert len(check_lines) == 3
     assert text.splitlines()[1] == '  "verdict": "fail",'
+
+
+def test_the_first_breach_is_the_first_check_with_the_deciding_metric_over_its_limit() -> None:
+    checks = (
+        {"index": 0, "at": 10.0, "metrics": [{"metric": "canary_error_rate", "phase": "ok"},
+                                             {"metric": "canary_p99_latency_ms", "phase": "suspect"}]},
+        {"index": 1, "at": 11.0, "metrics": [{"metric": "canary_error_rate", "phase": "suspect"}]},
+        {"index": 2, "at": 12.0, "metrics": [{"metric": "canary_error_rate", "phase": "failed"}]},
+    )
+    evidence = FailedCheck("canary_error_rate", 0.5, 0.01, "6 of 12", samples=12)
+    document = VerdictDocument(Verdict.FAIL, "r", 9.5, 12.1, evidence, {}, checks=checks)
+    written = json.loads(document.render())
+    assert written["first_breach_at"] == 11.0  # not 10.0: that was another metric
+    assert written["failed_check"]["samples"] == 12
+    summary = document.summary()
+    assert summary.first_breach_at == 11.0
+    assert read_text(summary.render(), "x") == summary
+    passed = VerdictDocument(Verdict.PASS, "ok", 9.5, 40.0, None, {}, checks=checks[:1])
+    assert json.loads(passed.render())["first_breach_at"] == 10.0  # any metric, when none decided
+    clean = VerdictDocument(Verdict.PASS, "ok", 9.5, 40.0, None, {}, checks=({"at": 1.0, "metrics": []},))
+    assert clean.summary().first_breach_at is None
 
 
 def test_empty_check_list_is_valid_json() -> None:

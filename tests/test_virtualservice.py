@@ -65,7 +65,7 @@ def test_setting_the_same_split_is_a_no_op() -> None:
     assert not edit.changed and edit.text == FIXTURE and edit.routes_changed == 0
 
 
-def test_every_route_with_both_subsets_changes_and_others_do_not() -> None:
+def test_a_matched_route_with_both_subsets_is_not_the_split_when_the_default_route_is() -> None:
     text = FIXTURE.replace(
         "    timeout: 3s\n",
         "    timeout: 3s\n"
@@ -77,11 +77,12 @@ def test_every_route_with_both_subsets_changes_and_others_do_not() -> None:
         1,
     )
     edit = set_split(text, "reviews", "v1", "v2", 50)
-    assert edit.routes_changed == 2
-    assert "- {destination: {host: reviews, subset: v2}, weight: 50}" in edit.text
-    assert "- {destination: {host: reviews, subset: v1}, weight: 50}" in edit.text
-    assert len(changed_lines(text, edit.text)) == 4
-    assert len(find_split(edit.text, "reviews", "v1", "v2").routes) == 2
+    assert edit.routes_changed == 1
+    assert "- {destination: {host: reviews, subset: v2}, weight: 10}" in edit.text  # /m keeps its own split
+    assert "- {destination: {host: reviews, subset: v1}, weight: 90}" in edit.text
+    assert len(changed_lines(text, edit.text)) == 2
+    assert [route.name for route in find_split(edit.text, "reviews", "v1", "v2").routes] == ["primary"]
+    assert find_split(edit.text, "reviews", "v1", "v2", ("mobile",)).canary_weight == 10
 
 
 def test_crlf_file_keeps_its_line_endings() -> None:
@@ -113,7 +114,8 @@ def test_unreadable_file_or_missing_virtual_service(text: str, error: type[Manif
 
 
 def test_no_route_with_both_subsets_lists_the_routes() -> None:
-    with pytest.raises(WeightedRouteNotFound, match=r"both subset 'v1' and 'v3'.*#1 at line \d+ -> v2; #2"):
+    with pytest.raises(WeightedRouteNotFound, match=r"both subset 'v1' and 'v3'.*#1 'testers' at line \d+ -> v2; "
+                       r"#2 'primary' at line \d+ -> v1 90, v2 10"):
         read_split(FIXTURE, "reviews", "v1", "v3")
 
 
@@ -159,7 +161,6 @@ def test_file_weights_that_do_not_add_up_are_refused_by_read_split() -> None:
         ('weight: "10"     # canary', "not a whole number"),
         ("weight: 10.5     # canary", "not a whole number"),
         ("weight: 150     # canary", "must be 0 to 100"),
-        ("nothing: 10     # canary", "has no weight"),
     ],
 )
 def test_bad_weights_in_the_file_are_refused(replacement: str, words: str) -> None:

@@ -8,13 +8,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
 from rollguard.steps.traffic.live_routes import apply_split_to_routes
-from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.manifest_errors import ManifestError, SplitRouteUnclear
 from rollguard.steps.traffic.manifest_yaml import load_documents
 from rollguard.steps.traffic.virtualservice import read_split
 from rollguard.steps.traffic.weight_edit import set_split
@@ -44,7 +45,8 @@ def manifests(draw: st.DrawFn) -> tuple[str, str, str, str, int, int]:
     weighted = 0
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         if draw(st.booleans()) or (weighted == 0 and len(routes) >= 1):
-            canary_weight = draw(st.integers(min_value=0, max_value=100))
+            # Several weighted routes often split alike (uri routes), sometimes not.
+            canary_weight = draw(st.sampled_from([30, draw(st.integers(min_value=0, max_value=100))]))
             entries = [
                 {
                     "destination": {"host": quoted(draw, host), "subset": quoted(draw, stable)},
@@ -57,6 +59,8 @@ def manifests(draw: st.DrawFn) -> tuple[str, str, str, str, int, int]:
             if draw(st.booleans()):
                 entries.append({"destination": {"host": host, "subset": third}, "weight": 0})
             route: dict[str, Any] = {"route": entries}
+            if draw(st.booleans()):
+                route["match"] = [{"uri": {"prefix": f"/{draw(NAMES)}"}}]
             weighted += 1
         else:
             route = {
@@ -118,6 +122,20 @@ def manifests(draw: st.DrawFn) -> tuple[str, str, str, str, int, int]:
     return text, name, stable, canary, weighted, draw(st.integers(min_value=0, max_value=100))
 
 
+def expected_split(routes: list[dict[str, Any]], stable: str, canary: str) -> list[int] | None:
+    """The rule, written out independently: indexes of the split's routes, or None when it must be refused."""
+    def weights(route: dict[str, Any]) -> tuple[int, int]:
+        by_subset = {entry["destination"]["subset"]: entry.get("weight", 0) for entry in route["route"]}
+        return by_subset[stable], by_subset[canary]
+
+    holding = [index for index, route in enumerate(routes)
+               if {stable, canary} <= {entry["destination"]["subset"] for entry in route["route"]}]
+    default = next((index for index, route in enumerate(routes) if not route.get("match")), None)
+    if default in holding:
+        return [default]
+    return holding if len({weights(routes[index]) for index in holding}) == 1 else None
+
+
 def plain(node: Any) -> Any:
     if isinstance(node, dict):
         return {str(k): plain(v) for k, v in node.items()}
@@ -130,31 +148,36 @@ def plain(node: Any) -> Any:
 @given(manifests())
 def test_only_weight_values_change(case: tuple[str, str, str, str, int, int]) -> None:
     text, name, stable, canary, weighted, canary_weight = case
-    edit = set_split(text, name, stable, canary, canary_weight)
-
-    # Byte for byte, the file differs only in the digits after `weight:`.
-    assert WEIGHT.sub("weight: N", edit.text) == WEIGHT.sub("weight: N", text)
-    # Structurally, only the weights of the weighted routes of that VirtualService differ.
-    before = [plain(doc) for doc in load_documents(text)]
-    after = [plain(doc) for doc in load_documents(edit.text)]
-    expected = before
-    for document in expected:
-        if document.get("kind") == "VirtualService" and document["metadata"]["name"] == name:
-            for route in document["spec"]["http"]:
-                subsets = [entry["destination"]["subset"] for entry in route["route"]]
-                if stable in subsets and canary in subsets:
-                    for entry in route["route"]:
-                        subset = entry["destination"]["subset"]
-                        if subset in (stable, canary):
-                            entry["weight"] = canary_weight if subset == canary else 100 - canary_weight
-    assert after == expected
-    # The live patch computes the same routes from the live object as the Git edit writes to the file.
-    wanted = next(d for d in expected if d.get("kind") == "VirtualService" and d["metadata"]["name"] == name)
     original_live = next(
         plain(d)
         for d in load_documents(text)
         if d and d.get("kind") == "VirtualService" and d["metadata"]["name"] == name
     )
+    split = expected_split(original_live["spec"]["http"], stable, canary)
+    if split is None:  # no default route holds both and the routes holding both disagree: refused everywhere
+        with pytest.raises(SplitRouteUnclear, match="pass --route NAME"):
+            set_split(text, name, stable, canary, canary_weight)
+        with pytest.raises(SplitRouteUnclear):
+            apply_split_to_routes(original_live["spec"]["http"], stable, canary, canary_weight)
+        return
+    edit = set_split(text, name, stable, canary, canary_weight)
+
+    # Byte for byte, the file differs only in the digits after `weight:`.
+    assert WEIGHT.sub("weight: N", edit.text) == WEIGHT.sub("weight: N", text)
+    # Structurally, only the weights of the split's routes of that VirtualService differ.
+    before = [plain(doc) for doc in load_documents(text)]
+    after = [plain(doc) for doc in load_documents(edit.text)]
+    expected = before
+    for document in expected:
+        if document.get("kind") == "VirtualService" and document["metadata"]["name"] == name:
+            for index in split:
+                for entry in document["spec"]["http"][index]["route"]:
+                    subset = entry["destination"]["subset"]
+                    if subset in (stable, canary):
+                        entry["weight"] = canary_weight if subset == canary else 100 - canary_weight
+    assert after == expected
+    # The live patch computes the same routes from the live object as the Git edit writes to the file.
+    wanted = next(d for d in expected if d.get("kind") == "VirtualService" and d["metadata"]["name"] == name)
     patched, _changed = apply_split_to_routes(original_live["spec"]["http"], stable, canary, canary_weight)
     assert patched == wanted["spec"]["http"]
     assert read_split(edit.text, name, stable, canary) == (100 - canary_weight, canary_weight)

@@ -17,11 +17,14 @@ import pytest
 from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
+from rollguard.sandbox.executor.local_cluster import LocalCluster
 from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.steps.traffic.virtualservice import read_split
+from rollguard.workflows.render import write_rendered
+from rollguard.workflows.templates import TemplateSettings
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "sandbox" / "assets" / "k8s" / "istio.yml"
@@ -54,7 +57,7 @@ def split_in(bare: Path) -> tuple[int, int]:
     return read_split(text, "podinfo", "v1", "v2")
 
 
-def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
+def run(tmp_path: Path, workflow: str, templates_dir: Path = REPO / "workflows", **parameters: str) -> WorkflowResult:
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     values = {
@@ -76,10 +79,11 @@ def run(tmp_path: Path, workflow: str, **parameters: str) -> WorkflowResult:
         "rest-file": str(out / "rest"),
     }
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
-    library = load_files(sorted(p for p in (REPO / "workflows").glob("*.yaml") if p.name != "kustomization.yaml"))
+    library = load_files(sorted(p for p in templates_dir.glob("*.yaml") if p.name != "kustomization.yaml"))
     events: list[object] = []
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("ROLLGUARD_")}
-    executor = LocalExecutor(library, on_event=events.append, environment=environment, cwd=tmp_path)
+    # the test's own lock directory: the templates' mutex would otherwise be shared with every run on the machine
+    executor = LocalExecutor(library, on_event=events.append, work_dir=tmp_path / "pods",
+                             cluster=LocalCluster(lock_dir=tmp_path / "locks"))
     known = {p["name"] for p in library.get(workflow, "test").spec["arguments"]["parameters"]}
     return executor.run(workflow, {name: value for name, value in values.items() if name in known})
 
@@ -91,7 +95,10 @@ def ran(result: WorkflowResult) -> dict[str, Phase]:
 
 def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> None:
     result = run(tmp_path, "canary-release", on_error="fail")
-    assert result.phase is Phase.SUCCEEDED, result.message
+    # A rolled-back release ends Failed, with the reason as the workflow's message (the exit handler's
+    # termination message), after its rollback landed, and without a second rollback.
+    assert result.phase is Phase.FAILED
+    assert result.message.startswith("Error (exit code 1): canary rolled back: 2 checks in a row could not be judged")
     nodes = ran(result)
     assert {"plan", "deploy", "analyze", "rollback"} <= set(nodes)
     assert nodes["analyze"] is Phase.FAILED  # exit 1, continueOn
@@ -99,7 +106,8 @@ def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> N
     assert split_in(remote) == (100, 0)
     messages = git(remote, "log", "--format=%B", "main")
     assert "could not be judged" in messages  # the verdict's reason, carried to the rollback commit
-    assert result.exit_handler is not None and "rollback-unfinished" not in ran(result)
+    assert result.exit_handler is not None and result.exit_handler.outputs["outcome"] == "rolled_back"
+    assert len(git(remote, "log", "--format=%H", "main").split()) == 2  # the seed and one rollback: none twice
     # rollback's reason file is a file of its own: analyze's full verdict (with its checks) survives.
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["verdict"] == "fail" and verdict["checks"], "the verdict file was overwritten"
@@ -107,14 +115,15 @@ def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> N
 
 def test_release_holds_the_split_on_inconclusive_under_stop(remote: Path, tmp_path: Path) -> None:
     result = run(tmp_path, "canary-release", on_error="inconclusive", on_inconclusive="stop", schedule="20,100")
-    assert result.phase is Phase.SUCCEEDED, result.message
+    assert result.phase is Phase.FAILED  # held, not released: not a success either
+    assert "canary held at 20 %: verdict inconclusive" in result.message
     assert {"deploy", "analyze"} <= set(ran(result))
     assert not {"rollback", "rollback-inconclusive", "advance", "advance-inconclusive"} & set(ran(result))
     assert split_in(remote) == (80, 20)
 
 
 def test_inconclusive_rolls_back_under_the_default_policy(remote: Path, tmp_path: Path) -> None:
-    result = run(tmp_path, "canary-release", on_error="inconclusive")
+    result = run(tmp_path, "canary-release", on_error="inconclusive", fail_on_rollback="false")  # the old phase
     assert result.phase is Phase.SUCCEEDED, result.message
     assert "rollback-inconclusive" in ran(result) and "rollback" not in ran(result)
     assert split_in(remote) == (100, 0)
@@ -125,36 +134,23 @@ def test_exit_handler_rolls_back_a_workflow_that_failed(remote: Path, tmp_path: 
     result = run(tmp_path, "canary-release", schedule="50,20")  # the first step fails: bad schedule
     assert result.phase is not Phase.SUCCEEDED
     assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
-    assert "rollback-unfinished" in ran(result)
+    assert result.exit_handler.outputs["outcome"] == "error"
     assert split_in(remote) == (100, 0)
-    assert "before the release finished" in git(remote, "log", "-1", "--format=%B", "main")
+    assert "Reason: release error: plan: Error (exit code 2)" in git(remote, "log", "-1", "--format=%B", "main")
 
 
 def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path, tmp_path: Path) -> None:
     first = run(tmp_path, "canary-analysis", on_error="fail")
-    assert first.phase is Phase.SUCCEEDED, first.message
+    assert first.phase is Phase.FAILED and "canary rolled back:" in first.message
     assert {"status", "analyze", "rollback"} <= set(ran(first))
     assert split_in(remote) == (100, 0)
     head = git(remote, "rev-parse", "main")
     # The rollback commit makes ArgoCD sync again, and the hook runs again: now it only reads Git.
     second = run(tmp_path, "canary-analysis", on_error="fail")
     assert second.phase is Phase.SUCCEEDED, second.message
-    assert set(ran(second)) == {"status"}  # judge (analyze, rollback) skipped
+    assert set(ran(second)) == {"status", "preflight", "onExit"}  # judge (analyze, rollback) skipped
+    assert second.exit_handler is not None and second.exit_handler.outputs["outcome"] == "skipped"
     assert git(remote, "rev-parse", "main") == head
-
-
-def test_the_guard_after_promotion_rolls_back_on_a_fail(remote: Path, tmp_path: Path) -> None:
-    """schedule 100 with a guard: deploy 100 %, then the guard's analysis (here Prometheus is unreachable and
-    --on-error fail) fails, and the rollback puts stable back to 100 %."""
-    result = run(tmp_path, "canary-release", schedule="100", guard_duration="5s", on_error="fail")
-    assert result.phase is Phase.SUCCEEDED, result.message
-    paths = {node.display_name: node.phase for node in result.nodes if node.phase is not Phase.SKIPPED}
-    assert paths.get("release.guard.analyze") is Phase.FAILED  # exit 1, the verdict fail
-    assert paths.get("release.guard.rollback") is Phase.SUCCEEDED
-    assert not any(".judge." in path for path in paths)
-    assert split_in(remote) == (100, 0)
-    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
-    assert verdict["settings"]["absolute_only"] is True and verdict["settings"]["duration"] == "5s"
 
 
 @pytest.mark.slow
@@ -179,3 +175,40 @@ def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -
     subjects = git(remote, "log", "--format=%s", "main").splitlines()
     # The seed already sends 10 %, so deploy 10 pushes nothing; then one commit per promotion.
     assert len(subjects) == 3 and "50 %" in subjects[1] and "100 %" in subjects[0]
+
+
+def test_a_release_past_its_deadline_is_rolled_back_by_the_exit_handler(remote: Path, tmp_path: Path) -> None:
+    # Rendered with a short deadline: 1 s per step pod and a 1 s bake time; the analysis is then given
+    # 60 s, so the deadline (6 pods + 1 analysis = 7 s for 20,100) passes while it runs. Argo fails the
+    # running step and still runs the exit handler (workflowpod.go: exit handlers ignore the deadline).
+    rendered = tmp_path / "short-deadline"
+    write_rendered(rendered, TemplateSettings(step_allowance_s=1, defaults={"schedule": "20,100", "duration": "1s"}))
+    result = run(tmp_path, "canary-release", rendered, on_error="continue", duration="60s")
+    assert result.phase is not Phase.SUCCEEDED
+    assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED
+    assert result.exit_handler.outputs["outcome"] == "error"
+    assert split_in(remote) == (100, 0)
+    assert "the workflow ran past its deadline (in analyze)" in git(remote, "log", "-1", "--format=%B", "main")
+
+
+@pytest.mark.slow
+def test_with_the_opt_in_verdict_artifact_and_no_repository_a_pass_ends_in_a_rollback(
+    remote: Path, tmp_path: Path
+) -> None:
+    # Why the verdict artifact is opt-in: without an artifact repository Argo's wait container cannot
+    # upload it, fails the *passing* analyze node with Error, continueOn.failed does not cover Error,
+    # and the exit handler rolls back a healthy canary. The default rendering has no artifact.
+    rendered = tmp_path / "with-artifact"
+    write_rendered(rendered, TemplateSettings(verdict_artifact=True))
+    healthy = TrafficProfile(requests_per_s=60, error_rate=0.0, latency_ms=20)
+    with istio_environment() as env:
+        env.traffic.set("podinfo", "v1", healthy)
+        env.traffic.set("podinfo", "v2", healthy)
+        env.wait_for_requests("podinfo", "v1")
+        env.wait_for_requests("podinfo", "v2")
+        result = run(tmp_path, "canary-release", rendered, prometheus_url=env.url, interval="500ms", duration="2s",
+                     min_requests="10", schedule="20,100")  # fmt: skip
+    assert ran(result)["analyze"] is Phase.ERROR
+    assert result.phase is not Phase.SUCCEEDED and result.exit_handler is not None
+    assert result.exit_handler.outputs["outcome"] == "error"
+    assert split_in(remote) == (100, 0)

@@ -67,14 +67,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--out", required=True, help="directory to write the YAML files into (e.g. workflows/)")
     add_flag(parser, "--image", default=DEFAULT_IMAGE, help="step container image")
     add_flag(parser, "--set", help="parameter defaults NAME=VALUE;NAME=VALUE (e.g. schedule=5,25,100)")
-    add_switch(parser, "--no-verdict-artifact", help="leave out analyze's verdict artifact (no artifact repository)")
+    add_switch(
+        parser,
+        "--verdict-artifact",
+        help="also keep analyze's full verdict file as an output artifact; needs an artifact repository, without "
+        "which Argo fails every passing analysis with Error (and the exit handler rolls back)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Render the templates and say which files were written."""
     logs.configure("render")
     settings = TemplateSettings(
-        image=args.image, verdict_artifact=not args.no_verdict_artifact, defaults=_defaults(args.set or "")
+        image=args.image, verdict_artifact=args.verdict_artifact, defaults=_defaults(args.set or "")
     )
     try:
         written = write_rendered(Path(args.out), settings)

@@ -1,75 +1,132 @@
 """The rollguard WorkflowTemplates, built with Hera: `rollguard-steps`, `canary-release`, `canary-analysis`.
 
-- `rollguard-steps` holds one container template per step command (deploy, analyze, promote,
-  rollback, status, next-weight); other WorkflowTemplates `templateRef` them.
-- `canary-release`: deploy the first weight of the schedule, analyze, promote to the next weight,
-  analyze, ... Rolls back on `fail` (and on `inconclusive` when `on-inconclusive=rollback`); an
-  exit handler rolls back when the workflow ends in any state but Succeeded.
-  With `guard-duration` set, the new version is watched after the promotion to 100 % (`guard`: analyze
-  with that duration and absolute limits only, then rollback on failure as after any analysis).
+- `canary-release`: check the notification settings (`preflight`, beside the first `plan`), deploy the
+  first weight of the schedule, analyze, promote to the next weight (after an approval, a `suspend`
+  step, when `approval`/`approval-every-step` ask for one), analyze, ... Rolls back on `fail` (and on
+  `inconclusive` when `on-inconclusive=rollback`).
 - `canary-analysis`: status -> (canary weight > 0) analyze -> rollback on failure. The ArgoCD
   PostSync hook runs it; with 0 % on the canary it ends Succeeded without analysing.
+- Both end in the exit handler `finish` (one container, `rollguard finish`): it rolls back a release
+  that did not finish (a failed step, `argo stop`, the deadline, no approval), notifies, emits the
+  release metrics, and exits 1 with the termination message `canary rolled back: <reason>` when the
+  canary was rolled back or held, so that Argo ends the workflow Failed with that message
+  (`fail-on-rollback=false` keeps the old Succeeded).
+- `rollguard-steps` holds one container template per step command (deploy, analyze, promote,
+  rollback, status, next-weight, notify) for users' own workflows (`templateRef`). The two workflows
+  above carry their own copies, built by the same code and called with `template:`: they need no
+  `templateRef`, which Argo Workflows 3.5.14, 3.5.15 and 3.6.3 reject when given `{{steps.*}}`
+  arguments (workflow/validate/validate.go validateSteps; upstream issues 14125, 14168).
 
 Hera users: `build_templates(TemplateSettings(image=..., defaults={"schedule": "5,25,100"}))`.
 
-Argo features the rendered YAML uses (the local executor must support exactly these; all exist in
-Argo Workflows 3.5 and 4.x, whose 4.0 removals are CronWorkflow `schedule`, `podPriority`, `mutex`
-and `semaphore`, none used here):
+Argo features the rendered YAML uses (the local executor must support exactly these). Supported:
+Argo Workflows 3.6, 3.7 and 4.x — `synchronization.mutexes` exists from 3.6 on, and 4.0 removed the
+single `mutex` (and `semaphore`, `podPriority`, CronWorkflow `schedule`, none used here):
 - WorkflowTemplate `metadata.annotations`; `spec`: `entrypoint`, `onExit`, `arguments.parameters`
   (name, value, enum, description), `serviceAccountName` (cluster only), `templates`.
+- Spec-level, in canary-release and canary-analysis: `synchronization.mutexes` (one mutex, `name`
+  and `namespace` templated from `{{workflow.parameters.*}}`), `activeDeadlineSeconds` (the exit
+  handler still runs after it), `ttlStrategy.secondsAfterCompletion`, `podGC` (`strategy`,
+  `deleteDelayDuration`) and `podMetadata.labels` (also in rollguard-steps); the last three only
+  matter on a cluster.
 - `steps` templates (sequential groups; one group holds mutually exclusive `when` branches),
-  `inputs.parameters` with `default`, step `arguments.parameters`, `template` (same file) and
-  `templateRef` (name + template, into `rollguard-steps`), `continueOn: {failed: true}`, `when`.
+  `inputs.parameters` with `default`, step `arguments.parameters`, `template` (same file; no
+  `templateRef`), `continueOn: {failed: true}`, `when`.
 - Recursion: `judge` calls `advance`, which calls `judge` with the rest of the schedule.
-- `when`: `'A' == 'B'`, `'A' != 'B'` joined by `&&` (no `||`, no parentheses), and numeric
-  `N < 100`, `N > 0`.
-- Variables: `{{inputs.parameters.x}}`, `{{workflow.parameters.x}}`,
-  `{{steps.NAME.outputs.parameters.x}}`, `{{workflow.status}}` (exit handler only).
+- `suspend: {}` (the approval; `argo resume` continues, `argo stop` ends the workflow Failed).
+- `when`: `'A' == 'B'`, `'A' != 'B'` joined by `&&`, numeric `N < 100`, `N > 0`, `N == 100`; one
+  `||` with a parenthesised `&&` (the approval).
+- Variables: `{{inputs.parameters.x}}`, `{{workflow.parameters.x}}`, `{{workflow.name}}`,
+  `{{steps.NAME.outputs.parameters.x}}`; in the exit handler `{{workflow.status}}`,
+  `{{workflow.failures}}` and `{{workflow.outputs.parameters.x}}` (global outputs, `globalName`).
+- `spec.onExit` naming a container template, which gets the workflow's arguments as its inputs.
+- Template `metrics.prometheus` (counter, gauge, histogram; `when`; `{{status}}`, `{{duration}}`,
+  inputs and outputs in labels and values): see metrics.py.
 - `container` templates: `image`, `command` (`rollguard COMMAND`), `env` with `value`, and one
-  `valueFrom.secretKeyRef` with `optional: true` (ROLLGUARD_GIT_TOKEN; unset locally).
-- `outputs.parameters[].valueFrom.path` (+ `default`), the path templated from an input parameter.
-- `outputs.artifacts` (analyze's verdict JSON; `optional: true`, `archive: {none: {}}`): may be
-  ignored locally.
+  `valueFrom.secretKeyRef` with `optional: true` whose `name` is `{{inputs.parameters.git-secret}}`
+  (ROLLGUARD_GIT_TOKEN); template-level `volumes` with `secret` volumes (`secretName` from an input,
+  `optional: true`: the Git, the notification and (analyze) the Prometheus Secret) and their
+  `volumeMounts` (`readOnly`); finish's `terminationMessagePath` (from an input) and
+  `terminationMessagePolicy: FallbackToLogsOnError`.
+- `outputs.parameters[].valueFrom.path` (+ `default`), the path templated from an input parameter;
+  `globalName` on some.
+- `outputs.artifacts` only when rendered with `verdict_artifact=True` (analyze's verdict JSON;
+  `optional: true`, `archive: {none: {}}`): it needs an artifact repository.
 - `inputs.artifacts[]` `raw.data` at a templated `path`, `optional: true` (rollback's reason file;
   locally the file is already there, so writing it or not gives the same result).
-- `retryStrategy.limit` and `backoff` (`duration`, `factor`) on deploy, promote, rollback, status;
-  Argo's default retryPolicy (OnFailure).
+- `retryStrategy` on deploy, promote, rollback, status: `limit`, `retryPolicy: Always`,
+  `expression: lastRetry.exitCode != "2"`, `backoff` (`duration`, `factor`).
 """
-
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hera.workflows import Parallel, Parameter, Step, Steps, WorkflowTemplate
-from hera.workflows.models import ContinueOn, Template, TemplateRef
+from hera.workflows import Parallel, Parameter, Step, Steps, Suspend, WorkflowTemplate
+from hera.workflows.models import ContinueOn, Metadata, Mutex, PodGC, Synchronization, Template, TTLStrategy
 from hera.workflows.protocol import Templatable
 
-from rollguard.steps.verdict_document import NoVerdict
+from rollguard.steps.options import parse_duration
+from rollguard.steps.schedule import parse_schedule
 from rollguard.workflows.parameters import FlagParameter, InvalidDefault, RenderError
 from rollguard.workflows.step_templates import (
     DEFAULT_IMAGE,
+    GIT_SECRET_INPUT,
+    NOTIFY_SECRET_INPUT,
+    PROMETHEUS_SECRET_INPUT,
     STEP_SPECS,
     StepOptions,
     argument_parameter,
+    git_secret_parameter,
+    notify_secret_parameter,
+    prometheus_secret_parameter,
     step_parameters,
     step_template,
+    workflow_inputs,
 )
 
 STEPS_TEMPLATE = "rollguard-steps"
 RELEASE_TEMPLATE = "canary-release"
 ANALYSIS_TEMPLATE = "canary-analysis"
 
+# The step commands each workflow runs: it carries one container template for each.
+RELEASE_COMMANDS = ["next-weight", "deploy", "analyze", "promote", "rollback", "notify", "finish"]
+ANALYSIS_COMMANDS = ["status", "analyze", "rollback", "notify", "finish"]
+LIBRARY_COMMANDS = [command for command in STEP_SPECS if command != "finish"]  # finish needs its workflow's onExit
+EXIT_HANDLER = "finish"
+APPROVAL_STEP = "approve"
+
 ON_INCONCLUSIVE = "on-inconclusive"
 INCONCLUSIVE_POLICIES = ("rollback", "promote", "stop")
-GUARD_DURATION = "guard-duration"
+APPROVAL = "approval"  # "true": wait for `argo resume` before the promotion to 100 %
+APPROVAL_EVERY_STEP = "approval-every-step"  # "true": before every promotion
+BOOLEAN = ("false", "true")
 
-# Parameters a workflow wires from step outputs instead of taking from the user.
-WIRED = {"deploy": {"weight"}, "promote": {"weight"}, "rollback": {"reason-file", "reason"}}
+# The message content of `rollguard notify`: the preflight step only checks the settings (--check).
+NOTIFY_CONTENT = {"outcome", "verdict-file", "canary-weight", "commit", "workflow-name", "cut-at", "check"}
+# Parameters a workflow wires from step outputs (or Argo) instead of taking from the user.
+WIRED = {
+    "deploy": {"weight"},
+    "promote": {"weight"},
+    "rollback": {"reason-file", "reason"},
+    "notify": NOTIFY_CONTENT,
+    "finish": {"kind", *STEP_SPECS["finish"].env_values},
+}
 # rollback's reason file: the raw input artifact writes the verdict summary there before the step
 # runs. A path of its own, next to the verdict file: on one machine (the local executor) it must not
 # overwrite analyze's full verdict.
 REASON_FILE = "{{workflow.parameters.verdict-file}}.reason.json"
+
+# No Istio sidecar in step pods, even in an injected namespace: a proxy races the step at start-up and
+# keeps a finished pod running (Argo's docs/sidecar-injection.md). The label, not the deprecated
+# annotation (istio/api label/labels.yaml). spec.podMetadata reaches every pod (workflowpod.go addMetadata).
+POD_LABELS = {"sidecar.istio.io/inject": "false"}
+# One release or hook run per VirtualService at a time; both workflows take the same lock, for their
+# whole run (exit handler included). Argo substitutes the workflow parameters before locking, and the
+# lock key is NAMESPACE/Mutex/NAME (workflow/sync/lock_name.go), so submissions from any namespace meet.
+RELEASE_MUTEX = Mutex(
+    name="rollguard-{{workflow.parameters.virtual-service}}", namespace="{{workflow.parameters.namespace}}"
+)
 
 
 @dataclass(frozen=True)
@@ -78,11 +135,19 @@ class TemplateSettings:
 
     image: str = DEFAULT_IMAGE
     service_account: str | None = "rollguard"
-    git_token_secret: str | None = "rollguard-git"
+    git_token_secret: str | None = "rollguard-git"  # default of the `git-secret` parameter; None: no Secret
+    prometheus_secret: str | None = "rollguard-prometheus"  # default of `prometheus-secret`; None: no Secret
     retry_limit: int = 2
-    verdict_artifact: bool = True
+    verdict_artifact: bool = False  # needs an artifact repository (see StepOptions)
+    notify_secret: str | None = "rollguard-notify"  # default of the `notify-secret` parameter; None: no Secret
     steps_template: str = STEPS_TEMPLATE
     defaults: Mapping[str, str] = field(default_factory=dict)
+    # activeDeadlineSeconds = step_allowance_s per step pod + `duration` per analysis (see deadline_seconds)
+    step_allowance_s: int = 180
+    # added to the deadline per approval the rendered defaults ask for (an approval cannot outlast the deadline)
+    approval_window_s: int = 3600
+    ttl_after_completion_s: int = 7 * 24 * 3600  # a finished Workflow (and its pods) is deleted after this
+    pod_gc_delay: str = "1h"  # the pods of a Succeeded Workflow are deleted after this
 
     @property
     def step_options(self) -> StepOptions:
@@ -90,8 +155,10 @@ class TemplateSettings:
         return StepOptions(
             image=self.image,
             git_token_secret=self.git_token_secret,
+            prometheus_secret=self.prometheus_secret,
             retry_limit=self.retry_limit,
             verdict_artifact=self.verdict_artifact,
+            notify_secret=self.notify_secret,
         )
 
 
@@ -107,14 +174,10 @@ WHEN_ADVANCE = f"{_verdict('analyze')} == 'pass' && '{{{{inputs.parameters.rest}
 WHEN_ADVANCE_INCONCLUSIVE = (
     f"{_verdict('analyze')} == 'inconclusive' && {POLICY} == 'promote' && '{{{{inputs.parameters.rest}}}}' != ''"
 )
-WHEN_WORKFLOW_NOT_SUCCEEDED = "'{{workflow.status}}' != 'Succeeded'"
-# After the promotion to 100 %: the optional guard, when a guard duration is given.
-WHEN_GUARD = ("'{{steps.plan.outputs.parameters.weight}}' == '100' && "
-              "'{{workflow.parameters." + GUARD_DURATION + "}}' != ''")
-EXIT_REASON = "the workflow ended {{workflow.status}} before the release finished (exit handler)"
-EXIT_VERDICT_JSON = NoVerdict(
-    "the workflow ended {{workflow.status}} before the release finished; the exit handler rolled the canary back"
-).render()
+WHEN_APPROVAL = (
+    "'{{workflow.parameters." + APPROVAL_EVERY_STEP + "}}' == 'true' || ('{{workflow.parameters." + APPROVAL
+    + "}}' == 'true' && {{steps.plan.outputs.parameters.weight}} == 100)"
+)
 
 
 def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list[FlagParameter]:
@@ -138,26 +201,17 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
                     f"--{parameter.name} is {_describe(seen)} in one step and {_describe(parameter)} in rollguard "
                     f"{command}; one workflow parameter cannot carry both: make the defaults equal"
                 )
-    policy = FlagParameter(
-        name=ON_INCONCLUSIVE,
-        flag="",
-        env="",
-        default="rollback",
-        help="what an inconclusive verdict does: rollback (fail-safe), promote, or stop (hold the split as it is)",
-        choices=INCONCLUSIVE_POLICIES,
-    )
-    merged[policy.name] = policy
+    merged[ON_INCONCLUSIVE] = _policy_parameter()
     if "promote" in commands:
-        guard = FlagParameter(
-            name=GUARD_DURATION,
-            flag="",
-            env="",
-            default="",
-            help="after the promotion to 100 %: watch the new version for this long against the absolute limits "
-            "(no stable is left to compare with) and roll back on a fail; 0 or forever: until the workflow is "
-            "stopped; empty: no guard",
-        )
-        merged[guard.name] = guard
+        merged[APPROVAL] = _boolean_parameter(APPROVAL, "true: wait for `argo resume` before the promotion to 100 %")
+        merged[APPROVAL_EVERY_STEP] = _boolean_parameter(
+            APPROVAL_EVERY_STEP, "true: wait for `argo resume` before every promotion")
+    if any(GIT_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
+        merged[GIT_SECRET_INPUT] = git_secret_parameter(settings.step_options)
+    if any(NOTIFY_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
+        merged[NOTIFY_SECRET_INPUT] = notify_secret_parameter(settings.step_options)
+    if any(PROMETHEUS_SECRET_INPUT in workflow_inputs(command, settings.step_options) for command in commands):
+        merged[PROMETHEUS_SECRET_INPUT] = prometheus_secret_parameter(settings.step_options)
     _check_defaults(settings)
     result = []
     for parameter in merged.values():
@@ -169,13 +223,30 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
     return result
 
 
+def _policy_parameter() -> FlagParameter:
+    return FlagParameter(
+        name=ON_INCONCLUSIVE,
+        flag="",
+        env="",
+        default="rollback",
+        help="what an inconclusive verdict does: rollback (fail-safe), promote, or stop (hold the split as it is)",
+        choices=INCONCLUSIVE_POLICIES,
+    )
+
+
+def _boolean_parameter(name: str, text: str) -> FlagParameter:
+    """A true/false workflow parameter; the enum makes Argo refuse anything else at submission."""
+    return FlagParameter(name=name, flag="", env="", default="false", help=text, choices=BOOLEAN)
+
+
 def _describe(parameter: FlagParameter) -> str:
     return "required" if parameter.required else f"default {parameter.default!r}"
 
 
 def _check_defaults(settings: TemplateSettings) -> None:
     """Refuse a default for a parameter that no rollguard workflow has."""
-    known = {ON_INCONCLUSIVE, GUARD_DURATION}
+    known = {ON_INCONCLUSIVE, GIT_SECRET_INPUT, NOTIFY_SECRET_INPUT, PROMETHEUS_SECRET_INPUT, APPROVAL,
+             APPROVAL_EVERY_STEP}
     for command in STEP_SPECS:
         known.update(p.name for p in step_parameters(command) if p.name not in WIRED.get(command, set()))
     unknown = sorted(set(settings.defaults) - known)
@@ -183,6 +254,9 @@ def _check_defaults(settings: TemplateSettings) -> None:
         raise InvalidDefault(
             f"no workflow parameter named {', '.join(unknown)}; the parameters are: {', '.join(sorted(known))}"
         )
+    for name in (APPROVAL, APPROVAL_EVERY_STEP):
+        if name in settings.defaults:
+            _boolean_parameter(name, "").check(str(settings.defaults[name]))
 
 
 def _argument_parameters(parameters: list[FlagParameter]) -> list[Parameter]:
@@ -199,21 +273,17 @@ def _step_call(
     when: str | None = None,
     continue_on: ContinueOn | None = None,
 ) -> Step:
-    """A step that runs `command` from rollguard-steps, each flag fed from the workflow parameter."""
+    """A step that runs the workflow's own container template `command`, each input fed from the workflow
+    parameter of the same name unless `wired` gives its value."""
     wired = dict(wired or {})
     arguments = []
-    for parameter in step_parameters(command):
-        value = wired.pop(parameter.name, "{{workflow.parameters." + parameter.name + "}}")
-        arguments.append(Parameter(name=parameter.name, value=value))
+    names = [parameter.name for parameter in step_parameters(command)] + workflow_inputs(command, settings.step_options)
+    for input_name in names:
+        value = wired.pop(input_name, "{{workflow.parameters." + input_name + "}}")
+        arguments.append(Parameter(name=input_name, value=value))
     for extra, value in wired.items():  # inputs that are not flags (rollback's verdict-json)
         arguments.append(Parameter(name=extra, value=value))
-    return Step(
-        name=name,
-        template_ref=TemplateRef(name=settings.steps_template, template=command),
-        arguments=arguments,
-        when=when,
-        continue_on=continue_on,
-    )
+    return Step(name=name, template=command, arguments=arguments, when=when, continue_on=continue_on)
 
 
 def _rollback_steps(settings: TemplateSettings) -> None:
@@ -227,58 +297,117 @@ def _rollback_steps(settings: TemplateSettings) -> None:
     _step_call("rollback-inconclusive", "rollback", settings, wired, when=WHEN_ROLLBACK_INCONCLUSIVE)
 
 
-def _exit_handler(settings: TemplateSettings) -> Steps:
-    with Steps(name="on-exit") as on_exit:
-        _step_call(
-            "rollback-unfinished",
-            "rollback",
-            settings,
-            {"reason-file": REASON_FILE, "reason": EXIT_REASON, "verdict-json": EXIT_VERDICT_JSON},
-            when=WHEN_WORKFLOW_NOT_SUCCEEDED,
-        )
-    return on_exit
+def _preflight(settings: TemplateSettings) -> Step:
+    """`rollguard notify --check` beside the first step: a bad notify URL stops the release before deploy."""
+    wired = {name: "" for name in NOTIFY_CONTENT}
+    wired.update({"check": "true", "workflow-name": "{{workflow.name}}"})
+    return _step_call("preflight", "notify", settings, wired)
+
+
+def _container_templates(commands: list[str], settings: TemplateSettings, kind: str = "release"
+                         ) -> list[Template | Templatable]:  # fmt: skip
+    """One container template per command; finish learns which workflow it ends (`kind`) from its default,
+    and canary-analysis, which never deploys or promotes, has no release commit to give it."""
+    built: list[Template | Templatable] = []
+    for command in commands:
+        if command == EXIT_HANDLER:
+            env = {"release-commit": ""} if kind == "analysis" else None
+            built.append(step_template(command, settings.step_options, {"kind": kind}, env))
+        else:
+            built.append(step_template(command, settings.step_options))
+    return built
+
+
+def _default_of(name: str, command: str, settings: TemplateSettings) -> str:
+    """The rendered default of a workflow parameter: `settings.defaults`, else the step flag's own."""
+    if name in settings.defaults:
+        return str(settings.defaults[name])
+    return next(parameter.default for parameter in step_parameters(command) if parameter.name == name)
+
+
+def deadline_seconds(workflow: str, settings: TemplateSettings) -> int:
+    """`activeDeadlineSeconds` of a workflow: `step_allowance_s` per step pod of its longest path, plus the
+    bake time (`duration`) per analysis, from the rendered defaults of `schedule` and `duration`, plus
+    `approval_window_s` per approval the rendered defaults of `approval`/`approval-every-step` ask for.
+
+    The allowance covers a pod's start, the step's own Git and ArgoCD time limits and a retry. The exit
+    handler is not counted: Argo runs it after the deadline too. The preflight runs beside `plan`.
+    An approval asked for only at submission waits at most until this deadline (then the exit
+    handler rolls back): render with `--set approval=true` to make room for it.
+    """
+    duration_s = parse_duration(_default_of("duration", "analyze", settings))
+    approvals = 0
+    if workflow == RELEASE_TEMPLATE:
+        weights = parse_schedule(_default_of("schedule", "next-weight", settings))
+        analyses = sum(1 for weight in weights if weight < 100)
+        pods = len(weights) + 1 + (len(weights) - 1) + analyses + 1  # plans, deploy, promotes, analyses, rollback
+        promotions = len(weights) - 1
+        if str(settings.defaults.get(APPROVAL_EVERY_STEP, "false")) == "true":
+            approvals = promotions
+        elif str(settings.defaults.get(APPROVAL, "false")) == "true" and promotions and weights[-1] == 100:
+            approvals = 1
+    else:
+        analyses, pods = 1, 3  # status, analyze, rollback
+    waits = analyses * duration_s + approvals * settings.approval_window_s
+    return int(pods * settings.step_allowance_s + waits + 0.999)
+
+
+def _release_workflow(name: str, entrypoint: str, description: str, parameters: list[FlagParameter],
+                      settings: TemplateSettings) -> WorkflowTemplate:
+    """canary-release or canary-analysis before its templates are added: the spec-level fields both
+    share (why each: argocd/README.md, "What the templates ask of Argo, and why")."""
+    return WorkflowTemplate(
+        name=name,
+        entrypoint=entrypoint,
+        on_exit=EXIT_HANDLER,
+        arguments=_argument_parameters(parameters),
+        annotations={"workflows.argoproj.io/description": description},
+        service_account_name=settings.service_account or None,
+        synchronization=Synchronization(mutexes=[RELEASE_MUTEX]),
+        pod_metadata=Metadata(labels=dict(POD_LABELS)),
+        active_deadline_seconds=deadline_seconds(name, settings),
+        ttl_strategy=TTLStrategy(seconds_after_completion=settings.ttl_after_completion_s),
+        pod_gc=PodGC(strategy="OnWorkflowSuccess", delete_delay_duration=settings.pod_gc_delay),
+    )
 
 
 def rollguard_steps(settings: TemplateSettings | None = None) -> WorkflowTemplate:
-    """The library of step templates, one per command, for `templateRef`."""
+    """The library of step templates, one per command, for `templateRef` from users' own workflows."""
     settings = settings or TemplateSettings()
-    templates: list[Template | Templatable] = [step_template(command, settings.step_options) for command in STEP_SPECS]
     return WorkflowTemplate(
         name=settings.steps_template,
         annotations={"workflows.argoproj.io/description": "rollguard step containers, for templateRef"},
-        templates=templates,
+        pod_metadata=Metadata(labels=dict(POD_LABELS)),
+        templates=_container_templates(LIBRARY_COMMANDS, settings),
     )
 
 
 def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate:
     """deploy -> analyze -> promote -> analyze -> ... over the weight schedule, rolling back on failure."""
     settings = settings or TemplateSettings()
-    parameters = workflow_parameters(["next-weight", "deploy", "analyze", "promote", "rollback"], settings)
+    parameters = workflow_parameters(RELEASE_COMMANDS, settings)
     plan_out = "{{steps.plan.outputs.parameters."
-    with WorkflowTemplate(
-        name=RELEASE_TEMPLATE,
-        entrypoint="release",
-        on_exit="on-exit",
-        arguments=_argument_parameters(parameters),
-        annotations={"workflows.argoproj.io/description": "canary release over a weight schedule, with rollback"},
-        service_account_name=settings.service_account or None,
-    ) as template:
+    description = "canary release over a weight schedule, with rollback"
+    with _release_workflow(RELEASE_TEMPLATE, "release", description, parameters, settings) as template:
         with Steps(name="release"):
-            _step_call("plan", "next-weight", settings)
+            with Parallel():
+                _step_call("plan", "next-weight", settings)
+                _preflight(settings)
             _step_call("deploy", "deploy", settings, {"weight": plan_out + "weight}}"})
-            with Parallel():  # exclusive: the next analysis below 100 %, the optional guard at 100 %
-                Step(
-                    name="judge",
-                    template="judge",
-                    arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
-                    when=plan_out + "weight}} < 100",
-                )
-                Step(name="guard", template="guard", when=WHEN_GUARD)
+            Step(
+                name="judge",
+                template="judge",
+                arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
+                when=plan_out + "weight}} < 100",
+            )
         with Steps(name="judge", inputs=[Parameter(name="rest", default="")]):
             _step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
             with Parallel():
                 _rollback_steps(settings)
-                advance_arguments = [Parameter(name="schedule", value="{{inputs.parameters.rest}}")]
+                advance_arguments = [
+                    Parameter(name="schedule", value="{{inputs.parameters.rest}}"),
+                    Parameter(name="verdict-json", value="{{steps.analyze.outputs.parameters.verdict-json}}"),
+                ]
                 Step(name="advance", template="advance", arguments=advance_arguments, when=WHEN_ADVANCE)
                 Step(
                     name="advance-inconclusive",
@@ -286,46 +415,40 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
                     arguments=advance_arguments,
                     when=WHEN_ADVANCE_INCONCLUSIVE,
                 )
-        with Steps(name="advance", inputs=[Parameter(name="schedule")]):
+        advance_inputs = [Parameter(name="schedule"), Parameter(name="verdict-json", default="")]
+        with Steps(name="advance", inputs=advance_inputs):
             _step_call("plan", "next-weight", settings, {"schedule": "{{inputs.parameters.schedule}}"})
-            _step_call("promote", "promote", settings, {"weight": plan_out + "weight}}"})
-            with Parallel():  # exclusive: the next analysis below 100 %, the optional guard at 100 %
-                Step(
-                    name="judge",
-                    template="judge",
-                    arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
-                    when=plan_out + "weight}} < 100",
-                )
-                Step(name="guard", template="guard", when=WHEN_GUARD)
-        with Steps(name="guard"):
-            guard = {"duration": "{{workflow.parameters." + GUARD_DURATION + "}}", "absolute-only": "true"}
-            _step_call("analyze", "analyze", settings, guard, continue_on=ContinueOn(failed=True))
-            with Parallel():
-                _rollback_steps(settings)
-        _exit_handler(settings)
+            # The approval: a suspend step; `argo resume` promotes, `argo stop` rolls back (exit handler).
+            Step(name=APPROVAL_STEP, template=APPROVAL_STEP, when=WHEN_APPROVAL)
+            promote_wired = {"weight": plan_out + "weight}}", "verdict-json": "{{inputs.parameters.verdict-json}}"}
+            _step_call("promote", "promote", settings, promote_wired)
+            Step(
+                name="judge",
+                template="judge",
+                arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
+                when=plan_out + "weight}} < 100",
+            )
+        Suspend(name=APPROVAL_STEP)
+    template.templates.extend(_container_templates(RELEASE_COMMANDS, settings, kind="release"))
     return template
 
 
 def canary_analysis(settings: TemplateSettings | None = None) -> WorkflowTemplate:
     """status -> analyze when the canary has traffic -> rollback on failure (the PostSync hook's template)."""
     settings = settings or TemplateSettings()
-    parameters = workflow_parameters(["status", "analyze", "rollback"], settings)
-    with WorkflowTemplate(
-        name=ANALYSIS_TEMPLATE,
-        entrypoint="analysis",
-        on_exit="on-exit",
-        arguments=_argument_parameters(parameters),
-        annotations={"workflows.argoproj.io/description": "analyze the canary at its current weight; roll back"},
-        service_account_name=settings.service_account or None,
-    ) as template:
+    parameters = workflow_parameters(ANALYSIS_COMMANDS, settings)
+    description = "analyze the canary at its current weight; roll back"
+    with _release_workflow(ANALYSIS_TEMPLATE, "analysis", description, parameters, settings) as template:
         with Steps(name="analysis"):
-            _step_call("status", "status", settings)
+            with Parallel():
+                _step_call("status", "status", settings)
+                _preflight(settings)
             Step(name="judge", template="judge", when="{{steps.status.outputs.parameters.canary-weight}} > 0")
         with Steps(name="judge"):
             _step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
             with Parallel():
                 _rollback_steps(settings)
-        _exit_handler(settings)
+    template.templates.extend(_container_templates(ANALYSIS_COMMANDS, settings, kind="analysis"))
     return template
 
 

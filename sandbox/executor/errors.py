@@ -17,6 +17,14 @@ class UnsupportedFeature(ExecutorError):
         super().__init__(message + (f"; {hint}" if hint else ""))
 
 
+class SubmissionRefused(ExecutorError):
+    """Argo would refuse this workflow at submission; the message after the colon is Argo's own."""
+
+    def __init__(self, argo_message: str) -> None:
+        self.argo_message = argo_message
+        super().__init__(f"Argo refuses this workflow at submission (nothing ran): {argo_message}")
+
+
 class ExpressionError(ExecutorError):
     """A `{{...}}` reference or a `when` condition cannot be resolved or parsed."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -28,6 +30,8 @@ class NodeResult:
     message: str = ""
     started_at: float = 0.0
     finished_at: float = 0.0
+    node_id: str = ""  # Argo's node id (workflow name + FNV-32a of the node name)
+    log_tail: list[str] = field(default_factory=list)  # the container's last log lines (FallbackToLogsOnError)
 
 
 @dataclass
@@ -80,3 +84,32 @@ def print_events(event: Event) -> None:
     else:
         line = f"== {event.step}: {event.text}"
     print(line, flush=True)
+
+
+def failures_json(nodes: Sequence[NodeResult], workflow_name: str) -> str:
+    """`{{workflow.failures}}`: JSON of every Failed or Error node, `null` when none (operator.go operate()).
+
+    Locally the list holds the steps that ran (not Argo's step-group nodes); podName follows Argo's
+    v2 pod names, `<workflow>-<template>-<FNV-32a of the node name>`, from the node id's hash.
+    """
+    failed = [node for node in nodes if node.phase in (Phase.FAILED, Phase.ERROR)]
+    if not failed:
+        return "null"  # json.Marshal of Go's nil slice
+    return json.dumps([{
+        "displayName": node.display_name.rsplit(".", 1)[-1],
+        "message": node.message,
+        "templateName": node.template,
+        "phase": node.phase.value,
+        "podName": f"{workflow_name}-{node.template}-{node.node_id.rsplit('-', 1)[-1]}",
+        "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node.finished_at or time.time())),
+    } for node in failed], separators=(",", ":"))
+
+
+def node_id(workflow_name: str, node_name: str) -> str:
+    """Argo's node id (pkg/apis/workflow/v1alpha1/workflow_types.go, `Workflow.NodeID`)."""
+    if node_name == workflow_name:
+        return workflow_name
+    digest = 0x811C9DC5  # FNV-1a, 32 bits, as Go's hash/fnv New32a
+    for byte in node_name.encode():
+        digest = ((digest ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return f"{workflow_name}-{digest}"

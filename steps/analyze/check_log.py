@@ -23,10 +23,12 @@ def log_start(settings: AnalysisSettings) -> None:
     target, timing = settings.target, settings.timing
     length = ("open-ended (until stopped or failed)" if math.isinf(timing.duration_s)
               else f"for {format_duration(timing.duration_s)}")
-    log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s %s (window %s), judge %s, %s",
+    ends = ("" if math.isinf(settings.time_limit_s)
+            else f"; ends within {settings.time_limit_s:.1f}s whatever Prometheus does")
+    log.info("analyzing %s/%s: canary %s vs stable %s at %s, every %s %s (window %s), judge %s, %s%s",
              target.namespace, target.service, target.canary_version, target.stable_version, settings.prometheus.url,
              format_duration(timing.interval_s), length, format_duration(timing.window_s), settings.judge.value,
-             _rule(settings))
+             _rule(settings), ends)
     warning = latency_bucket_warning(settings.limits.max_p99_latency_ms)
     if warning is not None and settings.judge is not Judge.THRESHOLD:
         log.warning("%s", warning)
@@ -72,7 +74,10 @@ def _counts(side: dict[str, Any]) -> str:
     if side.get("requests") is None:
         return str(side.get("status", "?"))
     slow = f", {side['slow']} slow" if side.get("slow") is not None else ""
-    return f"{side['requests']} req, {side['errors']} 5xx{slow}"
+    tcp = f" ({side['tcp_connections']} TCP)" if side.get("tcp_connections") else ""
+    how = side.get("failures") or {}
+    failed = f" ({', '.join(f'{count} {kind}' for kind, count in how.items())})" if how else ""
+    return f"{side['requests']} req{tcp}, {side['errors']} failed{failed}{slow}"
 
 
 def _format_value(metric: str, value: float) -> str:

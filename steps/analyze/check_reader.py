@@ -93,7 +93,8 @@ class CheckReader:
                 continue
             result = self.querier.vector(resumed_baseline_query(spec.promql, started_at))
             if result.status in (QueryStatus.VALUE, QueryStatus.EMPTY):
-                history.add(CounterSnapshot.from_samples(0.0, result.samples), self.settings.limits.max_p99_latency_ms)
+                history.add(CounterSnapshot.from_samples(0.0, result.samples), self.settings.limits.max_p99_latency_ms,
+                            self.settings.errors)
 
     def _ask_all(self) -> dict[str, QueryResult]:
         results: dict[str, QueryResult] = {}
@@ -113,26 +114,32 @@ class CheckReader:
         self, who: str, spec: QuerySpec, result: QueryResult, history: CounterHistory, elapsed_s: float
     ) -> tuple[Counts, Counts, int, dict[str, Any]]:
         """The window's counts (at most --window), the running totals since the start, and the record."""
-        if result.status is QueryStatus.ERROR:
-            unknown = Counts(Phase.ERROR, detail=result.detail)
-            return unknown, unknown, history.requests_since_start, {"status": "error"}
-        limit_ms = self.settings.limits.max_p99_latency_ms
+        if result.status not in (QueryStatus.VALUE, QueryStatus.EMPTY):
+            # No counts from this answer (an error, or series that are not numbers): say why, keep the history.
+            unknown = Counts(_PHASES[result.status], detail=result.detail)
+            return unknown, unknown, history.requests_since_start, {"status": result.status.value}
+        limit_ms, errors = self.settings.limits.max_p99_latency_ms, self.settings.errors
         snapshot = CounterSnapshot.from_samples(elapsed_s, result.samples)
         if history.first is None or snapshot.at_s > history.first.at_s:
-            history.add(snapshot, limit_ms)
-        window = counts_between(history.baseline(elapsed_s, self.settings.timing.window_s), snapshot, limit_ms)
+            history.add(snapshot, limit_ms, errors)
+        window = counts_between(history.baseline(elapsed_s, self.settings.timing.window_s), snapshot, limit_ms, errors)
         total = history.since_start or window
         summary = {"status": result.status.value, "requests": window.requests, "errors": window.errors,
                    "slow": window.slow if window.slow_known else None, "window_start_s": round(window.since_s, 3),
                    "requests_since_start": total.requests, "errors_since_start": total.errors,
                    "slow_since_start": total.slow if total.slow_known else None}
+        if window.connections:
+            summary["tcp_connections"] = window.connections
+        if window.failures:
+            summary["failures"] = dict(window.failures)
         if result.status is QueryStatus.EMPTY:
             detail = f"no {who} series in Prometheus for {spec.promql} (no traffic yet, or wrong labels?)"
             missing = Counts(Phase.NO_DATA, detail=detail)
             return missing, missing, total.requests, summary
-        counts = Counts(Phase.OK, window.requests, window.errors, window.slow, window.slow_known,
-                        slow_bound_ms=window.slow_bound_ms)
-        since_start = Counts(Phase.OK, total.requests, total.errors, total.slow, total.slow_known,
+        counts = Counts(Phase.OK, window.requests, window.errors, window.slow, window.slow_known, timed=window.timed,
+                        connections=window.connections, failures=window.failures, slow_bound_ms=window.slow_bound_ms)
+        since_start = Counts(Phase.OK, total.requests, total.errors, total.slow, total.slow_known, timed=total.timed,
+                             connections=total.connections, failures=total.failures,
                              slow_bound_ms=total.slow_bound_ms)
         return counts, since_start, total.requests, summary
 

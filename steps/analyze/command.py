@@ -14,6 +14,7 @@ most the last --window.
 from __future__ import annotations
 
 import argparse
+import time
 
 from rollguard.steps import logs
 from rollguard.steps.analyze import flags
@@ -42,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     logs.configure("analyze")
     log_start(settings)
     access = settings.prometheus
-    querier = PrometheusQuerier(access.url, auth=access.auth, timeout_s=access.timeout_s, attempts=access.attempts)
+    # No query and no retry outlives the analysis's time limit, however slowly Prometheus answers.
+    not_after = time.monotonic() + settings.time_limit_s
+    querier = PrometheusQuerier(access.endpoint, timeout_s=access.timeout_s, attempts=access.attempts,
+                                not_after=not_after)
     try:
         document = run_checks(settings, querier)
     except AnalysisInterrupted as interrupted:

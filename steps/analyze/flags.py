@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from rollguard.steps.judgment.outcomes import Judge, Policy
+from rollguard.steps.metrics.failures import DEFAULT_GRPC_ERROR_CODES, grpc_codes_text, parse_grpc_codes
+from rollguard.steps.metrics.prometheus_access import add_prometheus_access_arguments
 from rollguard.steps.options import (
     add_flag,
     add_switch,
@@ -20,6 +22,14 @@ from rollguard.steps.options import (
 POLICIES = [policy.value for policy in Policy]
 
 
+def grpc_error_codes(text: str) -> str:
+    """argparse type: gRPC status names or numbers, comma-separated (or `none`), in canonical form."""
+    try:
+        return grpc_codes_text(parse_grpc_codes(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `rollguard analyze`, in the order --help and the WorkflowTemplates list them."""
     target = parser.add_argument_group("what to analyze")
@@ -28,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(target, "--service", required=True, help="destination_service_name of the service")
     add_flag(target, "--stable-version", required=True, help="destination_version label of stable (e.g. v1)")
     add_flag(target, "--canary-version", required=True, help="destination_version label of the canary (e.g. v2)")
+    add_prometheus_access_arguments(parser.add_argument_group("Prometheus authentication and TLS"))
     timing = parser.add_argument_group("timing")
     add_flag(timing, "--interval", default="5s", type=positive_duration, help="time between checks (500ms, 1s, 2m)")
     add_flag(timing, "--duration", default="2m", type=duration_or_forever,
@@ -41,11 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="rate window of the PromQL point values and of the bonferroni counts; the anytime tests count "
              "from the start, and a long analysis (open-ended, or 10 windows or more) restarts them every window")
     limits = parser.add_argument_group("limits")
-    add_flag(limits, "--max-error-rate", default=0.01, type=fraction, help="canary 5xx share limit (0.01 = 1 %%)")
+    add_flag(limits, "--max-error-rate", default=0.01, type=fraction,
+             help="canary failed-request share limit (0.01 = 1 %%): HTTP 5xx, gRPC error statuses, requests that "
+             "never reached the canary, failed TCP connections")
     add_flag(limits, "--max-p99-latency-ms", default=500.0, type=non_negative_float, help="canary p99 limit in ms")
     add_flag(limits, "--min-requests", default=100, type=non_negative_int, help="canary requests needed to pass")
     add_flag(limits, "--max-error-rate-increase", default=0.01, type=fraction,
              help="how much the canary's error rate may exceed stable's (a fraction: 0.01 = 1 point)")
+    add_flag(limits, "--grpc-error-codes", default=grpc_codes_text(DEFAULT_GRPC_ERROR_CODES), type=grpc_error_codes,
+             help="gRPC statuses (names or numbers, comma-separated; none: only HTTP 5xx) that count as failed "
+             "calls; default: the server-side failures, those Envoy maps to HTTP 5xx")
     add_flag(limits, "--metrics-file", help="YAML file of custom PromQL metric templates with min/max")
     judging = parser.add_argument_group("judging")
     add_flag(judging, "--judge", default=Judge.STATISTICAL.value, choices=[judge.value for judge in Judge],

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from rollguard.steps.judgment.anytime import Budget, split_budget
 from rollguard.steps.judgment.check import Limits, look_plan
@@ -16,22 +15,27 @@ from rollguard.steps.judgment.outcomes import Judge, Policy, finite_or_none
 from rollguard.steps.judgment.run_decision import RunLimits
 from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
+from rollguard.steps.metrics.failures import ErrorDefinition, grpc_codes_text, parse_grpc_codes
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
-from rollguard.steps.metrics.prometheus_client import redacted_url, split_credentials
+from rollguard.steps.metrics.prometheus_access import PrometheusEndpoint, access_from_args
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
-from rollguard.steps.options import UsageError, check_output_files, format_duration
+from rollguard.steps.options import UsageError, check_output_files, format_duration, is_utf8_text
 
 MAX_PLANNED_LOOKS = 100_000
 
 
 @dataclass(frozen=True)
 class PrometheusAccess:
-    """Where Prometheus is and how to ask it: the URL without credentials, basic auth, timeout, tries."""
+    """Where Prometheus is and how to ask it: the URL without credentials, authentication and TLS, timeout, tries."""
 
-    url: str  # never holds credentials: this is what logs and the verdict show
-    auth: tuple[str, str] | None  # (user, password) from the URL's user:password@, sent to Prometheus only
+    endpoint: PrometheusEndpoint  # the URL shown (no credentials); headers, token, TLS, SigV4 (secrets never shown)
     timeout_s: float
     attempts: int
+
+    @property
+    def url(self) -> str:
+        """The URL without credentials: what logs and the verdict show."""
+        return self.endpoint.url
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,16 @@ class AnalysisSettings:
         """Checks over the bake time (one at the start, one per interval); None for an open-ended analysis."""
         return None if math.isinf(self.timing.duration_s) else planned_looks(self.timing.duration_s,
                                                                              self.timing.interval_s)
+    errors: ErrorDefinition = field(default_factory=ErrorDefinition)  # which answers count as failed
+
+    @property
+    def time_limit_s(self) -> float:
+        """The longest an analysis may run: to its last planned check (the bake time rounded up to a whole
+        interval), plus one query timeout for that check's answers."""
+        checks = self.planned_checks
+        if checks is None:  # open-ended: no limit but the one who stops it
+            return math.inf
+        return (checks - 1) * self.timing.interval_s + self.prometheus.timeout_s
 
     def query_specs(self) -> tuple[QuerySpec, ...]:
         """Every query of a check, in order: the built-in ones, then the custom metrics (`custom:NAME`)."""
@@ -107,6 +121,7 @@ class AnalysisSettings:
         target, limits, run = self.target, self.limits, self.run_limits
         return {
             "prometheus_url": self.prometheus.url,
+            **self.prometheus.endpoint.as_json(),
             "namespace": target.namespace,
             "service": target.service,
             "stable_version": target.stable_version,
@@ -119,6 +134,7 @@ class AnalysisSettings:
             "max_p99_latency_ms": limits.max_p99_latency_ms,
             "min_requests": run.min_requests,
             "max_error_rate_increase": limits.max_error_rate_increase,
+            "grpc_error_codes": grpc_codes_text(self.errors.grpc_error_codes),
             "metrics_file": self.metrics_file,
             "judge": self.judge.value,
             "confidence": self.confidence,
@@ -153,15 +169,14 @@ def custom_name(metric: CustomMetric) -> str:
 
 def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
     """Check every flag before any query, so bad input exits 2 with nothing written."""
-    url = urlparse(args.prometheus_url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise UsageError(f"--prometheus-url {redacted_url(args.prometheus_url)!r} must be an http:// or https:// URL "
-                         "with a host, e.g. http://prometheus.monitoring:9090")
-    # Basic-auth credentials in the URL go to Prometheus only: logs and the verdict show the clean URL.
-    clean_url, auth = split_credentials(args.prometheus_url)
+    prometheus_endpoint = access_from_args(args)  # a UsageError naming the flag
     for flag in ("namespace", "service", "stable_version", "canary_version"):
-        if not str(getattr(args, flag)).strip():
+        value = str(getattr(args, flag))
+        if not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} must not be empty")
+        if not is_utf8_text(value):
+            raise UsageError(f"--{flag.replace('_', '-')} {value!r} holds bytes that are not UTF-8; a label value "
+                             "is UTF-8 text (check the shell's or the workflow parameter's encoding)")
     if args.stable_version == args.canary_version:
         raise UsageError(f"--stable-version and --canary-version are both {args.canary_version!r}; they must differ")
     if not 0.0 < args.confidence < 1.0:
@@ -181,8 +196,14 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
         raise UsageError(f"--window {format_duration(args.window)} is too short for a rate; use at least 1s (e.g. 1m)")
     target = Target(args.namespace, args.service, args.stable_version, args.canary_version)
     window = format_duration(args.window)
+    custom_metrics = _custom_metrics(args.metrics_file, target, window)
+    for metric in custom_metrics:
+        if not is_utf8_text(metric.query):
+            raise UsageError(f"--metrics-file {args.metrics_file} line {metric.line} (metric {metric.name}): the "
+                             "query holds characters that are not UTF-8 text (a \\udcxx escape in a value?)")
+    errors = _error_definition(args.grpc_error_codes)
     return AnalysisSettings(
-        prometheus=PrometheusAccess(clean_url, auth, args.query_timeout, args.query_attempts),
+        prometheus=PrometheusAccess(prometheus_endpoint, args.query_timeout, args.query_attempts),
         target=target,
         timing=Timing(interval_s=args.interval, duration_s=args.duration, window_s=args.window,
                       started_at=args.started_at),
@@ -203,13 +224,21 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
                             compare_with_stable=not args.absolute_only, duration_s=args.duration,
                             restart_every_s=max(args.window, args.interval)),
         queries=analysis_queries(target.namespace, target.service, target.canary_version, target.stable_version,
-                                 window),
+                                 window, errors),
         metrics_file=args.metrics_file,
-        custom_metrics=_custom_metrics(args.metrics_file, target, window),
+        custom_metrics=custom_metrics,
         outputs=VerdictFiles(Path(args.verdict_file), _optional(args.verdict_word_file),
                              _optional(args.verdict_summary_file)),
         compare_with_stable=not args.absolute_only,
+        errors=errors,
     )
+
+
+def _error_definition(grpc_error_codes: str) -> ErrorDefinition:
+    try:
+        return ErrorDefinition(parse_grpc_codes(grpc_error_codes))
+    except ValueError as exc:
+        raise UsageError(f"--grpc-error-codes: {exc}") from None
 
 
 def _custom_metrics(metrics_file: str | None, target: Target, window: str) -> tuple[CustomMetric, ...]:

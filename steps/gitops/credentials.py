@@ -9,20 +9,19 @@ and any `user:password@` from every text that may reach a log line or an error m
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rollguard.steps.gitops.repo_url import REDACTED, parse_repo_url, scrub_urls
 from rollguard.steps.options import UsageError
 
 TOKEN_ENV = "ROLLGUARD_GIT_TOKEN"
 # Variables only the askpass helper reads; they live in the environment of the git child process.
 _ASKPASS_TOKEN_ENV = "ROLLGUARD_ASKPASS_TOKEN"
 _ASKPASS_USER_ENV = "ROLLGUARD_ASKPASS_USERNAME"
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _ASKPASS_SCRIPT = f"""#!/bin/sh
 # rollguard's GIT_ASKPASS helper: answers git's username/password prompts from the environment.
 case "$1" in
@@ -30,7 +29,6 @@ case "$1" in
   *) printf '%s\\n' "${_ASKPASS_TOKEN_ENV}" ;;
 esac
 """
-REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -41,12 +39,13 @@ class GitCredentials:
     username: str = "x-access-token"
     ssh_key_file: Path | None = None
     known_hosts_file: Path | None = None
+    token_in_url: bool = False  # the "token" is the password written in --repo
 
     @property
     def kind(self) -> str:
-        """`token`, `ssh-key` or `none`: for log lines that must say how, never with what."""
+        """`token`, `password in --repo`, `ssh-key` or `none`: for log lines that must say how, never with what."""
         if self.token:
-            return "token"
+            return "password in --repo" if self.token_in_url else "token"
         if self.ssh_key_file:
             return "ssh-key"
         return "none"
@@ -86,6 +85,23 @@ def load_credentials(
     return GitCredentials(token=token, username=username, ssh_key_file=key, known_hosts_file=known_hosts)
 
 
+def with_url_password(credentials: GitCredentials, repo: str) -> GitCredentials:
+    """The credentials, plus the user:password written in --repo (handed to git like a token, never in the URL).
+
+    A password in the URL and a token from ROLLGUARD_GIT_TOKEN/--git-token-file together are refused:
+    it would be a guess which one the server wants.
+    """
+    url = parse_repo_url(repo)
+    if url.password is None or (credentials.token_in_url and credentials.token == url.password):
+        return credentials
+    if credentials.token or credentials.ssh_key_file:
+        other = "a token (ROLLGUARD_GIT_TOKEN or --git-token-file)" if credentials.token else "--git-ssh-key-file"
+        raise UsageError(f"--repo {url.shown} carries a password and {other} is set too; give one of them")
+    return replace(
+        credentials, token=url.password, username=url.username or credentials.username, token_in_url=True
+    )
+
+
 @dataclass(frozen=True)
 class Scrubber:
     """Removes secrets from text before it is logged or raised: the token and URL user:password parts."""
@@ -97,7 +113,7 @@ class Scrubber:
         for secret in sorted(self.secrets, key=len, reverse=True):
             if secret:
                 text = text.replace(secret, REDACTED)
-        return _URL_USERINFO.sub(lambda match: f"{match.group('scheme')}{REDACTED}@", text)
+        return scrub_urls(text)
 
 
 def scrubber_for(credentials: GitCredentials, *extra: str) -> Scrubber:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -94,9 +94,22 @@ class KubeApi:
         ))
 
     def _call(self, verb: str, ref: ObjectRef, request: Callable[[], object]) -> dict[str, Any]:
-        """Run one API request, turning the client's exceptions into KubeApiError naming `verb` and `ref`."""
+        """Run one API request, turning the client's exceptions into KubeApiError naming `verb` and `ref`.
+
+        The client hands back whatever text an answer held that is not JSON (a proxy's or a login page's
+        HTML with HTTP 200): that is an error too, not an object.
+        """
         try:
-            return cast(dict[str, Any], request())
+            answer = request()
+            if not isinstance(answer, dict):
+                shown = " ".join(str(answer).split())[:60]
+                raise KubeApiError(
+                    f"could not {verb} {ref.describe()}: {self.server} answered HTTP 200 with something that is not "
+                    f"a Kubernetes object ({shown!r}); is the kubeconfig's server the Kubernetes API, and not a proxy "
+                    "or a login page in front of it?",
+                    200,
+                )
+            return answer
         except ApiException as exc:
             raise _api_error(verb, ref, exc) from None
         except HTTPError as exc:

@@ -4,8 +4,9 @@ Safe because Git already holds the same weights, so ArgoCD's self-heal will not 
 --argocd-app, rollguard asks ArgoCD to refresh just before patching, so it compares the live object
 with the new commit rather than with the revision it had cached). A
 JSON merge patch replaces whole lists, so the live object is read, only the weights of its weighted
-routes are changed, and the whole `spec.http` list is sent back with the resourceVersion that was
-read: if anything else wrote the object in between, the API answers 409 and the read is repeated.
+routes are changed, and each changed route list (`spec.http`, `spec.tcp`, `spec.tls`) is sent back whole
+with the resourceVersion that was read: if anything else wrote the object in between, the API answers
+409 and the read is repeated.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from rollguard.steps.gitops.kube_api import Conflict, KubeApi
 from rollguard.steps.gitops.object_refs import ObjectRef
-from rollguard.steps.traffic.live_routes import apply_split_to_routes
-from rollguard.steps.traffic.manifest_errors import ManifestError
+from rollguard.steps.traffic.live_routes import apply_split_to_spec
+from rollguard.steps.traffic.manifest_errors import ManifestError, WeightedRouteNotFound
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ def patch_live_split(
     canary_subset: str,
     canary_weight: int,
     *,
+    routes: tuple[str, ...] = (),
     conflict_retries: int = 5,
 ) -> LivePatchOutcome:
-    """Set the live VirtualService's weighted routes to canary `canary_weight`, stable the rest."""
+    """Set the routes of the live VirtualService's split (the file's rule; `routes`: --route names) to canary
+    `canary_weight`, stable the rest."""
     attempts = 0
     retrying = Retrying(
         stop=stop_after_attempt(conflict_retries + 1),
@@ -70,21 +73,21 @@ def patch_live_split(
             with attempt:
                 attempts = attempt.retry_state.attempt_number
                 live = api.get(ref)
-                http = (live.get("spec") or {}).get("http") or []
                 try:
-                    new_http, routes_changed = apply_split_to_routes(http, stable_subset, canary_subset, canary_weight)
+                    new_lists, routes_changed = apply_split_to_spec(
+                        live.get("spec") or {}, stable_subset, canary_subset, canary_weight, routes
+                    )
+                except WeightedRouteNotFound:
+                    raise LivePatchError(
+                        f"live {ref.describe()} has no route with both subset {stable_subset!r} and "
+                        f"{canary_subset!r}; it does not match the file in Git (has ArgoCD synced it?)"
+                    ) from None
                 except ManifestError as exc:
                     raise LivePatchError(f"live {ref.describe()}: {exc}") from None
-                weighted = [route for route, new in zip(http, new_http, strict=True) if route is not new]
                 resource_version = str((live.get("metadata") or {}).get("resourceVersion", ""))
-                if not weighted:
-                    raise LivePatchError(
-                        f"live {ref.describe()} has no HTTP route with both subset {stable_subset!r} and "
-                        f"{canary_subset!r}; it does not match the file in Git (has ArgoCD synced it?)"
-                    )
                 if routes_changed == 0:
                     return LivePatchOutcome(LivePatchState.ALREADY, resource_version, 0, attempts, None)
-                patch = {"metadata": {"resourceVersion": resource_version}, "spec": {"http": new_http}}
+                patch = {"metadata": {"resourceVersion": resource_version}, "spec": new_lists}
                 patched = api.merge_patch(ref, patch)
                 return LivePatchOutcome(
                     LivePatchState.PATCHED,

@@ -76,7 +76,7 @@ def _error_rate(inputs: CheckInputs, limits: Limits, budget: Budget, final: bool
                              detail="no canary requests since the start yet")
     significant, evidence = _sequential(counts.errors, counts.requests, limit, budget.error_rate, restarts, True)
     estimate = counts.errors / counts.requests
-    detail = (f"{counts.errors} of {counts.requests} canary requests failed since the start "
+    detail = (f"{counts.errors} of {counts.requests} canary requests failed since the start{counts.failures_text()} "
               f"({_percent(estimate)}, limit {_percent(limit)}); {evidence}")
     phase = Phase.FAILED if significant else Phase.SUSPECT if estimate > limit else Phase.OK
     alone = final and statistical.rate_above_limit(counts.errors, counts.requests, limit,

@@ -26,14 +26,33 @@ class PointValue:
 
 @dataclass(frozen=True)
 class Counts:
-    """Requests counted in the judged window: all, 5xx, and slower than the latency limit."""
+    """Requests counted in the judged window: all, failed, and slower than the latency limit."""
 
     phase: Phase  # OK, or why the counts are unknown (NO_DATA, ERROR, ...)
-    requests: int = 0
+    requests: int = 0  # HTTP and gRPC requests and TCP connections
     errors: int = 0
     slow: int = 0
     slow_known: bool = False  # the histogram has a boundary at or above the latency limit: `slow` counts above it
     detail: str = ""
+    timed: int | None = None  # requests with a measured duration (None: all of them): the base of `slow`
+    connections: int = 0  # of `requests`, TCP connections (Istio measures no latency for them)
+    failures: tuple[tuple[str, int], ...] = ()  # how the errors failed, most frequent first
+
+    @property
+    def latency_base(self) -> int:
+        """The requests `slow` is a share of."""
+        return self.requests if self.timed is None else self.timed
+
+    @property
+    def tcp_only(self) -> bool:
+        """Every counted request is a TCP connection: there is no request latency to judge."""
+        return self.requests > 0 and self.connections == self.requests
+
+    def failures_text(self) -> str:
+        """`: 30 gRPC UNAVAILABLE (14), 2 HTTP 503` (empty when nothing failed or the kinds are unknown)."""
+        if not self.failures:
+            return ""
+        return ": " + ", ".join(f"{count} {kind}" for kind, count in self.failures)
     slow_bound_ms: float = math.nan  # that boundary: the limit itself (exact), or the next one above it
 
 
@@ -91,7 +110,8 @@ def judge_check(
             _point_metric(CANARY_ERROR_RATE, inputs.canary_error_rate, limits.max_error_rate,
                           samples=_samples(inputs.canary_counts)),
             _point_comparison(inputs.canary_error_rate, inputs.stable_error_rate, limits),
-            _point_metric(CANARY_P99, inputs.canary_p99_ms, limits.max_p99_latency_ms),
+            _tcp_latency(inputs.canary_counts, limits.max_p99_latency_ms)
+            or _point_metric(CANARY_P99, inputs.canary_p99_ms, limits.max_p99_latency_ms),
         ]
     return CheckOutcome(index, elapsed_s, inputs.canary_requests_since_start, tuple(builtin) + custom_outcomes(inputs))
 
@@ -121,8 +141,9 @@ def _statistical_error_rate(inputs: CheckInputs, limits: Limits, plan: LookPlan)
         return MetricOutcome(CANARY_ERROR_RATE, Phase.OK, threshold=limits.max_error_rate, samples=0,
                              detail="no canary requests in the window yet")
     test = rate_above_limit(counts.errors, counts.requests, limits.max_error_rate, plan.alpha_per_test)
-    detail = (f"{counts.errors} of {counts.requests} canary requests failed ({_percent(test.estimate)}, limit "
-              f"{_percent(limits.max_error_rate)}); lower confidence bound {_percent(test.lower_bound)} is "
+    detail = (f"{counts.errors} of {counts.requests} canary requests failed ({_percent(test.estimate)}"
+              f"{counts.failures_text()}; limit {_percent(limits.max_error_rate)}); lower confidence bound "
+              f"{_percent(test.lower_bound)} is "
               f"{_above(test.significant)} the limit (p = {test.p_value:.2g}, per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
     alone = rate_above_limit(counts.errors, counts.requests, limits.max_error_rate, plan.alpha_single).significant
@@ -145,8 +166,9 @@ def _statistical_comparison(inputs: CheckInputs, limits: Limits, plan: LookPlan)
     test = rate_above_stable(canary.errors, canary.requests, stable.errors, stable.requests, increase,
                              plan.alpha_per_test)
     difference = test.estimate_difference
-    detail = (f"canary {_percent(test.canary.estimate)} ({canary.errors}/{canary.requests}) vs stable "
-              f"{_percent(test.stable_estimate)} ({stable.errors}/{stable.requests}), allowed increase "
+    detail = (f"canary {_percent(test.canary.estimate)} ({canary.errors}/{canary.requests}"
+              f"{canary.failures_text()}) vs stable {_percent(test.stable_estimate)} ({stable.errors}/{stable.requests}"
+              f"{stable.failures_text()}), allowed increase "
               f"{_percent(increase)}; canary's lower bound {_percent(test.canary.lower_bound)} is "
               f"{_above(test.significant)} stable's upper bound {_percent(test.stable_upper_bound)} + the increase")
     phase = (Phase.FAILED if test.significant else Phase.SUSPECT if difference > increase else Phase.OK)
@@ -162,17 +184,27 @@ def _statistical_latency(inputs: CheckInputs, limits: Limits, plan: LookPlan) ->
     if unjudged is not None:
         return unjudged
     shown = p99.value if p99.phase is Phase.OK else math.nan
-    if counts.requests == 0:
+    timed = counts.latency_base
+    if timed == 0:
         return MetricOutcome(CANARY_P99, Phase.OK, shown, limit_ms, "no canary requests in the window yet", 0)
     allowed = 1.0 - limits.latency_quantile
-    test = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_per_test)
-    detail = (f"{counts.slow} of {counts.requests} canary requests slower than {counts.slow_bound_ms:g} ms "
+    test = rate_above_limit(counts.slow, timed, allowed, plan.alpha_per_test)
+    detail = (f"{counts.slow} of {timed} canary requests slower than {counts.slow_bound_ms:g} ms "
               f"({_percent(test.estimate)}, allowed {_percent(allowed)}; {latency_rule(counts, limit_ms)}); lower "
               f"confidence bound {_percent(test.lower_bound)} is {_above(test.significant)} the allowed share "
               f"(per-test level {test.alpha:.2g})")
     phase = Phase.FAILED if test.significant else Phase.SUSPECT if test.estimate_over_limit else Phase.OK
-    alone = rate_above_limit(counts.slow, counts.requests, allowed, plan.alpha_single).significant
-    return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, counts.requests, over_limit_at_this_check=alone)
+    alone = rate_above_limit(counts.slow, timed, allowed, plan.alpha_single).significant
+    return MetricOutcome(CANARY_P99, phase, shown, limit_ms, detail, timed, over_limit_at_this_check=alone)
+
+
+def _tcp_latency(counts: Counts, limit_ms: float) -> MetricOutcome | None:
+    """Latency skipped, and why, when every canary request in the window is a TCP connection; else None."""
+    if counts.phase is not Phase.OK or not counts.tcp_only:
+        return None
+    return MetricOutcome(CANARY_P99, Phase.SKIPPED, threshold=limit_ms, samples=0,
+                         detail=f"not judged: the canary's {counts.requests} requests in the window are TCP "
+                                "connections, for which Istio measures no request latency")
 
 
 def latency_rule(counts: Counts, limit_ms: float) -> str:
@@ -190,6 +222,9 @@ def latency_not_testable(counts: Counts, p99: PointValue, limit_ms: float) -> Me
     No histogram boundary at or above the limit: nothing over it can be seen (skipped, and analyze warns at
     start-up). No histogram series or counts at all: the p99 point value against --failure-limit, as before.
     """
+    skipped = _tcp_latency(counts, limit_ms)
+    if skipped is not None:
+        return skipped
     if counts.phase is Phase.OK and not counts.slow_known and math.isinf(counts.slow_bound_ms):
         return MetricOutcome(CANARY_P99, Phase.SKIPPED, threshold=limit_ms,
                              detail=f"the histogram has no bucket boundary at or above {limit_ms:g} ms: a p99 over "

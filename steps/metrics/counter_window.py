@@ -4,6 +4,11 @@ Why not `increase()`: it needs two samples of a series, so the first scrape of a
 `response_code="500"` series counts as nothing — exactly the errors a fast verdict needs. Here a
 series absent from the baseline counts in full, and a counter that went down (a restarted pod)
 counts from zero.
+
+Which series count as what follows `failures` (the definition the PromQL uses): the destination's
+requests and TCP connections, its failed ones by the error definition, and the callers' series of
+requests and connections that never reached it (each counted once: such a request has no
+destination-reported twin). A caller's series of an answered request is that twin and is skipped.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS
+from rollguard.steps.metrics.failures import ErrorDefinition, never_reached_failure, tcp_failure
+from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS, TCP_CLOSED, TCP_OPENED
 from rollguard.steps.metrics.query_results import Labels, Sample
 
 
@@ -60,27 +66,33 @@ def latency_bucket_warning(limit_ms: float, bounds_ms: tuple[float, ...] = ISTIO
 
 @dataclass(frozen=True)
 class WindowCounts:
-    """Requests between a baseline and now: all, 5xx, slower than the latency bucket at or above the limit."""
+    """Requests between a baseline and now: all, failed, slower than the latency bucket at or above the limit,
+    and what failed how."""
 
-    requests: int
+    requests: int  # HTTP and gRPC requests and TCP connections, including those that never reached the version
     errors: int
     slow: int
     slow_known: bool  # the histogram has a finite boundary at or above the latency limit
     since_s: float  # analysis-clock time of the baseline
     slow_bound_ms: float = math.nan  # the boundary `slow` counts above (== the limit: exact); inf: none
+    timed: int = 0  # requests with a measured duration (the destination's histogram): the latency test's base
+    connections: int = 0  # of `requests`, TCP connections
+    failures: tuple[tuple[str, int], ...] = ()  # (how, count), most frequent first: "gRPC UNAVAILABLE (14)", ...
 
 
 def _increase(now: float, before: float) -> float:
     return now if now < before else now - before
 
 
-def counts_between(baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float) -> WindowCounts:
-    """Counts of requests, 5xx and slow requests that happened between two snapshots.
+def counts_between(
+    baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float, errors: ErrorDefinition | None = None
+) -> WindowCounts:
+    """Counts of requests, failed and slow requests that happened between two snapshots.
 
     Slow means slower than the smallest bucket boundary at or above the limit (the limit itself when it is
     a boundary), so a count over the allowed share is proof of a p99 over the limit.
     """
-    return _RawCounts.between(baseline, now, latency_limit_ms).rounded(baseline.at_s)
+    return _RawCounts.between(baseline, now, latency_limit_ms, errors).rounded(baseline.at_s)
 
 
 @dataclass(frozen=True)
@@ -88,41 +100,71 @@ class _RawCounts:
     """Counter increases as Prometheus reports them (floats), before rounding to whole requests."""
 
     requests: float
-    errors: float
+    timed: float
     slow: float
+    connections: float
+    failures: tuple[tuple[str, float], ...]
     slow_bound_ms: float
 
     @classmethod
-    def between(cls, baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float) -> _RawCounts:
+    def between(cls, baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float,
+                errors: ErrorDefinition | None = None) -> _RawCounts:
+        definition = errors or ErrorDefinition()
         bounds = tuple(_bucket_bound(dict(labels).get("le", "")) for labels in now.values
                        if dict(labels).get("__name__") == DURATION_BUCKETS)
         slow_bound = latency_bucket_at_or_above(latency_limit_ms, bounds) if bounds else math.nan
-        requests = errors = timed = within = 0.0
+        requests = connections = timed = within = 0.0
+        failures: dict[str, float] = {}
         for labels, value in now.values.items():
             names = dict(labels)
             delta = _increase(value, baseline.values.get(labels, 0.0))
             metric = names.get("__name__")
-            if metric == REQUESTS:
+            failure: str | None = None
+            if names.get("reporter") == "source":
+                # Only what never reached the version; any other caller series is a destination series' twin.
+                if metric == REQUESTS:
+                    failure = never_reached_failure(names)
+                    requests += delta if failure else 0.0
+                elif metric == TCP_OPENED and never_reached_failure(names, tcp=True):
+                    requests += delta
+                    connections += delta
+                elif metric == TCP_CLOSED:
+                    failure = never_reached_failure(names, tcp=True)
+            elif metric == REQUESTS:
                 requests += delta
-                if names.get("response_code", "").startswith("5"):
-                    errors += delta
+                failure = definition.request_failure(names)
+            elif metric == TCP_OPENED:
+                requests += delta
+                connections += delta
+            elif metric == TCP_CLOSED:
+                failure = tcp_failure(names)
             elif metric == DURATION_BUCKETS:
                 bound = _bucket_bound(names.get("le", ""))
                 if math.isinf(bound) and bound > 0:
                     timed += delta
                 elif bound == slow_bound:
                     within += delta
-        return cls(requests, errors, timed - within, slow_bound)
+            if failure is not None and delta > 0:
+                failures[failure] = failures.get(failure, 0.0) + delta
+        return cls(requests, timed, timed - within, connections, tuple(failures.items()), slow_bound)
 
     def plus(self, later: _RawCounts) -> _RawCounts:
-        return _RawCounts(self.requests + later.requests, self.errors + later.errors, self.slow + later.slow,
-                          later.slow_bound_ms)
+        failures = dict(self.failures)
+        for kind, count in later.failures:
+            failures[kind] = failures.get(kind, 0.0) + count
+        return _RawCounts(self.requests + later.requests, self.timed + later.timed, self.slow + later.slow,
+                          self.connections + later.connections, tuple(failures.items()), later.slow_bound_ms)
 
     def rounded(self, since_s: float) -> WindowCounts:
         total = round(self.requests)
         slow_known = math.isfinite(self.slow_bound_ms)
-        slow = min(total, max(0, round(self.slow))) if slow_known else 0
-        return WindowCounts(total, min(total, round(self.errors)), slow, slow_known, since_s, self.slow_bound_ms)
+        timed_total = min(total, round(self.timed))
+        slow = min(timed_total, max(0, round(self.slow))) if slow_known else 0
+        kinds = tuple(sorted(((kind, round(count)) for kind, count in self.failures if round(count) > 0),
+                             key=lambda item: (-item[1], item[0])))
+        failed = min(total, round(sum(count for _, count in self.failures)))
+        return WindowCounts(total, failed, slow, slow_known, since_s, self.slow_bound_ms, timed_total,
+                            round(self.connections), kinds)
 
 
 def _bucket_bound(text: str) -> float:
@@ -157,14 +199,15 @@ class CounterHistory:
         """The first snapshot taken (the analysis baseline), if any was taken yet."""
         return self._snapshots[0] if self._snapshots else None
 
-    def add(self, snapshot: CounterSnapshot, latency_limit_ms: float = math.inf) -> None:
+    def add(self, snapshot: CounterSnapshot, latency_limit_ms: float = math.inf,
+            errors: ErrorDefinition | None = None) -> None:
         """Remember a snapshot (in time order) and add what happened since the previous one to the running
         totals. Summed step by step, a counter reset between two snapshots loses only what that pod counted
         since the previous snapshot, and the totals never go down: the sequential tests need counts that
         only grow, as a stream of requests does."""
         self._snapshots.append(snapshot)
         previous, self._latest = self._latest, snapshot
-        step = _RawCounts.between(previous or snapshot, snapshot, latency_limit_ms)
+        step = _RawCounts.between(previous or snapshot, snapshot, latency_limit_ms, errors)
         self._running = step if self._running is None else self._running.plus(step)
 
     def baseline(self, now_s: float, window_s: float) -> CounterSnapshot:

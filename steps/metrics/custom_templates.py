@@ -10,9 +10,11 @@ File format (YAML), either a list of metrics or a mapping with `metrics:` and sh
         vars: {job: checkout-worker}      # optional, this metric's own user variables
 
 Placeholders are `{{ name }}`. Built-in variables: namespace, service, version (= canary_version),
-canary_version, stable_version, window (the --window range, e.g. 1m). Every value is escaped for a
-PromQL double-quoted string (backslash, quote, newline), so a label value cannot break out of its
-quotes. An unknown variable, a malformed placeholder or a bad field is an error naming the line.
+canary_version, stable_version, window (the --window range, e.g. 1m). Every value is escaped for the
+quotes it stands in ("double" or 'single': backslash, that quote, newline), so a label value cannot
+break out of its string; outside a string only a plain name, number or duration may stand (like
+`[{{ window }}]`). An unknown variable, a malformed or unsafe placeholder or a bad field is an error
+naming the file and line.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rollguard.steps.metrics.promql import escape_label_value
+from rollguard.steps.metrics.promql_template import TemplateError, render_template
 
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _FIELDS = {"name", "query", "min", "max", "vars"}
+MAX_FILE_BYTES = 1024 * 1024
 
 
 class MetricsFileError(ValueError):
@@ -46,20 +48,12 @@ class CustomMetric:
 
 
 def render(template: str, variables: dict[str, str], where: str) -> str:
-    """Substitute `{{ var }}` placeholders with escaped values; unknown or malformed ones are errors."""
-
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in variables:
-            known = ", ".join(sorted(variables))
-            raise MetricsFileError(f"{where}: unknown variable {{{{ {name} }}}}; known variables: {known}")
-        return escape_label_value(variables[name])
-
-    rendered = PLACEHOLDER.sub(substitute, template)
-    leftover = PLACEHOLDER.sub("", template)
-    if "{{" in leftover or "}}" in leftover:
-        raise MetricsFileError(f"{where}: malformed placeholder; write variables as {{{{ name }}}}")
-    return rendered
+    """Substitute `{{ var }}` placeholders, escaped for the quoting each stands in; unknown, malformed or
+    unsafe ones are errors naming `where` (file, line, metric)."""
+    try:
+        return render_template(template, variables, where)
+    except TemplateError as exc:
+        raise MetricsFileError(str(exc)) from None
 
 
 def load_metrics(path: Path, builtins: dict[str, str]) -> list[CustomMetric]:
@@ -68,9 +62,17 @@ def load_metrics(path: Path, builtins: dict[str, str]) -> list[CustomMetric]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        text = path.read_text()
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_FILE_BYTES + 1)  # bounded: /dev/zero or a huge file must not fill the memory
     except OSError as exc:
         raise MetricsFileError(f"{path}: cannot read the metrics file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise MetricsFileError(f"{path}: the metrics file is larger than {MAX_FILE_BYTES // 1024} KiB; "
+                               "it holds a few PromQL templates")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MetricsFileError(f"{path}: the metrics file is not UTF-8 text (byte {exc.start + 1})") from None
     try:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:

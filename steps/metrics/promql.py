@@ -7,11 +7,23 @@ import re
 from rollguard.steps.options import format_duration
 
 _WINDOW = re.compile(r"^\d+(ms|s|m|h)$")
+_REGEX_SPECIAL = re.compile(r"[\\.+*?()|\[\]{}^$]")
 
 
 def escape_label_value(value: str) -> str:
     """Escape a value for a PromQL double-quoted string (backslash, double quote, newline)."""
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return escape_quoted(value, '"')
+
+
+def escape_quoted(value: str, quote: str) -> str:
+    """Escape a value for a PromQL string in `quote` (" or '): backslash, that quote, newline."""
+    return str(value).replace("\\", "\\\\").replace(quote, "\\" + quote).replace("\n", "\\n")
+
+
+def regex_alternatives(values: list[str]) -> str:
+    """`v1\\.2|unknown`: a regex (RE2, as PromQL's `=~` reads it) matching exactly these values, metacharacters
+    escaped; escape the result with `escape_label_value` like any other label value."""
+    return "|".join(_REGEX_SPECIAL.sub(r"\\\g<0>", value) for value in values)
 
 
 def selector(labels: dict[str, str], extra: str = "") -> str:

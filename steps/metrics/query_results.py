@@ -57,6 +57,12 @@ def classify(query: str, samples: tuple[Sample, ...], *, expect_one: bool, attem
                            detail=f"{len(samples)} series where one was expected: {shown}", attempts=attempts)
     if expect_one and math.isnan(samples[0].value):
         return QueryResult(query, QueryStatus.NAN, samples, detail="the value is NaN", attempts=attempts)
+    broken = next((sample for sample in samples if not math.isfinite(sample.value)), None)
+    if not expect_one and broken is not None:
+        # Several series are counters to subtract and add up: one that is not a number spoils them all.
+        return QueryResult(query, QueryStatus.ERROR, samples, attempts=attempts,
+                           detail=f"series {labels_text(broken.labels)} has the value {broken.value}; "
+                           "counters must be finite numbers")
     return QueryResult(query, QueryStatus.VALUE, samples, attempts=attempts)
 
 

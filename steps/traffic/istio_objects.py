@@ -12,6 +12,7 @@ from typing import Any
 from rollguard.steps.traffic.manifest_errors import UndeclaredSubset
 
 ISTIO_GROUP = "networking.istio.io"
+ROUTE_KINDS = ("http", "tcp", "tls")  # the route lists of a VirtualService's spec
 
 
 def is_istio(document: Any, kind: str) -> bool:
@@ -41,14 +42,24 @@ def _sequence(value: Any) -> list[Any]:
     return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else []
 
 
+def routes_of(virtual_service: Mapping[str, Any], kind: str) -> list[Any]:
+    """spec.http, spec.tcp or spec.tls of a VirtualService (empty when missing or malformed)."""
+    spec = virtual_service.get("spec")
+    return _sequence(spec.get(kind)) if isinstance(spec, Mapping) else []
+
+
+def routes_by_kind(virtual_service: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Every route list of a VirtualService, by kind (`http`, `tcp`, `tls`)."""
+    return {kind: routes_of(virtual_service, kind) for kind in ROUTE_KINDS}
+
+
 def http_routes(virtual_service: Mapping[str, Any]) -> list[Any]:
     """spec.http of a VirtualService (empty when missing or malformed)."""
-    spec = virtual_service.get("spec")
-    return _sequence(spec.get("http")) if isinstance(spec, Mapping) else []
+    return routes_of(virtual_service, "http")
 
 
 def destinations(route: Any) -> list[Any]:
-    """The `route` list (weighted destinations) of one HTTP route."""
+    """The `route` list (weighted destinations) of one HTTP, TCP or TLS route."""
     return _sequence(route.get("route")) if isinstance(route, Mapping) else []
 
 

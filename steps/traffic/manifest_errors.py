@@ -11,6 +11,10 @@ class ManifestSyntaxError(ManifestError):
     """The file is not valid YAML."""
 
 
+class ManifestTooLarge(ManifestError):
+    """The file is too large, or expands through YAML aliases into too much data, to be edited safely."""
+
+
 class VirtualServiceNotFound(ManifestError):
     """No VirtualService with the given metadata.name is in the file."""
 
@@ -25,3 +29,8 @@ class UndeclaredSubset(ManifestError):
 
 class InvalidWeights(ManifestError):
     """Weights are missing, not whole numbers, outside 0..100, or would not add up to 100."""
+
+
+class SplitRouteUnclear(ManifestError):
+    """Which routes are the split is unclear (the routes holding both subsets disagree), or --route names a
+    route that is missing or does not hold both subsets."""

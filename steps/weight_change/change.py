@@ -22,6 +22,8 @@ class WeightChange:
     edit: SplitEdit
     plan: WeightPlan
     message: str
+    layout: str = "manifest"  # where the weights are kept (traffic.layouts)
+    overlay: str | None = None  # the Kustomize overlay that renders the file, if any
 
     @property
     def text(self) -> str:

@@ -38,6 +38,7 @@ class ClusterSettings:
     virtual_service: str
     stable_subset: str
     canary_subset: str
+    routes: tuple[str, ...]  # --route names; empty: the rule finds the split
     istio_api_version: str
     kubeconfig: str | None
     kube_context: str | None
@@ -56,6 +57,7 @@ class ClusterSettings:
             virtual_service=args.virtual_service,
             stable_subset=args.stable_subset,
             canary_subset=args.canary_subset,
+            routes=tuple(args.route or ()),
             istio_api_version=args.istio_api_version,
             kubeconfig=args.kubeconfig,
             kube_context=args.kube_context,
@@ -115,6 +117,18 @@ class ClusterSide:
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubernetes-client")
         self._connection = pool.submit(_connect, self.settings)
         pool.shutdown(wait=False)
+
+    def configuration_problem(self) -> str | None:
+        """Wait for the background set-up; why the Kubernetes configuration is unusable, or None if it is fine."""
+        if self._connection is None:
+            return None
+        from rollguard.steps.gitops.kube_api import KubeConfigError
+
+        try:
+            self._connection.result()
+        except KubeConfigError as exc:
+            return str(exc)
+        return None
 
     def close(self) -> None:
         """Close the API client once it exists (now, or when the background thread finishes)."""
@@ -204,7 +218,8 @@ class _ClusterActions:
         ref = virtual_service_ref(namespace, settings.virtual_service, settings.istio_api_version)
         try:
             patched = patch_live_split(
-                self.api, ref, settings.stable_subset, settings.canary_subset, edit.canary_weight
+                self.api, ref, settings.stable_subset, settings.canary_subset, edit.canary_weight,
+                routes=settings.routes,
             )
         except (LivePatchError, KubeApiError) as exc:
             self.result.live_patch = {"outcome": "failed", "detail": str(exc)}

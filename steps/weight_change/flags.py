@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from rollguard.steps.gitops.credentials import GitCredentials, load_credentials
+from rollguard.steps.gitops.credentials import GitCredentials, load_credentials, with_url_password
 from rollguard.steps.gitops.git_workspace import DEFAULT_AUTHOR, parse_author
+from rollguard.steps.gitops.kustomize_render import RENDER_CHECK_CHOICES
 from rollguard.steps.gitops.object_refs import DEFAULT_ISTIO_API_VERSION
 from rollguard.steps.options import add_flag, add_switch, non_negative_int, positive_duration
+from rollguard.steps.traffic.layouts import SplitSource
 
 
 def git_author(text: str) -> str:
@@ -19,6 +22,25 @@ def git_author(text: str) -> str:
     return text
 
 
+def route_names(text: str) -> tuple[str, ...]:
+    """argparse type: HTTP route names, comma-separated (`testers,primary`)."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty route name; write names like primary,mobile")
+    return names
+
+
+class _CollectRouteNames(argparse._StoreAction):
+    """--route may be repeated: each use adds its names; the first use replaces ROLLGUARD_ROUTE's."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        before = () if current is self.default else tuple(current or ())
+        setattr(namespace, self.dest, before + tuple(values))
+
+
 def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags that say where the split lives: repository, branch, file, VirtualService, subsets, credentials."""
     where = parser.add_argument_group("where the traffic split lives (Git)")
@@ -28,6 +50,26 @@ def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(where, "--virtual-service", required=True, help="metadata.name of the VirtualService")
     add_flag(where, "--stable-subset", default="v1", help="DestinationRule subset of the stable version")
     add_flag(where, "--canary-subset", default="v2", help="DestinationRule subset of the canary version")
+    add_flag(
+        where,
+        "--route",
+        type=route_names,
+        action=_CollectRouteNames,
+        help="name of the HTTP route that is the split (repeatable, or comma-separated); without it, for HTTP, TCP "
+        "and TLS routes alike: the default route when it holds both subsets, else the routes holding both when "
+        "their weights agree",
+    )
+    layout = parser.add_argument_group(
+        "other layouts (a Kustomize JSON 6902 patch is recognised by its content; a strategic-merge patch is a "
+        "partial VirtualService)"
+    )
+    add_flag(layout, "--values-key", help="--path is a Helm values file: dotted key of the canary weight "
+             "(reviews.canary.weight)")
+    add_flag(layout, "--stable-values-key", help="with --values-key: dotted key of the stable weight, when the "
+             "chart wants both")
+    add_flag(layout, "--stable-weight-path", help="JSON 6902 patch whose base is not found through a "
+             "kustomization beside it: JSON pointer of the stable weight (/spec/http/0/route/0/weight)")
+    add_flag(layout, "--canary-weight-path", help="with --stable-weight-path: JSON pointer of the canary weight")
     auth = parser.add_argument_group("Git credentials (a token may also come from ROLLGUARD_GIT_TOKEN)")
     add_flag(auth, "--git-token-file", help="file holding an HTTPS access token (a mounted secret)")
     add_flag(auth, "--git-username", default="x-access-token", help="user name sent with the token over HTTPS")
@@ -43,6 +85,11 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(git, "--git-author", default=DEFAULT_AUTHOR, type=git_author, help="author of the commit")
     add_flag(git, "--push-retries", default=5, type=non_negative_int, help="re-applied pushes after a push race")
     add_switch(git, "--dry-run", help="print the diff of the file and change nothing")
+    add_flag(
+        git, "--render-check", default="auto", choices=RENDER_CHECK_CHOICES,
+        help="render the Kustomize overlay of a patch after the edit (kustomize or kubectl) and refuse to push "
+        "other weights than intended; auto: skipped, and said so, when no tool is here",
+    )  # fmt: skip
     cluster = parser.add_argument_group("cluster (optional; Kubernetes API)")
     add_flag(
         cluster,
@@ -72,5 +119,23 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def credentials_from(args: argparse.Namespace) -> GitCredentials:
-    """GitCredentials from the flags and the environment."""
-    return load_credentials(args.git_token_file, args.git_ssh_key_file, args.git_username, args.git_known_hosts_file)
+    """GitCredentials from the flags, the environment and a user:password in --repo (UsageError on a conflict)."""
+    credentials = load_credentials(
+        args.git_token_file, args.git_ssh_key_file, args.git_username, args.git_known_hosts_file
+    )
+    return with_url_password(credentials, args.repo)
+
+
+def split_source_from(args: argparse.Namespace) -> SplitSource:
+    """Where the split lives, as the traffic layouts take it."""
+    return SplitSource(
+        path=args.path,
+        virtual_service=args.virtual_service,
+        stable_subset=args.stable_subset,
+        canary_subset=args.canary_subset,
+        routes=tuple(args.route or ()),
+        values_key=args.values_key or None,
+        stable_values_key=args.stable_values_key or None,
+        stable_weight_path=args.stable_weight_path or None,
+        canary_weight_path=args.canary_weight_path or None,
+    )

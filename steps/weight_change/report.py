@@ -37,6 +37,8 @@ class StepReport:
     previous_stable_weight: int | None = None
     previous_canary_weight: int | None = None
     started_at: float = field(default_factory=time.time)
+    layout: str | None = None
+    render_check: dict[str, Any] | None = None
     argocd: dict[str, Any] | None = None
     live_patch: dict[str, Any] | None = None
     error: str | None = None
@@ -55,6 +57,7 @@ class StepReport:
         self.previous_stable_weight = edit.before_stable_weight
         self.previous_canary_weight = edit.before_canary_weight
         self.warnings = list(edit.warnings)
+        self.layout = outcome.change.layout
 
 
 def write_outputs(report: StepReport, result_file: str | None, commit_file: str | None) -> None:
