@@ -91,14 +91,14 @@ def test_the_evidence_names_how_the_canary_failed() -> None:
     """The failed check (and so the verdict and the rollback commit) names the gRPC status, not just a count."""
     canary = Counts(Phase.OK, 40, 20, 0, slow_known=True,
                     failures=(("gRPC UNAVAILABLE (14)", 18), ("HTTP 503", 2)))
-    outcome = judge_check(2, 2.0, inputs(canary=canary), LIMITS, Judge.STATISTICAL, PLAN)
+    outcome = judge_check(2, 2.0, inputs(canary=canary), LIMITS, Judge.BONFERRONI, PLAN)
     failed = {metric.metric: metric for metric in outcome.with_phase(Phase.FAILED)}
     assert "20 of 40 canary requests failed (50.00%: 18 gRPC UNAVAILABLE (14), 2 HTTP 503; limit 1.00%)" in (
         failed[CANARY_ERROR_RATE].detail)
     assert "(20/40: 18 gRPC UNAVAILABLE (14), 2 HTTP 503) vs stable" in failed[CANARY_VS_STABLE].detail
 
 
-@pytest.mark.parametrize("judge", list(Judge))
+@pytest.mark.parametrize("judge", [Judge.BONFERRONI, Judge.THRESHOLD])  # the anytime rule: test_judgment_anytime
 def test_latency_does_not_apply_to_tcp_connections_and_says_so(judge: Judge) -> None:
     """No histogram for TCP: latency is skipped with its reason, never 'no data' that would block a pass."""
     tcp = Counts(Phase.OK, 120, 0, 0, slow_known=False, timed=0, connections=120)
@@ -113,7 +113,7 @@ def test_latency_does_not_apply_to_tcp_connections_and_says_so(judge: Judge) -> 
 def test_slow_share_is_of_the_requests_with_a_duration() -> None:
     """Requests that never reached the canary have no duration: the slow share is of those that did."""
     counts = Counts(Phase.OK, 1000, 900, 40, slow_known=True, timed=100)
-    latency = next(m for m in judge_check(2, 2.0, inputs(canary=counts), LIMITS, Judge.STATISTICAL, PLAN).metrics
+    latency = next(m for m in judge_check(2, 2.0, inputs(canary=counts), LIMITS, Judge.BONFERRONI, PLAN).metrics
                    if m.metric == CANARY_P99)
     assert latency.samples == 100 and "40 of 100 canary requests slower" in latency.detail
 

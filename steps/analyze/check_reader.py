@@ -145,8 +145,12 @@ class CheckReader:
 
 
 def resumed_baseline_query(counters_promql: str, started_at: float) -> str:
-    """The counters query evaluated at the analysis's first start (PromQL `@` modifier)."""
-    return f"{counters_promql} @ {started_at:.3f}"
+    """The counters query evaluated at the analysis's first start (PromQL `@` modifier).
+
+    The counters query is a union (`A or B or C`) of plain selectors built by istio_queries, whose label
+    values (Kubernetes names, flag regexes) hold no " or "; `@` binds to one selector, so each gets it.
+    """
+    return " or ".join(f"{selector} @ {started_at:.3f}" for selector in counters_promql.split(" or "))
 
 
 def _point(result: QueryResult) -> PointValue:
