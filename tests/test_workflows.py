@@ -24,10 +24,10 @@ from ruamel.yaml import YAML
 
 from rollguard.steps.cli import COMMANDS
 from rollguard.steps.verdict_document import NoVerdict, read_text
-from rollguard.workflows import render, templates
+from rollguard.workflows import render, templates, workflow_settings
 from rollguard.workflows.parameters import RenderError, parameters_of
-from rollguard.workflows.step_templates import STEP_SPECS
-from rollguard.workflows.templates import ANALYSIS_COMMANDS, RELEASE_COMMANDS
+from rollguard.workflows.step_specs import STEP_SPECS
+from rollguard.workflows.workflow_settings import ANALYSIS_COMMANDS, RELEASE_COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
@@ -184,7 +184,7 @@ def test_no_output_artifact_unless_asked_for(verdict_artifact: bool) -> None:
     # A default Argo install has no artifact repository: the wait container then fails a node that
     # declares an output artifact with Error, even after main exited 0 (a pass), and
     # continueOn.failed does not cover Error. The committed templates must need none.
-    settings = templates.TemplateSettings(verdict_artifact=verdict_artifact)
+    settings = workflow_settings.TemplateSettings(verdict_artifact=verdict_artifact)
     built = {str(t.name): t.to_dict() for t in templates.build_templates(settings)}
     declared = {name: t["outputs"]["artifacts"] for name, t in all_templates(built) if (t.get("outputs") or {})
                 .get("artifacts")}  # fmt: skip
@@ -352,7 +352,7 @@ def test_housekeeping_and_a_deadline_derived_from_schedule_and_bake_time(docs: d
     # + 2 analyses x 2 min; the analysis: status, analyze, rollback x 3 min + 2 min.
     assert docs["canary-release"]["spec"]["activeDeadlineSeconds"] == 9 * 180 + 2 * 120 == 31 * 60
     assert docs["canary-analysis"]["spec"]["activeDeadlineSeconds"] == 3 * 180 + 120 == 11 * 60
-    longer = templates.TemplateSettings(defaults={"schedule": "5,25,50,100", "duration": "10m"})
+    longer = workflow_settings.TemplateSettings(defaults={"schedule": "5,25,50,100", "duration": "10m"})
     built = {t.name: t.to_dict() for t in templates.build_templates(longer)}
     assert built["canary-release"]["spec"]["activeDeadlineSeconds"] == (4 + 1 + 3 + 3 + 1) * 180 + 3 * 600
     assert built["canary-analysis"]["spec"]["activeDeadlineSeconds"] == 3 * 180 + 600
@@ -604,7 +604,7 @@ def test_flags_that_cannot_be_env_variables_are_refused() -> None:
 
 
 def test_hera_users_pass_their_own_image_and_defaults() -> None:
-    settings = templates.TemplateSettings(image="my/rollguard:2", defaults={"on-inconclusive": "stop"})
+    settings = workflow_settings.TemplateSettings(image="my/rollguard:2", defaults={"on-inconclusive": "stop"})
     built = {t.name: t.to_dict() for t in templates.build_templates(settings)}
     images = {t["container"]["image"] for t in built["rollguard-steps"]["spec"]["templates"]}
     assert images == {"my/rollguard:2"}
@@ -702,12 +702,12 @@ def test_the_approval_waits_before_the_last_or_every_promotion(
 
 
 def test_an_approval_rendered_on_makes_room_in_the_deadline(tmp_path: Path) -> None:
-    final = templates.TemplateSettings(defaults={"approval": "true"})
-    every = templates.TemplateSettings(defaults={"approval-every-step": "true"})
-    plain = templates.deadline_seconds("canary-release", templates.TemplateSettings())
-    assert templates.deadline_seconds("canary-release", final) == plain + 3600
-    assert templates.deadline_seconds("canary-release", every) == plain + 2 * 3600  # 10 -> 50 -> 100
-    assert templates.deadline_seconds("canary-analysis", every) == 11 * 60
+    final = workflow_settings.TemplateSettings(defaults={"approval": "true"})
+    every = workflow_settings.TemplateSettings(defaults={"approval-every-step": "true"})
+    plain = workflow_settings.deadline_seconds("canary-release", workflow_settings.TemplateSettings())
+    assert workflow_settings.deadline_seconds("canary-release", final) == plain + 3600
+    assert workflow_settings.deadline_seconds("canary-release", every) == plain + 2 * 3600  # 10 -> 50 -> 100
+    assert workflow_settings.deadline_seconds("canary-analysis", every) == 11 * 60
     done = subprocess.run([sys.executable, "-m", "rollguard.steps.cli", "render", "--out", str(tmp_path),
                            "--set", "approval=yes"], capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 2 and "approval='yes' is not one of false, true" in done.stderr

@@ -24,7 +24,7 @@ from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.steps.traffic.virtualservice import read_split
 from rollguard.workflows.render import write_rendered
-from rollguard.workflows.templates import TemplateSettings
+from rollguard.workflows.workflow_settings import TemplateSettings
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "sandbox" / "assets" / "k8s" / "istio.yml"
