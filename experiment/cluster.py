@@ -23,11 +23,8 @@ from rollguard.sandbox.prometheus_queries import PrometheusQueryError, series_ra
 from rollguard.steps.gitops.kube_api import KubeApi, KubeApiError, KubeConfigError, load_api_client
 from rollguard.steps.gitops.object_refs import DEFAULT_ISTIO_API_VERSION, ObjectRef, virtual_service_ref
 from rollguard.steps.metrics import istio_queries
-from rollguard.steps.metrics.prometheus_access import (
-    PrometheusConnection,
-    access_from_args,
-    add_prometheus_access_arguments,
-)
+from rollguard.steps.metrics.prometheus_access import access_from_args, add_prometheus_access_arguments
+from rollguard.steps.metrics.prometheus_connection import PrometheusConnection
 from rollguard.steps.options import UsageError, add_flag, format_duration, positive_duration
 from rollguard.steps.traffic.virtualservice import weighted_route_positions
 

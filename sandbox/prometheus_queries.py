@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rollguard.steps.metrics.http_get import HttpFailure, http_get, request_url
-from rollguard.steps.metrics.prometheus_access import PrometheusConnection
+from rollguard.steps.metrics.prometheus_connection import PrometheusConnection
 
 PrometheusTarget = str | PrometheusConnection
 CONNECTION_TIMEOUT_S = 10.0

@@ -144,8 +144,9 @@ def test_through_vmauth_a_rotated_token_is_read_again(
     backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A projected service-account token is replaced in place; the next query sends the new one."""
-    from rollguard.steps.metrics.prometheus_access import PrometheusConnection, PrometheusEndpoint
     from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
+    from rollguard.steps.metrics.prometheus_connection import PrometheusConnection
+    from rollguard.steps.metrics.prometheus_endpoint import PrometheusEndpoint
     from rollguard.steps.metrics.prometheus_url import parse_prometheus_url
     from rollguard.steps.metrics.query_results import QueryStatus
 

@@ -24,8 +24,8 @@ from git_remote import MANIFEST_PATH, git, make_remote
 from rollguard.sandbox.ports import free_port
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.metrics.prometheus_access import HeaderSpec, PrometheusEndpoint, TlsOptions
 from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
+from rollguard.steps.metrics.prometheus_endpoint import HeaderSpec, PrometheusEndpoint, TlsOptions
 from rollguard.steps.metrics.prometheus_url import parse_prometheus_url
 from rollguard.steps.metrics.query_results import QueryStatus
 
@@ -290,7 +290,7 @@ def test_the_deadline_ends_a_tls_handshake_that_never_finishes(pki: Pki) -> None
 
 def test_the_experiment_queries_send_the_same_credentials_and_hide_them(guarded: Guarded, tmp_path: Path) -> None:
     from rollguard.sandbox.prometheus_queries import PrometheusQueryError, instant
-    from rollguard.steps.metrics.prometheus_access import PrometheusConnection
+    from rollguard.steps.metrics.prometheus_connection import PrometheusConnection
 
     token = tmp_path / "token"
     token.write_text(TOKEN)

@@ -26,8 +26,8 @@ from requests_aws4auth import AWS4Auth
 from rollguard.sandbox.ports import free_port
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.metrics.prometheus_access import PrometheusEndpoint, SigV4Options
 from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
+from rollguard.steps.metrics.prometheus_endpoint import PrometheusEndpoint, SigV4Options
 from rollguard.steps.metrics.prometheus_url import parse_prometheus_url
 from rollguard.steps.metrics.query_results import QueryStatus
 

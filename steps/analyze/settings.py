@@ -17,7 +17,8 @@ from rollguard.steps.judgment.statistical import LookPlan, planned_looks
 from rollguard.steps.metrics.custom_templates import CustomMetric, MetricsFileError, load_metrics
 from rollguard.steps.metrics.failures import ErrorDefinition, grpc_codes_text, parse_grpc_codes
 from rollguard.steps.metrics.istio_queries import AnalysisQueries, analysis_queries
-from rollguard.steps.metrics.prometheus_access import PrometheusEndpoint, access_from_args
+from rollguard.steps.metrics.prometheus_access import access_from_args
+from rollguard.steps.metrics.prometheus_endpoint import PrometheusEndpoint
 from rollguard.steps.metrics.querier import AnswerShape, QuerySpec
 from rollguard.steps.options import UsageError, check_output_files, format_duration, is_utf8_text
 

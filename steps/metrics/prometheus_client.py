@@ -19,8 +19,9 @@ import time
 from typing import Any
 
 from rollguard.steps.metrics.http_get import DeadlinePassed, HttpFailure, UntrustedCertificate, http_get, request_url
-from rollguard.steps.metrics.prometheus_access import PrometheusEndpoint, connection_for
 from rollguard.steps.metrics.prometheus_answers import MalformedAnswer, samples_of_answer
+from rollguard.steps.metrics.prometheus_connection import connection_for
+from rollguard.steps.metrics.prometheus_endpoint import PrometheusEndpoint
 from rollguard.steps.metrics.prometheus_url import PrometheusUrl
 from rollguard.steps.metrics.query_results import QueryResult, QueryStatus, classify
 
