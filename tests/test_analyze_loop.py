@@ -336,12 +336,16 @@ def test_the_anytime_judge_counts_since_the_start_not_the_window(tmp_path: Path)
 
 
 class ResumingQuerier(ScriptedQuerier):
-    """Also answers the counters at an earlier moment (`QUERY @ UNIX_TIME`), from the same script."""
+    """Also answers the counters at an earlier moment (every selector of the union `A @ T or B @ T ...`),
+    from the same script."""
 
     def vector(self, query: str) -> QueryResult:
         if " @ " not in query:
             return self._answer(query)
-        promql, at = query.rsplit(" @ ", 1)
+        selectors = [part.rsplit(" @ ", 1) for part in query.split(" or ")]
+        assert all(len(part) == 2 for part in selectors), f"a selector without @: {query}"
+        assert len({at for _, at in selectors}) == 1, "every selector at the same moment"
+        promql, at = " or ".join(selector for selector, _ in selectors), selectors[0][1]
         self.asked.append((self.clock.now, "@ " + self.names[promql]))
         return self.script(self.names[promql], float(at) - SimulatedClock().wall())
 
