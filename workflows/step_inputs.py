@@ -133,42 +133,19 @@ def secret_inputs(command: str, options: StepOptions) -> tuple[list[Parameter], 
     inputs: list[Parameter] = []
     env: list[SecretEnv] = []
     volumes: list[SecretVolume] = []
-    if GIT_SECRET_INPUT in workflow_inputs(command, options):
-        secret = git_secret_parameter(options)
+    wanted = workflow_inputs(command, options)
+    mounted = (
+        (GIT_SECRET_INPUT, git_secret_parameter, GIT_SECRET_VOLUME, GIT_SECRET_MOUNT),
+        (NOTIFY_SECRET_INPUT, notify_secret_parameter, NOTIFY_SECRET_VOLUME, NOTIFY_SECRET_MOUNT),
+        (PROMETHEUS_SECRET_INPUT, prometheus_secret_parameter, PROMETHEUS_SECRET_VOLUME, PROMETHEUS_SECRET_MOUNT),
+    )
+    for input_name, parameter_of, volume_name, mount_path in mounted:
+        if input_name not in wanted:
+            continue
+        secret = parameter_of(options)
         inputs.append(input_parameter(secret))
-        env.append(SecretEnv(name=GIT_TOKEN_ENV, secret_name=secret.reference, secret_key="token", optional=True))
-        # A template-level volume: it comes with the template, also to workflows that templateRef it.
-        volumes.append(
-            SecretVolume(
-                name=GIT_SECRET_VOLUME,
-                secret_name=secret.reference,
-                optional=True,
-                mount_path=GIT_SECRET_MOUNT,
-                read_only=True,
-            )
-        )
-    if NOTIFY_SECRET_INPUT in workflow_inputs(command, options):
-        notify_secret = notify_secret_parameter(options)
-        inputs.append(input_parameter(notify_secret))
-        volumes.append(
-            SecretVolume(
-                name=NOTIFY_SECRET_VOLUME,
-                secret_name=notify_secret.reference,
-                optional=True,
-                mount_path=NOTIFY_SECRET_MOUNT,
-                read_only=True,
-            )
-        )
-    if PROMETHEUS_SECRET_INPUT in workflow_inputs(command, options):
-        secret = prometheus_secret_parameter(options)
-        inputs.append(input_parameter(secret))
-        volumes.append(
-            SecretVolume(
-                name=PROMETHEUS_SECRET_VOLUME,
-                secret_name=secret.reference,
-                optional=True,
-                mount_path=PROMETHEUS_SECRET_MOUNT,
-                read_only=True,
-            )
-        )
+        if input_name == GIT_SECRET_INPUT:  # the token also as an env variable, for HTTPS
+            env.append(SecretEnv(name=GIT_TOKEN_ENV, secret_name=secret.reference, secret_key="token", optional=True))
+        volumes.append(SecretVolume(name=volume_name, secret_name=secret.reference, optional=True,
+                                    mount_path=mount_path, read_only=True))
     return inputs, env, volumes
