@@ -13,6 +13,7 @@ from rollguard.steps.judgment.check import (
     CANARY_VS_STABLE,
     CheckInputs,
     Limits,
+    comparison_not_testable,
     custom_outcomes,
     latency_not_testable,
     latency_rule,
@@ -92,15 +93,9 @@ def _comparison(inputs: CheckInputs, limits: Limits, budget: Budget, final: bool
         return MetricOutcome(name, Phase.SKIPPED, threshold=increase,
                              detail="not tested: implied by the absolute limit (the increase is not below "
                              "--max-error-rate) or switched off (--absolute-only); its budget went to the other tests")
-    if canary.phase is not Phase.OK:
-        return MetricOutcome(name, Phase.SKIPPED, threshold=increase, detail="no canary counts (see canary_error_rate)")
-    if stable.phase is Phase.ERROR or stable.phase is Phase.MULTIPLE:
-        return MetricOutcome(name, stable.phase, threshold=increase, detail=f"stable counts: {stable.detail}")
-    if stable.phase is not Phase.OK or stable.requests == 0:
-        return MetricOutcome(name, Phase.SKIPPED, threshold=increase,
-                             detail="stable served no requests since the start; nothing to compare with")
-    if canary.requests == 0:
-        return MetricOutcome(name, Phase.OK, threshold=increase, samples=0, detail="no canary requests yet")
+    unjudged = comparison_not_testable(canary, stable, increase, "since the start")
+    if unjudged is not None:
+        return unjudged
     test = rate_above_stable(canary.errors, canary.requests, stable.errors, stable.requests, increase,
                              budget.comparison)
     difference = test.estimate_difference

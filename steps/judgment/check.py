@@ -154,15 +154,9 @@ def _statistical_error_rate(inputs: CheckInputs, limits: Limits, plan: LookPlan)
 def _statistical_comparison(inputs: CheckInputs, limits: Limits, plan: LookPlan) -> MetricOutcome:
     canary, stable = inputs.canary_counts, inputs.stable_counts
     name, increase = CANARY_VS_STABLE, limits.max_error_rate_increase
-    if canary.phase is not Phase.OK:
-        return MetricOutcome(name, Phase.SKIPPED, threshold=increase, detail="no canary counts (see canary_error_rate)")
-    if stable.phase is Phase.ERROR or stable.phase is Phase.MULTIPLE:
-        return MetricOutcome(name, stable.phase, threshold=increase, detail=f"stable counts: {stable.detail}")
-    if stable.phase is not Phase.OK or stable.requests == 0:
-        return MetricOutcome(name, Phase.SKIPPED, threshold=increase,
-                             detail="stable served no requests in the window; nothing to compare with")
-    if canary.requests == 0:
-        return MetricOutcome(name, Phase.OK, threshold=increase, samples=0, detail="no canary requests yet")
+    unjudged = comparison_not_testable(canary, stable, increase, "in the window")
+    if unjudged is not None:
+        return unjudged
     test = rate_above_stable(canary.errors, canary.requests, stable.errors, stable.requests, increase,
                              plan.alpha_per_test)
     difference = test.estimate_difference
@@ -285,3 +279,18 @@ def _custom_metric(custom: CustomValue) -> MetricOutcome:
     )
     detail = f"value {point.value:g}, must be {bounds}"
     return MetricOutcome(custom.name, Phase.BREACH if breached else Phase.OK, point.value, shown_limit, detail)
+
+
+def comparison_not_testable(canary: Counts, stable: Counts, increase: float, span: str) -> MetricOutcome | None:
+    """The canary-vs-stable outcome when the counts cannot carry the comparison (either judge), else None."""
+    name = CANARY_VS_STABLE
+    if canary.phase is not Phase.OK:
+        return MetricOutcome(name, Phase.SKIPPED, threshold=increase, detail="no canary counts (see canary_error_rate)")
+    if stable.phase is Phase.ERROR or stable.phase is Phase.MULTIPLE:
+        return MetricOutcome(name, stable.phase, threshold=increase, detail=f"stable counts: {stable.detail}")
+    if stable.phase is not Phase.OK or stable.requests == 0:
+        return MetricOutcome(name, Phase.SKIPPED, threshold=increase,
+                             detail=f"stable served no requests {span}; nothing to compare with")
+    if canary.requests == 0:
+        return MetricOutcome(name, Phase.OK, threshold=increase, samples=0, detail="no canary requests yet")
+    return None
