@@ -19,8 +19,8 @@ __all__ = ["histogram_quantile"]
 
 def histogram_quantile(quantile: float, buckets: Iterable[tuple[float, float]]) -> float:
     """The `quantile` (0..1) of a histogram given as (upper bound `le`, cumulative count) pairs, as PromQL's
-    `histogram_quantile(quantile, sum by (le) (...))` computes it; bounds that are NaN are skipped (Prometheus
-    skips a sample whose `le` is not a number)."""
+    `histogram_quantile(quantile, sum by (le) (...))` computes it. A NaN bound (an `le` that is not a number)
+    is skipped, as Prometheus skips an `le` it cannot parse."""
     if math.isnan(quantile):
         return math.nan
     if quantile < 0:
