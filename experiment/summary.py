@@ -53,6 +53,7 @@ def spread(values: Sequence[float | None]) -> Spread:
 
 
 METRICS: dict[str, Callable[[RunRecord], float | None]] = {
+    "verdict → cut (s)": RunRecord.verdict_to_cut_s,
     "breach → cut (s)": RunRecord.breach_to_cut_s,
     "fault → cut (s)": RunRecord.fault_to_cut_s,
     "alert → cut (s)": RunRecord.alert_to_cut_s,
