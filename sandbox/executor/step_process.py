@@ -213,7 +213,7 @@ class StepProcesses:
     ) -> NodeResult | None:
         """Wait `pod_start_s` as a starting pod would; the node's result when a shutdown or the deadline ended
         the wait (the pending pod is deleted, main never runs), None when main may start."""
-        self.on_event(Event(EventKind.PENDING, display, f"pod starting, {pod_start_s:g} s (--pod-start-delay)"))
+        self.on_event(Event(EventKind.PENDING, display, f"pod starting: {pod_start_s:g} s, --pod-start-delay"))
         until = time.monotonic() + pod_start_s
 
         def interrupted() -> bool:
