@@ -212,6 +212,12 @@ def run_demo(
     `inspect` (the experiment's hook) is called with the still-running sandbox and the collected result,
     so it can read more from Prometheus before everything stops.
     """
+    template_file = workflow_path(settings)
+    try:
+        library, _ = load_library(template_file, [])
+    except (ExecutorError, UsageError) as exc:
+        raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
+    switches = release_switches(library, settings)  # UsageError before anything starts
     run_dir = settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}"
     run_dir.mkdir(parents=True, exist_ok=True)
     try:  # --step-image: checked (root, archive, entry point) and unpacked before anything starts
@@ -219,12 +225,6 @@ def run_demo(
     except StepImageError as exc:
         raise SandboxError(str(exc)) from None
     run_dir = run_dir.resolve() if image else run_dir  # the steps see it at the same, absolute path
-    template_file = workflow_path(settings)
-    try:
-        library, _ = load_library(template_file, [])
-    except (ExecutorError, UsageError) as exc:
-        raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
-    switches = release_switches(library, settings)  # UsageError before anything starts
     progress = Progress(console)
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox")
     with Supervisor(run_dir / "logs") as supervisor, ExitStack() as stack:
