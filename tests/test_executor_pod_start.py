@@ -191,3 +191,12 @@ def test_rollback_in_analysis_is_passed_only_to_a_template_that_declares_it(tmp_
     assert release_switches(without, settings("false")) == {}  # what that template does anyway
     with pytest.raises(UsageError, match=r"--rollback-in-analysis true.*declares no parameter rollback-in-analysis"):
         release_switches(without, settings("true"))
+
+
+def test_run_local_shows_each_pod_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "stopped.yaml"
+    path.write_text(textwrap.dedent(STOPPED).replace("PYTHON", sys.executable))
+    assert cli_main(["run-local", str(path), "--pod-start-delay", "200ms"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("Pending (pod starting: 0.2 s, --pod-start-delay)") == 3  # slow, after, the exit handler
+    assert printed.index("== main.slow: Pending") < printed.index("[main.slow] main ran")
