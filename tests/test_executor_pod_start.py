@@ -200,3 +200,14 @@ def test_run_local_shows_each_pod_starting(tmp_path: Path, capsys: pytest.Captur
     printed = capsys.readouterr().out
     assert printed.count("Pending (pod starting: 0.2 s, --pod-start-delay)") == 3  # slow, after, the exit handler
     assert printed.index("== main.slow: Pending") < printed.index("[main.slow] main ran")
+
+
+def test_the_workflow_deadline_passing_while_a_pod_starts_fails_it_unstarted(tmp_path: Path) -> None:
+    events: list[Event] = []
+    text = STOPPED.replace("  onExit: cleanup\n", "  onExit: cleanup\n  activeDeadlineSeconds: 1\n")
+    executor = LocalExecutor(_library(tmp_path, text), on_event=events.append, pod_start_delay_s=1.5)
+    result = executor.run("stopped-while-pending", {})  # the deadline (≤ 1 s after the start) comes first
+    slow = result.node("main.slow")
+    assert slow.phase is Phase.FAILED and slow.message == "Step exceeded its deadline" and slow.running_at == 0.0
+    assert not [e for e in events if e.kind is EventKind.STARTED and e.step == "main.slow"], "main ran anyway"
+    assert result.exit_handler is not None and result.exit_handler.phase is Phase.SUCCEEDED  # spared by the deadline
