@@ -183,7 +183,7 @@ class Round:
     load_after: str = ""
 
 
-def run_round(n: int, server: QueryLoggingPrometheus, query_log: Path, baseline_cpu_per_s: float,
+def run_round(n: int, server: PrometheusServer, query_log: Path, baseline_cpu_per_s: float,
               options: argparse.Namespace, workdir: Path) -> Round:
     assert server.process is not None
     result = Round(n, load_before=load_average())
