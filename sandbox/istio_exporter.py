@@ -10,7 +10,8 @@ destination's proxy and one caller's, `reporter="source"`): one series per outco
 200 — of `istio_requests_total` and of the full `istio_request_duration_milliseconds` histogram (Istio's
 default buckets, `_sum`, `_count`), with every label Istio's standard metrics carry (the sandbox's
 `istio_metrics.LABELS` plus the principals, apps, canonical services, clusters and
-`connection_security_policy`). Latency is log-normal with a per-service median of 10–60 ms, so every
+`connection_security_policy`). `GET /metrics?services=A:B` serves services A to B-1 only (for scrape jobs
+at different intervals). Latency is log-normal with a per-service median of 10–60 ms, so every
 version is healthy against rollguard's defaults (1 % errors, p99 500 ms).
 
     python -m rollguard.sandbox.istio_exporter [--services 300] [--port 0]   # prints the series count
@@ -23,6 +24,7 @@ import http.server
 import math
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -105,9 +107,11 @@ class MeshMetrics:
     def __init__(self, shape: MeshShape | None = None, *, started: float | None = None) -> None:
         self.shape = shape or MeshShape()
         self.started = time.time() if started is None else started
-        requests: list[_Series] = []
-        histogram: list[_Series] = []
+        # Per service: its requests series and its histogram series (a scrape may ask for some services only).
+        self._services: list[tuple[list[_Series], list[_Series]]] = []
         for index in range(self.shape.services):
+            requests: list[_Series] = []
+            histogram: list[_Series] = []
             for labels, per_s, median_ms in self._label_sets(index):
                 requests.append(_Series(_line_prefix(REQUESTS, labels), per_s, True))
                 for bound in ISTIO_DURATION_BUCKETS_MS:
@@ -118,17 +122,17 @@ class MeshMetrics:
                 mean_ms = median_ms * math.exp(self.SIGMA ** 2 / 2)
                 histogram.append(_Series(_line_prefix(f"{DURATION}_sum", labels), per_s * mean_ms, False))
                 histogram.append(_Series(_line_prefix(f"{DURATION}_count", labels), per_s, True))
-        self._families = (
-            (f"# HELP {REQUESTS} Requests served, as Istio counts them.\n# TYPE {REQUESTS} counter\n".encode(),
-             requests),
-            (f"# HELP {DURATION} Request duration in milliseconds, as Istio measures it.\n"
-             f"# TYPE {DURATION} histogram\n".encode(), histogram),
+            self._services.append((requests, histogram))
+        self._headers = (
+            f"# HELP {REQUESTS} Requests served, as Istio counts them.\n# TYPE {REQUESTS} counter\n".encode(),
+            f"# HELP {DURATION} Request duration in milliseconds, as Istio measures it.\n"
+            f"# TYPE {DURATION} histogram\n".encode(),
         )
 
     @property
     def series_count(self) -> int:
         """How many series one scrape returns."""
-        return sum(len(series) for _, series in self._families)
+        return sum(len(requests) + len(histogram) for requests, histogram in self._services)
 
     def _label_sets(self, index: int) -> Iterator[tuple[dict[str, str], float, float]]:
         """(labels, requests/s, median latency ms) of every requests series of service `index`."""
@@ -176,17 +180,30 @@ class MeshMetrics:
                     latency = median_ms + (0.5 if reporter == "source" else 0.0)
                     yield labels, service_rps * version_share * outcome.share, latency
 
-    def exposition(self, now: float | None = None) -> bytes:
-        """Every series' value at `now` (default: the clock), in Prometheus text format."""
+    def exposition(self, now: float | None = None, services: range | None = None) -> bytes:
+        """The series' values at `now` (default: the clock) in Prometheus text format: of every service, or of
+        the services whose indices are in `services`."""
         at = (time.time() if now is None else now) - self.started + self.shape.uptime_s
+        chosen = self._services if services is None else [self._services[i] for i in services
+                                                           if 0 <= i < len(self._services)]
         parts: list[bytes] = []
-        for header, series in self._families:
+        for family, header in enumerate(self._headers):
             parts.append(header)
-            for one in series:
-                parts.append(one.prefix)
-                value = one.per_s * at
-                parts.append(b"%d\n" % int(value) if one.integral else b"%.3f\n" % value)
+            for both in chosen:
+                for one in both[family]:
+                    parts.append(one.prefix)
+                    value = one.per_s * at
+                    parts.append(b"%d\n" % int(value) if one.integral else b"%.3f\n" % value)
         return b"".join(parts)
+
+
+def services_parameter(query: str) -> range | None:
+    """`services=A:B` in a scrape's query string (Prometheus's `params`): the services A to B-1; else None (all)."""
+    values = urllib.parse.parse_qs(query).get("services")
+    if not values:
+        return None
+    first, _, end = values[0].partition(":")
+    return range(int(first), int(end))
 
 
 class IstioExporter:
@@ -216,10 +233,16 @@ class IstioExporter:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
+                path, _, query = self.path.partition("?")
+                if path != "/metrics":
                     self.send_error(404)
                     return
-                body = metrics.exposition()
+                try:
+                    services = services_parameter(query)
+                except ValueError:
+                    self.send_error(400, "services=FIRST:END, two whole numbers")
+                    return
+                body = metrics.exposition(services=services)
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))

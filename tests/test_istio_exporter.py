@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -29,8 +30,8 @@ def exporter() -> Iterator[IstioExporter]:
         yield running
 
 
-def _scrape(exporter: IstioExporter) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(exporter.url, timeout=10) as response:
+def _scrape(exporter: IstioExporter, query: str = "") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(exporter.url + query, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         text = response.read().decode()
     samples = {}
@@ -57,6 +58,15 @@ def test_metrics_parse_with_istio_labels_and_expected_cardinality(exporter):
     assert {labels["reporter"] for labels in requests} == {"destination", "source"}
     assert {labels["grpc_response_status"] for labels in requests} == {"", "0", "5", "13", "14"}
     assert {labels["connection_security_policy"] for labels in requests} == {"mutual_tls", "unknown"}
+
+
+def test_a_scrape_may_ask_for_some_services_only(exporter):
+    samples = _scrape(exporter, "?services=2:5")
+    assert len(samples) == SERIES * 3 // SERVICES
+    assert {dict(labels)["destination_service_name"] for _, labels in samples} == {"svc-002", "svc-003", "svc-004"}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _scrape(exporter, "?services=two")
+    assert refused.value.code == 400
 
 
 def test_histograms_are_consistent(exporter):
