@@ -289,7 +289,8 @@ def print_table(rounds: list[Round], baseline_cpu_per_s: float) -> None:
               f"{1000 * r.prometheus_extra_cpu_s / analysis_s:.1f} ms | {1000 * r.analyze_cpu_s / analysis_s:.0f} ms "
               f"| {verdicts} | {r.load_before} → {r.load_after} |")
     print()
-    print(f"Prometheus scraping alone: {baseline_cpu_per_s:.2f} CPU-s per second. Query latency source: "
+    print(f"Prometheus scraping alone: {baseline_cpu_per_s:.2f} CPU-s per second (a round holds one mesh scrape more "
+          f"or less than its share: noise of ±1 CPU-s, large against N=1). Query latency source: "
           f"{', '.join(sorted({r.query_source for r in rounds}))}.")
     for r in rounds:
         if r.queue_times:
@@ -311,7 +312,8 @@ def main() -> None:
                         help="of the rest of the mesh (Istio's sample Prometheus: 15 s)")
     parser.add_argument("--what-if-cached-tls", action="store_true",
                         help="run analyze with http_get's TLS context cached (a projection, not the shipped code)")
-    parser.add_argument("--baseline-s", type=float, default=10.0, help="how long to measure scraping alone")
+    parser.add_argument("--baseline-s", type=float,
+                        help="how long to measure scraping alone (default: two mesh scrapes, at least 10 s)")
     parser.add_argument("--keep", type=Path, help="keep the verdicts and logs in this directory")
     options = parser.parse_args()
     counts = [int(n) for n in options.n.split(",")]
@@ -347,7 +349,7 @@ def main() -> None:
             time.sleep(3 * options.scrape_interval)
             cpu_before, at = process_cpu_s(server.process.pid), time.monotonic()
             exporter_before = process_cpu_s(exporter.pid)
-            time.sleep(options.baseline_s)
+            time.sleep(options.baseline_s or max(10.0, 2 * options.mesh_scrape_interval))
             elapsed = time.monotonic() - at
             baseline = (process_cpu_s(server.process.pid) - cpu_before) / elapsed
             scrapes = get_json(f"{server.url}/api/v1/query?query=scrape_duration_seconds")["data"]["result"]
