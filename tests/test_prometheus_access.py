@@ -24,6 +24,7 @@ from git_remote import MANIFEST_PATH, git, make_remote
 from rollguard.sandbox.ports import free_port
 from rollguard.steps import cli
 from rollguard.steps.exit_codes import ExitCode
+from rollguard.steps.metrics import http_get as http_get_module
 from rollguard.steps.metrics.prometheus_client import PrometheusQuerier
 from rollguard.steps.metrics.prometheus_endpoint import HeaderSpec, PrometheusEndpoint, TlsOptions
 from rollguard.steps.metrics.prometheus_url import parse_prometheus_url
@@ -313,3 +314,41 @@ def test_the_experiment_refuses_bad_access_input_with_exit_2(tmp_path: Path) -> 
     )
     assert completed.returncode == ExitCode.USAGE, completed.stderr
     assert "--prometheus-bearer-token-file" in completed.stderr and "does not exist" in completed.stderr
+
+
+def test_the_default_tls_context_is_built_once_and_never_for_plain_http(
+    pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the CA store costs ~30 ms of CPU: per query, 50 analyses on one node spent most of their time
+    there (benchmarks/concurrent_analyses.py). http:// needs no context; https:// builds the default one once."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(ANSWER)))
+            self.end_headers()
+            self.wfile.write(ANSWER)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    tls_server, tls_port = _serve(Handler, context)
+    plain_server, plain_port = _serve(Handler, None)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca))  # the system store does not know the test CA
+    built = http_get_module._tls_context_for.cache_info().misses
+    try:
+        for _ in range(3):
+            answer = http_get_module.http_get(f"http://127.0.0.1:{plain_port}/api/v1/query", {"query": "1"},
+                                              deadline=time.monotonic() + 5)
+            assert answer.status == 200
+        assert http_get_module._tls_context_for.cache_info().misses == built  # no context for http://
+        for _ in range(3):
+            answer = http_get_module.http_get(f"https://127.0.0.1:{tls_port}/api/v1/query", {"query": "1"},
+                                              deadline=time.monotonic() + 5)
+            assert answer.status == 200 and answer.body == ANSWER
+        assert http_get_module._tls_context_for.cache_info().misses <= built + 1  # one context for three queries
+    finally:
+        tls_server.shutdown()
+        plain_server.shutdown()

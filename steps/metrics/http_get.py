@@ -10,6 +10,7 @@ the headers and the body together take at most the time given. Proxies come from
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import socket
@@ -63,7 +64,8 @@ def http_get(
     target = urlsplit(url)
     path = (target.path or "/") + "?" + request_url("", params)[1:]
     sent = {"Accept": "application/json", "User-Agent": "rollguard", **(headers or {})}
-    context = tls or _tls_context()
+    # A TLS context only for https (loading the CA store costs ~30 ms of CPU), and the default one built once.
+    context = (tls or default_tls_context()) if target.scheme == "https" else None
     connection, request_target = _connection(target.scheme, target.hostname or "", target.port, path, remaining,
                                              context)
     watchdog = _Watchdog(connection, remaining)
@@ -89,7 +91,7 @@ def http_get(
 
 
 def _connection(
-    scheme: str, host: str, port: int | None, path: str, timeout_s: float, context: ssl.SSLContext
+    scheme: str, host: str, port: int | None, path: str, timeout_s: float, context: ssl.SSLContext | None
 ) -> tuple[http.client.HTTPConnection, str]:
     """A connection to the server or to the proxy the environment names for it, and the request target."""
     proxy = urllib.request.getproxies().get(scheme)
@@ -108,8 +110,15 @@ def _connection(
     return http.client.HTTPConnection(host, port, timeout=timeout_s), path
 
 
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=os.environ.get("REQUESTS_CA_BUNDLE") or None)
+def default_tls_context() -> ssl.SSLContext:
+    """The system's CA store (or REQUESTS_CA_BUNDLE), built once per bundle: a check sends several queries, and
+    50 analyses on one node would otherwise spend most of their CPU re-reading the same certificates."""
+    return _tls_context_for(os.environ.get("REQUESTS_CA_BUNDLE") or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context_for(cafile: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
 
 
 class _Watchdog:
