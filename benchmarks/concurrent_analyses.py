@@ -2,7 +2,8 @@
 that scrapes a mesh-sized Istio exporter (`sandbox/istio_exporter.py`: 300 services, 110,400 series, 1 s scrape).
 
 For each N (all started together, so every check of every analysis falls in the same part of the second:
-the worst case), every analysis of a healthy canary runs its whole bake time. The analysed services are
+the worst case; `--start-spread 1s` starts them evenly over a second, as independent releases would),
+every analysis of a healthy canary runs its whole bake time. The analysed services are
 scraped every second; the rest of the mesh every 15 s (`--mesh-scrape-interval`): its 110,400 series are all in
 Prometheus's index, but scraping all of them every second alone took 0.6–0.8 of this machine's 2 cores, and
 the scrape outgrew its 1 s timeout (series went stale). Prints one table:
@@ -18,7 +19,7 @@ the scrape outgrew its 1 s timeout (series went stale). Prints one table:
   - the machine's load average around each run (the machine is shared).
 
     .venv/bin/python benchmarks/concurrent_analyses.py [--n 1,10,50] [--duration 30s] [--interval 1s]
-        [--services 300] [--scrape-interval 1] [--mesh-scrape-interval 15] [--what-if-cached-tls] [--keep DIR]
+        [--services 300] [--scrape-interval 1] [--mesh-scrape-interval 15] [--start-spread 0s] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -52,11 +53,6 @@ ROLLGUARD = str(Path(sys.executable).parent / "rollguard")
 QUERY_HANDLER = "/api/v1/query"
 LATE_GOAL_S = 0.5
 TICK_S = os.sysconf("SC_CLK_TCK")
-# --what-if-cached-tls: analyze as shipped, but with http_get's TLS context built once instead of for every query
-# (a projection of that fix in steps/metrics/http_get.py; the shipped code is what runs without the flag).
-CACHED_TLS = ("import functools, sys; import rollguard.steps.metrics.http_get as h; "
-              "h._tls_context = functools.lru_cache(maxsize=None)(h._tls_context); "
-              "from rollguard.steps.cli import main; sys.argv[0] = 'rollguard'; sys.exit(main())")
 
 
 @dataclass
@@ -207,13 +203,16 @@ def run_round(n: int, server: PrometheusServer, query_log: Path, baseline_cpu_pe
     cpu_before, children_before = process_cpu_s(server.process.pid), children_cpu_s()
     began = time.monotonic()
     processes = []
+    spread_s = parse_duration(options.start_spread)
     for index in range(n):
+        pause = began + index * spread_s / n - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # pacing the starts, not waiting for a result
         service = f"svc-{index:03d}"
         verdict = workdir / f"n{n}-{service}.json"
         log = (workdir / f"n{n}-{service}.log").open("wb")
-        rollguard = [sys.executable, "-c", CACHED_TLS] if options.what_if_cached_tls else [ROLLGUARD]
         processes.append((verdict, subprocess.Popen(
-            [*rollguard, "analyze", "--prometheus-url", server.url, "--namespace", NAMESPACE, "--service", service,
+            [ROLLGUARD, "analyze", "--prometheus-url", server.url, "--namespace", NAMESPACE, "--service", service,
              "--stable-version", "v1", "--canary-version", "v2", "--interval", options.interval,
              "--duration", options.duration, "--min-requests", "5", "--verdict-file", str(verdict)],
             stdout=subprocess.DEVNULL, stderr=log)))
@@ -310,8 +309,9 @@ def main() -> None:
     parser.add_argument("--scrape-interval", type=float, default=1.0, help="of the analysed services")
     parser.add_argument("--mesh-scrape-interval", type=float, default=15.0,
                         help="of the rest of the mesh (Istio's sample Prometheus: 15 s)")
-    parser.add_argument("--what-if-cached-tls", action="store_true",
-                        help="run analyze with http_get's TLS context cached (a projection, not the shipped code)")
+    parser.add_argument("--start-spread", default="0s",
+                        help="start the analyses evenly over this time (0s: all at once, the worst case; 1s: as "
+                        "independent releases would, each check in its own part of the second)")
     parser.add_argument("--baseline-s", type=float,
                         help="how long to measure scraping alone (default: two mesh scrapes, at least 10 s)")
     parser.add_argument("--keep", type=Path, help="keep the verdicts and logs in this directory")
