@@ -40,7 +40,7 @@ from rollguard.steps.output_files import write_atomically
 log = logging.getLogger("rollguard.steps")
 
 KINDS = ("release", "analysis")
-POLICIES = ("rollback", "promote", "stop")
+POLICIES = rollback.INCONCLUSIVE_POLICIES
 BOOLEANS = ("true", "false")
 SKIPPED = "skipped"  # canary-analysis at 0 %: an outcome for the metrics, never a notification
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
@@ -214,8 +214,7 @@ def roll_back_unfinished(args: argparse.Namespace, reason: str) -> tuple[bool, d
                                           "result_file": result_file})  # fmt: skip
     code: int = ExitCode.ERROR
     for attempt in range(1, args.rollback_attempts + 1):
-        code = rollback.run(rollback_args)
-        configure("finish", verbose=args.verbose)
+        code = rollback.roll_back(rollback_args)
         if code in (ExitCode.OK, ExitCode.USAGE):
             break
         if attempt < args.rollback_attempts:
