@@ -64,7 +64,7 @@ single `mutex` (and `semaphore`, `podPriority`, CronWorkflow `schedule`, none us
 from __future__ import annotations
 
 from hera.workflows import Parallel, Parameter, Step, Steps, Suspend, WorkflowTemplate
-from hera.workflows.models import ContinueOn, Metadata
+from hera.workflows.models import Metadata
 
 from rollguard.workflows.workflow_parameters import workflow_parameters
 from rollguard.workflows.workflow_settings import (
@@ -81,6 +81,7 @@ from rollguard.workflows.workflow_steps import (
     WHEN_ADVANCE,
     WHEN_ADVANCE_INCONCLUSIVE,
     WHEN_APPROVAL,
+    analyze_step,
     container_templates,
     preflight,
     release_workflow,
@@ -119,7 +120,7 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
                 when=plan_out + "weight}} < 100",
             )
         with Steps(name="judge", inputs=[Parameter(name="rest", default="")]):
-            step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
+            analyze_step(settings)
             with Parallel():
                 rollback_steps(settings)
                 advance_arguments = [
@@ -163,7 +164,7 @@ def canary_analysis(settings: TemplateSettings | None = None) -> WorkflowTemplat
                 preflight(settings)
             Step(name="judge", template="judge", when="{{steps.status.outputs.parameters.canary-weight}} > 0")
         with Steps(name="judge"):
-            step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
+            analyze_step(settings)
             with Parallel():
                 rollback_steps(settings)
     template.templates.extend(container_templates(ANALYSIS_COMMANDS, settings, kind="analysis"))

@@ -1,5 +1,5 @@
 """The pieces canary-release and canary-analysis are assembled from: calls of the workflow's own step
-templates (`step_call`), the rollback branches and their `when` conditions, the notification
+templates (`step_call`), the analysis, the rollback branches and their `when` conditions, the notification
 preflight, the approval condition, the container templates with the exit handler `finish`, and the
 spec-level fields both workflows share (`release_workflow`: the exit handler, the release mutex, pod
 labels, the deadline, TTL and pod GC).
@@ -22,6 +22,7 @@ from rollguard.workflows.workflow_settings import (
     APPROVAL_EVERY_STEP,
     EXIT_HANDLER,
     ON_INCONCLUSIVE,
+    ROLLBACK_IN_ANALYSIS,
     TemplateSettings,
     deadline_seconds,
 )
@@ -83,8 +84,16 @@ def step_call(
     return Step(name=name, template=command, arguments=arguments, when=when, continue_on=continue_on)
 
 
+def analyze_step(settings: TemplateSettings) -> Step:
+    """The analysis: it may fail (its verdict then decides the branches after it), and with the workflow parameter
+    `rollback-in-analysis` it rolls back itself the moment it decides (analyze --rollback-on-fail)."""
+    wired = {"rollback-on-fail": "{{workflow.parameters." + ROLLBACK_IN_ANALYSIS + "}}"}
+    return step_call("analyze", "analyze", settings, wired, continue_on=ContinueOn(failed=True))
+
+
 def rollback_steps(settings: TemplateSettings) -> None:
-    """Inside a Parallel: the two mutually exclusive rollback branches after `analyze`."""
+    """Inside a Parallel: the two mutually exclusive rollback branches after `analyze`. They run even when analyze
+    already rolled back (the safety net: then a no-op that still asks ArgoCD to sync and converges the live object)."""
     wired = {
         "reason-file": REASON_FILE,
         "reason": "",
