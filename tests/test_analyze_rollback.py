@@ -105,6 +105,8 @@ def test_a_pass_never_touches_git(
     istio_env.traffic.set("inproc-healthy", "v2", HEALTHY)
     istio_env.wait_for_requests("inproc-healthy", "v2")
     head = remote_head(remote)
+    out.mkdir()
+    (out / "result.json").write_text('{"commit": "an earlier run\'s"}')  # no stale result survives
     capfd.readouterr()
     code = analyze(istio_env.url, "inproc-healthy", out, "--duration", "2s", "--min-requests", "1",
                    "--rollback-on-fail", *location(remote))  # fmt: skip

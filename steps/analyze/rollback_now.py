@@ -82,13 +82,23 @@ def plan_from_args(args: argparse.Namespace, verdict_file: Path) -> RollbackPlan
 def act_on_verdict(plan: RollbackPlan, document: VerdictDocument) -> bool:
     """Roll back when the verdict calls for it (after its files are written: the commit quotes them), then
     write --rolled-back-file. True when the canary is rolled back by this step."""
-    rolled_back = plan.wanted(document.verdict) and _roll_back(plan, document)
-    record(plan, rolled_back)
+    if not plan.wanted(document.verdict):
+        record(plan, rolled_back=False)
+        return False
+    rolled_back = _roll_back(plan, document)
+    record(plan, rolled_back, rollback_ran=True)
     return rolled_back
 
 
-def record(plan: RollbackPlan, rolled_back: bool) -> None:
-    """Write `true` or `false` to --rolled-back-file, if given (a failure to write is logged, never raised)."""
+def record(plan: RollbackPlan, rolled_back: bool, *, rollback_ran: bool = False) -> None:
+    """Write `true` or `false` to --rolled-back-file, if given; without a rollback, --rollback-result-file is
+    left absent (an earlier run's file at that path is removed). A failure is logged, never raised."""
+    result_file = plan.rollback_args.result_file if plan.rollback_args is not None else None
+    if result_file and not rollback_ran:
+        try:
+            Path(result_file).unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("could not remove an earlier run's %s: %s", result_file, exc.strerror or exc)
     if plan.rolled_back_file is None:
         return
     try:
