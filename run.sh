@@ -26,6 +26,21 @@ ensure_python() {
     || die "python3 has no venv/ensurepip module; on Debian/Ubuntu: apt-get install python3-venv"
 }
 
+# Install Debian packages with apt-get (through sudo when not root); on any failure, die with what to do
+# instead ($1), never half-silently.
+apt_install() {
+  local instead="$1"; shift
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    command -v sudo >/dev/null || die "not root and no sudo to install $*: $instead"
+    sudo="sudo"
+  fi
+  command -v apt-get >/dev/null || die "no apt-get here to install $*: $instead"
+  $sudo apt-get update -qq >/dev/null || die "apt-get update failed: $instead"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed: $instead"
+}
+
 ensure_prometheus() {
   if [ -n "${PROMETHEUS_BIN:-}" ]; then
     [ -x "$PROMETHEUS_BIN" ] || die "PROMETHEUS_BIN=$PROMETHEUS_BIN is not an executable file"
@@ -33,15 +48,7 @@ ensure_prometheus() {
   fi
   command -v prometheus >/dev/null && return
   say "installing the Debian package 'prometheus' (the real Prometheus server the tests and demo run)"
-  local sudo=""
-  if [ "$(id -u)" != "0" ]; then
-    command -v sudo >/dev/null || die "not root and no sudo: install the Debian package 'prometheus' yourself, or set PROMETHEUS_BIN"
-    sudo="sudo"
-  fi
-  command -v apt-get >/dev/null || die "no apt-get here: install Prometheus (2.x) yourself and set PROMETHEUS_BIN to its binary"
-  $sudo apt-get update -qq >/dev/null || die "apt-get update failed; install 'prometheus' yourself or set PROMETHEUS_BIN"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-    || die "apt-get install prometheus failed; install it yourself or set PROMETHEUS_BIN"
+  apt_install "install the Debian package 'prometheus' yourself, or set PROMETHEUS_BIN to its binary" prometheus
   command -v prometheus >/dev/null || die "prometheus is still not on PATH after installing; set PROMETHEUS_BIN"
 }
 
@@ -52,15 +59,7 @@ ensure_test_backends() {
   command -v victoria-metrics >/dev/null && command -v vmauth >/dev/null \
     && { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && return
   say "installing the Debian packages 'victoria-metrics' and 'nginx' (VictoriaMetrics, vmauth, nginx: the tests run them)"
-  local sudo=""
-  if [ "$(id -u)" != "0" ]; then
-    command -v sudo >/dev/null || die "not root and no sudo: install the Debian package 'victoria-metrics' yourself"
-    sudo="sudo"
-  fi
-  command -v apt-get >/dev/null || die "no apt-get here: install VictoriaMetrics and vmauth (1.79 or later) on PATH"
-  $sudo apt-get update -qq >/dev/null || die "apt-get update failed; install 'victoria-metrics' yourself"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends victoria-metrics nginx >/dev/null \
-    || die "apt-get install victoria-metrics nginx failed; install them yourself"
+  apt_install "install VictoriaMetrics and vmauth (1.79 or later) and nginx yourself" victoria-metrics nginx
   command -v vmauth >/dev/null || die "vmauth is still not on PATH after installing victoria-metrics"
 }
 
@@ -94,11 +93,8 @@ ensure_image_tools() {
   for tool in mmdebstrap umoci skopeo; do command -v "$tool" >/dev/null || missing+=("$tool"); done
   [ ${#missing[@]} -eq 0 ] && return
   [ "$(id -u)" = "0" ] || die "the image build needs root (mmdebstrap, chroot); missing too: ${missing[*]}"
-  command -v apt-get >/dev/null || die "no apt-get here: install ${missing[*]} yourself (Debian/Ubuntu packages)"
   say "installing the Debian packages ${missing[*]} (the image build)"
-  apt-get update -qq >/dev/null || die "apt-get update failed; install ${missing[*]} yourself"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed; install them yourself"
+  apt_install "install ${missing[*]} yourself (Debian/Ubuntu packages)" "${missing[@]}"
 }
 
 setup() { ensure_python; ensure_prometheus; ensure_venv; }

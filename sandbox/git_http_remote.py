@@ -7,6 +7,7 @@ HTTP, as to a Git server on a cluster, git-receive-pack and its hooks run here, 
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import threading
@@ -15,15 +16,19 @@ from pathlib import Path
 
 
 class GitHttpRemote:
-    """A bare repository served over Git's smart HTTP on loopback (`git http-backend`), no auth.
+    """A bare repository served over Git's smart HTTP on loopback (`git http-backend`); no auth, or HTTP
+    basic auth when `basic_auth` (user, password) is given (as a Git host asks a token for).
 
     For steps in the image, a Git server as on a cluster: their pushes run git-receive-pack and its
-    hooks here, as this process's user, instead of inside the image through a file path.
+    hooks here, as this process's user, instead of inside the image through a file path. The tests of
+    Git credentials use it with basic auth; its sibling repositories are served too (`url_for`).
     """
 
-    def __init__(self, repo: Path) -> None:
+    def __init__(self, repo: Path, basic_auth: tuple[str, str] | None = None) -> None:
         self.repo = Path(repo).resolve()
         root = self.repo.parent
+        user = basic_auth[0] if basic_auth else "rollguard"
+        expected = None if basic_auth is None else "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: object) -> None:
@@ -36,12 +41,18 @@ class GitHttpRemote:
                 self.serve()
 
             def serve(self) -> None:
+                if expected is not None and self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 path, _, query = self.path.partition("?")
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_PROJECT_ROOT": str(root),
                        "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command, "PATH_INFO": path,
                        "QUERY_STRING": query, "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                       "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": "rollguard", "REMOTE_ADDR": "127.0.0.1",
+                       "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": user, "REMOTE_ADDR": "127.0.0.1",
                        "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
                        "GIT_PROTOCOL": self.headers.get("Git-Protocol", "")}  # fmt: skip
                 done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
@@ -69,7 +80,12 @@ class GitHttpRemote:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.repo.name}"
+        """The served repository's URL."""
+        return self.url_for()
+
+    def url_for(self, repo: str | None = None, userinfo: str = "") -> str:
+        """The URL of `repo` (a sibling of the served repository; default: itself), with `userinfo` ("user:pw@")."""
+        return f"http://{userinfo}127.0.0.1:{self.server.server_address[1]}/{repo or self.repo.name}"
 
     def __enter__(self) -> GitHttpRemote:
         self.thread.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rollguard.steps import logs
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.options import UsageError, add_flag
+from rollguard.steps.options import UsageError, add_flag, parse_duration
 from rollguard.steps.output_files import write_atomically
 
 DEFAULT_SCHEDULE = "10,50,100"
@@ -60,9 +60,36 @@ def next_weight(text: str) -> NextWeight:
     return NextWeight(weight=weights[0], rest=weights[1:])
 
 
+def check_guard_duration(text: str) -> float | None:
+    """The guard after the promotion to 100 % in seconds (None: no guard), refusing what cannot end a release.
+
+    Checked by the release's first step, so a bad value stops the release before it deploys anything.
+    """
+    stripped = str(text).strip()
+    if not stripped:
+        return None
+    if stripped.lower() == "forever":
+        seconds = 0.0
+    else:
+        try:
+            seconds = parse_duration(stripped)
+        except ValueError as exc:
+            raise UsageError(f"--guard-duration: {exc} (empty: no guard after the promotion to 100 %)") from None
+    if seconds <= 0:
+        raise UsageError(
+            f"--guard-duration {text!r}: a guard inside canary-release must end, or the workflow's deadline would "
+            "end it and the exit handler would roll the promoted release back; give a duration such as 10m, "
+            "or guard open-ended with canary-analysis (duration=0, absolute-only=true)")
+    return seconds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `rollguard next-weight`."""
     add_flag(parser, "--schedule", default=DEFAULT_SCHEDULE, help="canary weights to walk through, in percent")
+    add_flag(parser, "--guard-duration", default="",
+             help="after the promotion to 100 %%: watch the new version this long against the absolute limits "
+             "(no stable is left to compare with) and roll back on a fail; empty: no guard. Checked here so a bad "
+             "value stops the release before it deploys")
     add_flag(parser, "--weight-file", help="write the next weight here (a bare integer)")
     add_flag(parser, "--rest-file", help="write the remaining schedule here (empty when this is the last weight)")
 
@@ -71,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
     """Print the next weight and the rest; write them to the files Argo reads as output parameters."""
     logs.configure("next-weight")
     step = next_weight(args.schedule)
+    guard_s = check_guard_duration(args.guard_duration)
     if args.weight_file:
         _write(args.weight_file, str(step.weight))
     if args.rest_file:
         _write(args.rest_file, step.rest_text)
     later = f"then {step.rest_text}" if step.rest else "the last step of the schedule"
+    if not step.rest and step.weight == 100 and guard_s is not None:
+        later += f", then a {guard_s:g}s guard on the absolute limits"
     log.info("next canary weight %d %%, %s", step.weight, later)
     print(step.weight)
     return ExitCode.OK

@@ -75,11 +75,14 @@ def settings(tmp_path: Path, *extra: str) -> AnalysisSettings:
     return settings_from_args(args)
 
 
-def counters(requests: float, errors: float, slow: float) -> tuple[Sample, ...]:
-    """Raw Istio counters of one version: requests by code, and the duration buckets at 500 ms and +Inf."""
+def counters(requests: float, errors: float, slow: float,
+             faster: tuple[tuple[str, float], ...] = ()) -> tuple[Sample, ...]:
+    """Raw Istio counters of one version: requests by code, and the duration buckets at 500 ms and +Inf
+    (`faster`: more buckets, (le, count))."""
     return (
         Sample(((("__name__", REQUESTS), ("response_code", "200"))), requests - errors),
         Sample(((("__name__", REQUESTS), ("response_code", "500"))), errors),
+        *(Sample(((("__name__", DURATION_BUCKETS), ("le", le))), count) for le, count in faster),
         Sample(((("__name__", DURATION_BUCKETS), ("le", "500"))), requests - slow),
         Sample(((("__name__", DURATION_BUCKETS), ("le", "+Inf"))), requests),
     )
@@ -134,7 +137,10 @@ def test_a_healthy_canary_passes_after_the_bake_time_at_every_planned_check(tmp_
     assert document.checks[-1]["canary"]["requests_since_start"] == 400
     assert document.settings["planned_looks"] == 11
     assert clock.now == 10.0
-    assert len(querier.asked) == 11 * 6
+    # Two queries a check: the error rate and the p99 come from the counters' answers.
+    assert [name for _, name in querier.asked] == ["canary_counters", "stable_counters"] * 11
+    assert list(document.settings["queries"]) == ["canary_counters", "stable_counters"]
+    assert {check["query_s"] for check in document.checks} == {0.0}  # the simulated queries take no time
     assert document.started_at is not None and document.decided_at == document.started_at + 10.0
 
 
@@ -157,11 +163,17 @@ def test_a_slow_canary_fails_on_the_share_of_slow_requests(tmp_path: Path) -> No
 
 
 def test_the_threshold_rule_fails_after_the_failure_limit(tmp_path: Path) -> None:
-    document, _, _ = analyse(tmp_path, traffic(canary_error_share=0.5), "--judge", "threshold",
-                             "--failure-limit", "3")
+    document, querier, _ = analyse(tmp_path, traffic(canary_error_share=0.5), "--judge", "threshold",
+                                   "--failure-limit", "3")
     assert document.verdict is Verdict.FAIL
     assert [check["outcome"] for check in document.checks] == ["breach", "breach", "breach"]
     assert "3 failed checks in total" in document.reason
+    # The threshold rule judges Prometheus's own rates: it alone sends the point-value queries, and shows them.
+    every_query = ["canary_counters", "stable_counters", "canary_error_rate", "stable_error_rate",
+                   "canary_p99_latency_ms", "stable_p99_latency_ms"]
+    assert [name for _, name in querier.asked] == every_query * 3
+    assert list(document.settings["queries"]) == every_query
+    assert document.checks[0]["canary"]["p99_latency_ms"] == 40.0  # the scripted p99 answer, not the buckets
 
 
 def test_no_data_keeps_looking_and_is_inconclusive_at_the_end(tmp_path: Path) -> None:
@@ -240,8 +252,9 @@ def test_nan_and_several_series_from_a_custom_metric_follow_their_policies(tmp_p
 
 
 def test_a_slow_check_skips_the_slots_it_overran_and_the_last_look_is_final(tmp_path: Path) -> None:
-    # Each query takes 0.4 s: a check (6 queries) takes 2.4 s, so checks land on every third slot.
-    document, _, clock = analyse(tmp_path, traffic(), query_s=0.4)
+    # Each query takes 1.2 s: a check (2 queries) takes 2.4 s, so checks land on every third slot.
+    document, _, clock = analyse(tmp_path, traffic(), query_s=1.2)
+    assert {check["query_s"] for check in document.checks} == {2.4}
     assert document.verdict is Verdict.PASS, document.reason
     assert [check["index"] for check in document.checks] == [0, 3, 6, 9, 10]
     assert document.checks[-1]["elapsed_s"] >= 10.0
@@ -375,12 +388,16 @@ def test_a_restarted_analysis_resumes_the_same_test_from_its_first_start(tmp_pat
 def test_a_latency_limit_between_buckets_is_judged_soundly_and_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """--max-p99-latency-ms 300: histogram_quantile reads 362 ms for a canary whose p99 is 250 ms (the old rule
+    """--max-p99-latency-ms 300: histogram_quantile reads 389 ms for a canary whose p99 is 250 ms (the old rule
     failed it); the share slower than 500 ms (0.2 %) proves nothing, so it passes, and the verdict says why."""
     healthy = traffic(canary_slow_share=0.002)
 
     def interpolated(name: str, at_s: float) -> QueryResult:
-        return one_value(name, 362.0) if name == "canary_p99_latency_ms" else healthy(name, at_s)
+        if name != "canary_counters":
+            return healthy(name, at_s)
+        # 98 % within 250 ms, 99.8 % within 500 ms: histogram_quantile(0.99) = 250 + 250 × 0.01 / 0.018.
+        requests = 40 * at_s
+        return classify(name, counters(requests, 0, requests * 0.002, (("250", requests * 0.98),)), expect_one=False)
 
     configured = settings(tmp_path, "--max-p99-latency-ms", "300")
     with caplog.at_level("WARNING", logger="rollguard.analyze"):
@@ -390,3 +407,44 @@ def test_a_latency_limit_between_buckets_is_judged_soundly_and_warned_about(
     assert document.verdict is Verdict.PASS, document.reason
     latency = next(m for m in document.checks[-1]["metrics"] if m["metric"] == "canary_p99_latency_ms")
     assert latency["phase"] == "ok" and latency["samples"] == 400
+    assert latency["value"] == pytest.approx(250 + 250 * 0.01 / 0.018)
+    assert document.checks[-1]["canary"]["p99_latency_ms"] == latency["value"]
+
+
+def test_the_window_error_rate_and_p99_shown_are_computed_from_the_counters_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No error-rate or p99 query in the default mode: the verdict's and the log's window values are the
+    counters' increases over the window (at most --window, 3 s here), and the p99 is histogram_quantile's
+    interpolation over the buckets' increases."""
+    healthy = traffic()
+
+    def script(name: str, at_s: float) -> QueryResult:
+        if name != "canary_counters":
+            return healthy(name, at_s)
+        # 40 requests/s; 1 failed a second until +5 s, then 3. Per second: 30 within 100 ms, 38 within 250 ms,
+        # 39.8 within 500 ms.
+        errors = at_s * 1 if at_s <= 5 else 5 + (at_s - 5) * 3
+        buckets = (("100", 30 * at_s), ("250", 38 * at_s))
+        return classify(name, counters(40 * at_s, errors, 0.2 * at_s, buckets), expect_one=False)
+
+    with caplog.at_level("INFO", logger="rollguard.analyze"):
+        document, _, _ = analyse(tmp_path, script, "--window", "3s", "--max-error-rate", "0.2",
+                                 "--max-error-rate-increase", "0.2")
+    assert document.verdict is Verdict.PASS, document.reason
+    last = document.checks[-1]
+    canary, stable = last["canary"], last["stable"]
+    assert (canary["window_start_s"], canary["requests"], canary["errors"]) == (7.0, 120, 9)
+    assert canary["error_rate"] == 9 / 120
+    # rank 0.99 × 120 = 118.8 lies between 114 (≤ 250 ms) and 119.4 (≤ 500 ms) requests.
+    assert canary["p99_latency_ms"] == pytest.approx(250 + 250 * (118.8 - 114) / (119.4 - 114))
+    assert stable["error_rate"] == stable["errors"] / stable["requests"] == 2 / 300  # 1.5 failed, counted as 2
+    assert stable["p99_latency_ms"] == pytest.approx(495.0)  # all within 500 ms: 0.99 of the way from 0
+    latency = next(m for m in last["metrics"] if m["metric"] == "canary_p99_latency_ms")
+    assert latency["value"] == canary["p99_latency_ms"]
+    # The first check has no window yet: no rate and no quantile, as Prometheus's 0 / 0.
+    first = document.checks[0]["canary"]
+    assert (first["requests"], first["error_rate"], first["p99_latency_ms"]) == (0, None, None)
+    line = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("check 11/11"))
+    assert "canary 120 req, 9 failed (9 HTTP 500)" in line and "| stable 300 req" in line, line
+    assert ", p99 495ms |" in line and "canary_p99_latency_ms 472ms" in line, line

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ from support_prometheus import NAMESPACE, IstioEnvironment, query, wait_for_resu
 
 from rollguard.sandbox.synthetic_traffic import SyntheticTraffic, TrafficProfile
 from rollguard.steps import cli
+from rollguard.steps.analyze.check_reader import resumed_baseline_query
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.metrics.istio_queries import error_rate_query
+from rollguard.steps.metrics.counter_window import CounterSnapshot, counts_between
+from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, counters_query, error_rate_query, version_selector
+from rollguard.steps.metrics.query_results import Sample
 
 HEALTHY = TrafficProfile(requests_per_s=40, error_rate=0.005, latency_ms=30)
 STABLE = TrafficProfile(requests_per_s=100, error_rate=0.005, latency_ms=30)
@@ -66,6 +70,78 @@ def test_a_restarted_analysis_resumes_from_the_first_start(
     assert "query_problems" in resumed["checks"][0] and not resumed["checks"][0]["query_problems"], log
 
 
+def answered_queries(url: str) -> float:
+    """Instant queries Prometheus has answered so far, by its own count: every code of
+    `prometheus_http_requests_total{handler="/api/v1/query"}`, read from its /metrics."""
+    time.sleep(0.1)  # Prometheus counts a request after writing its answer
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line)
+
+
+def retries(verdict: dict[str, Any]) -> int:
+    """Queries sent again after a failed attempt, over the whole analysis (the checks' query_problems)."""
+    return sum(problem["attempts"] - 1 for check in verdict["checks"] for problem in check["query_problems"].values())
+
+
+def test_the_default_judge_sends_two_queries_a_check_counted_by_prometheus(
+    istio_env: IstioEnvironment, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 13: at most 3 queries per check in the default mode. Prometheus's own count of the instant
+    queries it answered, before and after: 2 per check (canary and stable counters); the threshold rule,
+    which judges Prometheus's rates, still sends its 6; a resumed analysis adds its 2 one-time baselines."""
+    start_traffic(istio_env, "counted", HEALTHY)
+    sent: dict[str, tuple[float, int]] = {}
+    for judge, extra in (("statistical", ()), ("threshold", ("--judge", "threshold")),
+                         ("bonferroni", ("--judge", "bonferroni"))):
+        before = answered_queries(istio_env.url)
+        code, verdict, _ = analyze(istio_env, "counted", tmp_path, capsys, "--duration", "5s", "--min-requests",
+                                   "10", *extra)
+        assert code == ExitCode.OK, verdict["reason"]
+        checks, per_check = len(verdict["checks"]), len(verdict["settings"]["queries"])
+        sent[judge] = (answered_queries(istio_env.url) - before, checks)
+        assert sent[judge][0] == per_check * checks + retries(verdict), (judge, sent[judge])
+        assert all(check["query_s"] >= 0 for check in verdict["checks"])
+        if judge == "threshold":
+            assert per_check == 6
+        else:
+            assert per_check == 2 and sent[judge][0] <= 3 * checks + retries(verdict)
+    before = answered_queries(istio_env.url)
+    code, resumed, _ = analyze(istio_env, "counted", tmp_path, capsys, "--duration", "5s", "--min-requests", "10",
+                               "--started-at", str(time.time() - 3))
+    assert code == ExitCode.OK, resumed["reason"]
+    sent["resumed"] = (answered_queries(istio_env.url) - before, len(resumed["checks"]))
+    assert sent["resumed"][0] == 2 + 2 * len(resumed["checks"]) + retries(resumed), sent["resumed"]
+    print(f"queries answered by Prometheus (sent, checks): {sent}")
+
+
+def test_the_window_p99_is_prometheus_histogram_quantile_of_the_same_counters(istio_env: IstioEnvironment) -> None:
+    """The p99 rollguard computes from two counter snapshots equals Prometheus's histogram_quantile over the
+    same buckets' increases (`B @ T2 - B @ T1`, summed by le), with several series (codes, reporters)."""
+    service = "quantiles"
+    start_traffic(istio_env, service, TrafficProfile(requests_per_s=60, error_rate=0.05, latency_ms=30,
+                                                     slow_rate=0.03, slow_latency_ms=800))
+    time.sleep(2.0)  # every series born before the window: the subtraction below drops newborns
+    first = time.time()
+    time.sleep(3.0)
+    last = time.time()
+    counters = counters_query(NAMESPACE, service, "v2", unattributed=True)
+
+    def snapshot(at: float) -> CounterSnapshot:
+        answer = query(istio_env.url, resumed_baseline_query(counters, at))
+        return CounterSnapshot.from_samples(at, tuple(
+            Sample(tuple(sorted(series["metric"].items())), float(series["value"][1])) for series in answer))
+
+    window = counts_between(snapshot(first), snapshot(last), 500.0)
+    assert window.requests > 100 and window.errors > 0
+    buckets = f"{DURATION_BUCKETS}{version_selector(NAMESPACE, service, 'v2')}"
+    for quantile in (0.5, 0.9, 0.99):
+        promql = f"histogram_quantile({quantile}, sum by (le) ({buckets} @ {last:.3f} - {buckets} @ {first:.3f}))"
+        theirs = float(query(istio_env.url, promql)[0]["value"][1])
+        assert window.latency_quantile_ms(quantile) == pytest.approx(theirs, rel=1e-9), (quantile, window)
+
+
 def metric_phases(verdict: dict[str, Any], metric: str) -> list[str]:
     return [m["phase"] for check in verdict["checks"] for m in check["metrics"] if m["metric"] == metric]
 
@@ -88,11 +164,11 @@ def test_healthy_canary_passes(istio_env: IstioEnvironment, tmp_path: Path, caps
     # Every statistical test carries its sample count; the comparison is implied by the limit under the defaults.
     assert {m["metric"] for m in last["metrics"] if m["samples"] is not None} == {
         "canary_error_rate", "canary_p99_latency_ms"}
-    # Rendered PromQL is logged, and one line per check.
-    assert f"query canary_error_rate: {error_rate_query(NAMESPACE, 'healthy', 'v2', '1m')}\n" in log
-    assert ('query canary_error_rate: (sum(rate(istio_requests_total{reporter="destination",'
-            'destination_workload_namespace="demo",destination_service_name="healthy",destination_version="v2",'
-            'response_code=~"5.."}[1m]) or ') in log
+    # The queries sent are logged, rendered, and one line per check.
+    assert f"query canary_counters: {counters_query(NAMESPACE, 'healthy', 'v2', unattributed=True)}\n" in log
+    assert ('query stable_counters: {reporter="destination",destination_workload_namespace="demo",'
+            'destination_service_name="healthy",destination_version="v1",__name__=~"istio_requests_total|') in log
+    assert "query canary_error_rate" not in log and "query canary_p99_latency_ms" not in log
     assert log.count(" analyze INFO check ") == checks
 
 

@@ -8,14 +8,13 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from git_remote import MANIFEST_PATH, make_remote, remote_file, remote_log
 
+from rollguard.sandbox.git_http_remote import GitHttpRemote
 from rollguard.steps.gitops.credentials import GitCredentials, Scrubber, git_environment, load_credentials
 from rollguard.steps.options import UsageError
 from rollguard.steps.traffic.virtualservice import read_split
@@ -25,85 +24,10 @@ BAD_TOKEN = "ghp_wrongTokenThatMustNeverBePrinted42"
 ROLLGUARD = str(Path(sys.executable).parent / "rollguard")
 
 
-class GitHttpServer:
-    """`git http-backend` (smart HTTP) behind HTTP basic auth, on a free loopback port."""
-
-    def __init__(self, project_root: Path, user: str, password: str) -> None:
-        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                self.serve()
-
-            def do_POST(self) -> None:
-                self.serve()
-
-            def serve(self) -> None:
-                if self.headers.get("Authorization") != expected:
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                path, _, query = self.path.partition("?")
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                env = {
-                    "PATH": os.environ["PATH"],
-                    "GIT_PROJECT_ROOT": str(project_root),
-                    "GIT_HTTP_EXPORT_ALL": "1",
-                    "REQUEST_METHOD": self.command,
-                    "PATH_INFO": path,
-                    "QUERY_STRING": query,
-                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-                    "CONTENT_LENGTH": str(len(body)),
-                    "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-                    "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-                    "REMOTE_USER": user,
-                    "REMOTE_ADDR": "127.0.0.1",
-                }
-                output = subprocess.run(
-                    ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False
-                ).stdout
-                separator = b"\r\n\r\n" if b"\r\n\r\n" in output else b"\n\n"
-                head, _, payload = output.partition(separator)
-                status, headers = 200, []
-                for line in head.decode().splitlines():
-                    name, _, value = line.partition(":")
-                    if name.lower() == "status":
-                        status = int(value.split()[0])
-                    elif name:
-                        headers.append((name, value.strip()))
-                self.send_response(status)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> GitHttpServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-    def url(self, repo: str = "remote.git", userinfo: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.server.server_address[1]}/{repo}"
-
-
 @pytest.fixture
-def git_server(tmp_path: Path) -> Iterator[tuple[GitHttpServer, Path]]:
+def git_server(tmp_path: Path) -> Iterator[tuple[GitHttpRemote, Path]]:
     remote = make_remote(tmp_path)
-    with GitHttpServer(tmp_path, "x-access-token", GOOD_TOKEN) as server:
+    with GitHttpRemote(remote, ("x-access-token", GOOD_TOKEN)) as server:
         yield server, remote
 
 
@@ -118,18 +42,18 @@ def rollback_args(url: str) -> list[str]:
     return ["rollback", "--repo", url, "--path", MANIFEST_PATH, "--virtual-service", "reviews"]
 
 
-def test_token_from_the_environment_pushes_over_http(git_server: tuple[GitHttpServer, Path]) -> None:
+def test_token_from_the_environment_pushes_over_http(git_server: tuple[GitHttpRemote, Path]) -> None:
     server, remote = git_server
-    completed = rollguard(*rollback_args(server.url()), env={"ROLLGUARD_GIT_TOKEN": GOOD_TOKEN})
+    completed = rollguard(*rollback_args(server.url), env={"ROLLGUARD_GIT_TOKEN": GOOD_TOKEN})
     assert completed.returncode == 0, completed.stderr
     assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
     assert "credentials: token" in completed.stderr
     assert GOOD_TOKEN not in completed.stdout + completed.stderr
 
 
-def test_wrong_token_fails_clearly_without_the_secret(git_server: tuple[GitHttpServer, Path]) -> None:
+def test_wrong_token_fails_clearly_without_the_secret(git_server: tuple[GitHttpRemote, Path]) -> None:
     server, remote = git_server
-    completed = rollguard(*rollback_args(server.url()), env={"ROLLGUARD_GIT_TOKEN": BAD_TOKEN})
+    completed = rollguard(*rollback_args(server.url), env={"ROLLGUARD_GIT_TOKEN": BAD_TOKEN})
     output = completed.stdout + completed.stderr
     assert completed.returncode == 4
     assert "Authentication failed" in output and "`git clone` failed" in output
@@ -137,27 +61,27 @@ def test_wrong_token_fails_clearly_without_the_secret(git_server: tuple[GitHttpS
     assert remote_log(remote) == ["Add the reviews manifests"]
 
 
-def test_git_tracing_cannot_leak_the_token(git_server: tuple[GitHttpServer, Path]) -> None:
+def test_git_tracing_cannot_leak_the_token(git_server: tuple[GitHttpRemote, Path]) -> None:
     server, _remote = git_server
     tracing = {"GIT_TRACE": "1", "GIT_CURL_VERBOSE": "1", "GIT_TRACE_CURL": "1"}
-    completed = rollguard(*rollback_args(server.url()), env={"ROLLGUARD_GIT_TOKEN": BAD_TOKEN, **tracing})
+    completed = rollguard(*rollback_args(server.url), env={"ROLLGUARD_GIT_TOKEN": BAD_TOKEN, **tracing})
     output = completed.stdout + completed.stderr
     assert completed.returncode == 4
     assert BAD_TOKEN not in output and base64.b64encode(f"x-access-token:{BAD_TOKEN}".encode()).decode() not in output
 
 
-def test_wrong_token_file_fails_without_the_secret(git_server: tuple[GitHttpServer, Path], tmp_path: Path) -> None:
+def test_wrong_token_file_fails_without_the_secret(git_server: tuple[GitHttpRemote, Path], tmp_path: Path) -> None:
     server, _remote = git_server
     token_file = tmp_path / "token"
     token_file.write_text(BAD_TOKEN + "\n")
-    completed = rollguard(*rollback_args(server.url()), "--git-token-file", str(token_file))
+    completed = rollguard(*rollback_args(server.url), "--git-token-file", str(token_file))
     assert completed.returncode == 4
     assert BAD_TOKEN not in completed.stdout + completed.stderr
 
 
-def test_password_in_the_url_is_scrubbed_from_errors(git_server: tuple[GitHttpServer, Path], tmp_path: Path) -> None:
+def test_password_in_the_url_is_scrubbed_from_errors(git_server: tuple[GitHttpRemote, Path], tmp_path: Path) -> None:
     server, _remote = git_server
-    url = server.url(repo="missing.git", userinfo=f"x-access-token:{GOOD_TOKEN}@")
+    url = server.url_for(repo="missing.git", userinfo=f"x-access-token:{GOOD_TOKEN}@")
     result_file = tmp_path / "result.json"
     completed = rollguard(*rollback_args(url), "--result-file", str(result_file))
     output = completed.stdout + completed.stderr + result_file.read_text()
@@ -212,9 +136,9 @@ SLASHED = "s3cr/et?P#W@x"  # `/`, `?`, `#` and `@`, unencoded, as people paste t
 
 
 @pytest.fixture
-def slashed_server(tmp_path: Path) -> Iterator[tuple[GitHttpServer, Path]]:
+def slashed_server(tmp_path: Path) -> Iterator[tuple[GitHttpRemote, Path]]:
     remote = make_remote(tmp_path)
-    with GitHttpServer(tmp_path, "bot", SLASHED) as server:
+    with GitHttpRemote(remote, ("bot", SLASHED)) as server:
         yield server, remote
 
 
@@ -228,11 +152,11 @@ def every_channel(completed: subprocess.CompletedProcess[str], remote: Path, *fi
 
 @pytest.mark.parametrize("repo", ["remote.git", "missing.git"])
 def test_a_password_with_slash_question_mark_and_hash_reaches_git_and_no_output(
-    slashed_server: tuple[GitHttpServer, Path], tmp_path: Path, repo: str
+    slashed_server: tuple[GitHttpRemote, Path], tmp_path: Path, repo: str
 ) -> None:
     server, remote = slashed_server
     result_file, commit_file = tmp_path / "result.json", tmp_path / "commit.txt"
-    completed = rollguard(*rollback_args(server.url(repo=repo, userinfo=f"bot:{SLASHED}@")),
+    completed = rollguard(*rollback_args(server.url_for(repo=repo, userinfo=f"bot:{SLASHED}@")),
                           "--result-file", str(result_file), "--commit-file", str(commit_file))  # fmt: skip
     channels = every_channel(completed, remote, result_file, commit_file)
     for fragment in (SLASHED, "s3cr", "et?P#W"):
@@ -246,9 +170,10 @@ def test_a_password_with_slash_question_mark_and_hash_reaches_git_and_no_output(
         assert completed.returncode == 4 and "`git clone` failed" in completed.stderr
 
 
-def test_a_password_in_the_url_and_a_token_are_refused_together(git_server: tuple[GitHttpServer, Path]) -> None:
+def test_a_password_in_the_url_and_a_token_are_refused_together(git_server: tuple[GitHttpRemote, Path]) -> None:
     server, remote = git_server
-    completed = rollguard(*rollback_args(server.url(userinfo=f"bot:{SLASHED}@")), env={"ROLLGUARD_GIT_TOKEN": "t0k"})
+    url = server.url_for(userinfo=f"bot:{SLASHED}@")
+    completed = rollguard(*rollback_args(url), env={"ROLLGUARD_GIT_TOKEN": "t0k"})
     assert completed.returncode == 2
     assert "carries a password and a token (ROLLGUARD_GIT_TOKEN or --git-token-file) is set too" in completed.stderr
     assert SLASHED not in completed.stderr and remote_log(remote) == ["Add the reviews manifests"]

@@ -28,10 +28,11 @@ import pytest
 from fake_kube_api import FakeKubeApi, application_object, virtual_service_object
 from git_remote import MANIFEST_PATH, commit_message, make_remote, remote_file
 from support_prometheus import NAMESPACE, IstioEnvironment
-from test_git_credentials import GOOD_TOKEN, GitHttpServer
+from test_git_credentials import GOOD_TOKEN
 
 from rollguard.sandbox import step_image
 from rollguard.sandbox.executor.pod import Pod
+from rollguard.sandbox.git_http_remote import GitHttpRemote
 from rollguard.sandbox.step_image import StepImage, StepImageError, open_step_image
 from rollguard.sandbox.step_image_run import ImageSteps, step_command, step_environment
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
@@ -151,8 +152,8 @@ def test_rollback_over_https_style_http_with_a_token(image: StepImage, tmp_path:
     served = tmp_path / "served"
     served.mkdir()
     remote = make_remote(served)
-    with GitHttpServer(served, "x-access-token", GOOD_TOKEN) as server:
-        done = run_in(image, ["rollguard", "rollback", "--repo", server.url(), "--path", MANIFEST_PATH,
+    with GitHttpRemote(remote, ("x-access-token", GOOD_TOKEN)) as server:
+        done = run_in(image, ["rollguard", "rollback", "--repo", server.url, "--path", MANIFEST_PATH,
                               "--virtual-service", "reviews"], tmp_path / "step",
                       env={"ROLLGUARD_GIT_TOKEN": GOOD_TOKEN})  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

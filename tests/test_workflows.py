@@ -358,6 +358,10 @@ def test_housekeeping_and_a_deadline_derived_from_schedule_and_bake_time(docs: d
     built = {t.name: t.to_dict() for t in templates.build_templates(longer)}
     assert built["canary-release"]["spec"]["activeDeadlineSeconds"] == (4 + 1 + 3 + 3 + 1) * 180 + 3 * 600
     assert built["canary-analysis"]["spec"]["activeDeadlineSeconds"] == 3 * 180 + 600
+    # A guard rendered as the default adds its duration and its two pods (analyze, rollback) to the release.
+    guarded = workflow_settings.TemplateSettings(defaults={"guard-duration": "15m"})
+    built = {t.name: t.to_dict() for t in templates.build_templates(guarded)}
+    assert built["canary-release"]["spec"]["activeDeadlineSeconds"] == 11 * 180 + 2 * 120 + 15 * 60
 
 
 # --- the workflows: parameters, references, branches --------------------------------------------
@@ -453,16 +457,25 @@ def test_release_shape_entrypoint_exit_handler_and_recursion(docs: dict[str, dic
     assert (spec["entrypoint"], spec["onExit"], spec["serviceAccountName"]) == ("release", "finish", "rollguard")
     own = templates_by_name(docs["canary-release"])
     assert [[s["name"] for s in group] for group in own["release"]["steps"]] == [
-        ["plan", "preflight"], ["deploy"], ["judge"]]  # fmt: skip
+        ["plan", "preflight"], ["deploy"], ["judge", "guard"]]  # fmt: skip
     assert [[s["name"] for s in group] for group in own["judge"]["steps"]] == [
         ["analyze"],
         ["rollback", "rollback-inconclusive", "advance", "advance-inconclusive"],
     ]
     assert [[s["name"] for s in group] for group in own["advance"]["steps"]] == [
-        ["plan"], ["approve"], ["promote"], ["judge"]]  # fmt: skip
+        ["plan"], ["approve"], ["promote"], ["judge", "guard"]]  # fmt: skip
     assert step_named(own["judge"], "analyze")["continueOn"] == {"failed": True}
     assert step_named(own["advance"], "judge")["template"] == "judge"  # the recursion over the schedule
     assert step_named(own["advance"], "judge")["when"] == "{{steps.plan.outputs.parameters.weight}} < 100"
+    # The optional guard after the promotion to 100 %: analyze for guard-duration, absolute limits only.
+    for caller in ("release", "advance"):
+        assert step_named(own[caller], "guard")["when"] == (
+            "{{steps.plan.outputs.parameters.weight}} == 100 && '{{workflow.parameters.guard-duration}}' != ''")
+    guard_analyze = {p["name"]: p["value"] for p in step_named(own["guard"], "analyze")["arguments"]["parameters"]}
+    assert guard_analyze["duration"] == "{{workflow.parameters.guard-duration}}"
+    assert guard_analyze["absolute-only"] == "true"
+    assert step_named(own["guard"], "analyze")["continueOn"] == {"failed": True}
+    assert [[s["name"] for s in group] for group in own["guard"]["steps"]][1] == ["rollback", "rollback-inconclusive"]
     # The exit handler is one container (its termination message becomes the workflow's message), not retried.
     finish = own["finish"]
     assert finish["container"]["command"] == ["rollguard", "finish"] and "retryStrategy" not in finish
@@ -500,6 +513,10 @@ def test_analyze_rolls_back_itself_and_the_rollback_step_stays_as_the_safety_net
     assert outputs["rolled-back"]["valueFrom"] == {"path": "{{inputs.parameters.rolled-back-file}}", "default": "false"}
     assert outputs["rollback-result"]["globalName"] == "analysis-rollback-result"
     assert "rollback-on-fail" not in {p["name"] for p in docs[workflow]["spec"]["arguments"]["parameters"]}
+    if workflow == "canary-release":  # the guard after 100 % rolls back itself too
+        guard = {p["name"]: p["value"] for p in step_named(own["guard"], "analyze")["arguments"]["parameters"]}
+        assert guard["rollback-on-fail"] == "{{workflow.parameters.rollback-in-analysis}}"
+        assert guard["absolute-only"] == "true"
 
 
 def evaluate(condition: str, values: dict[str, str]) -> bool:

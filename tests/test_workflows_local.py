@@ -186,6 +186,37 @@ def test_analysis_hook_does_nothing_when_the_canary_has_no_traffic(remote: Path,
     assert git(remote, "rev-parse", "main") == head
 
 
+def test_the_guard_after_the_promotion_rolls_back_on_a_fail(remote: Path, tmp_path: Path) -> None:
+    """schedule 100 with a guard: deploy 100 %, then the guard's analysis (Prometheus unreachable, --on-error
+    fail) fails on the absolute limits, and its rollback puts everything back on stable."""
+    result = run(tmp_path, "canary-release", schedule="100", guard_duration="5s", on_error="fail")
+    assert result.phase is Phase.FAILED and "canary rolled back:" in result.message
+    paths = {node.display_name: node.phase for node in result.nodes if node.phase is not Phase.SKIPPED}
+    assert paths.get("release.guard.analyze") is Phase.FAILED  # exit 1: the verdict fail
+    assert paths.get("release.guard.rollback") is Phase.SUCCEEDED
+    assert not any(".judge" in path for path in paths)
+    assert split_in(remote) == (100, 0)
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert verdict["settings"]["absolute_only"] is True and verdict["settings"]["duration"] == "5s"
+    assert result.exit_handler is not None and result.exit_handler.outputs["outcome"] == "rolled_back"
+
+
+def test_an_open_ended_guard_is_refused_before_the_release_deploys(remote: Path, tmp_path: Path) -> None:
+    result = run(tmp_path, "canary-release", schedule="100", guard_duration="forever", on_error="fail")
+    assert result.phase is not Phase.SUCCEEDED
+    nodes = ran(result)
+    assert nodes["plan"] is Phase.FAILED and "deploy" not in nodes and "guard" not in nodes
+    assert result.exit_handler is not None and result.exit_handler.outputs["outcome"] == "error"
+    assert "plan: Error (exit code 2)" in git(remote, "log", "-1", "--format=%B", "main")  # a usage error
+    assert split_in(remote) == (100, 0)  # never at 100 %: the seed's 10 % went back to stable
+
+
+def test_no_guard_without_a_guard_duration(remote: Path, tmp_path: Path) -> None:
+    result = run(tmp_path, "canary-release", schedule="100", on_error="fail")
+    assert result.phase is Phase.SUCCEEDED, result.message
+    assert "analyze" not in ran(result) and split_in(remote) == (0, 100)
+
+
 @pytest.mark.slow
 def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -> None:
     healthy = TrafficProfile(requests_per_s=60, error_rate=0.0, latency_ms=20)
@@ -194,15 +225,17 @@ def test_healthy_canary_walks_the_whole_schedule(remote: Path, tmp_path: Path) -
         env.traffic.set("podinfo", "v2", healthy)
         env.wait_for_requests("podinfo", "v1")
         env.wait_for_requests("podinfo", "v2")
-        result = run(
-            tmp_path, "canary-release", prometheus_url=env.url, interval="500ms", duration="2s", min_requests="10"
-        )
+        result = run(tmp_path, "canary-release", prometheus_url=env.url, interval="500ms", duration="2s",
+                     min_requests="10", guard_duration="2s")
     assert result.phase is Phase.SUCCEEDED, result.message
     paths = [node.display_name for node in result.nodes if node.phase is not Phase.SKIPPED]
-    # 10 % -> pass -> 50 % -> pass -> 100 %: two analyses, two promotions, no analysis at 100 %.
+    # 10 % -> pass -> 50 % -> pass -> 100 % -> the guard passes: two analyses, two promotions, one guard.
     assert [p.split(".")[-1] for p in paths if p.split(".")[-1] in ("deploy", "analyze", "promote")] == [
-        "deploy", "analyze", "promote", "analyze", "promote"]  # fmt: skip
+        "deploy", "analyze", "promote", "analyze", "promote", "analyze"]  # fmt: skip
     assert "release.judge.advance.judge.advance.promote" in paths
+    assert "release.judge.advance.judge.advance.guard.analyze" in paths
+    guard = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert guard["verdict"] == "pass" and guard["settings"]["absolute_only"] is True
     assert not any(p.endswith(("rollback", "rollback-inconclusive", "rollback-unfinished")) for p in paths)
     assert split_in(remote) == (0, 100)
     subjects = git(remote, "log", "--format=%s", "main").splitlines()

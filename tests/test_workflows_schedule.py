@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rollguard.steps.options import UsageError
-from rollguard.steps.schedule import next_weight, parse_schedule
+from rollguard.steps.schedule import check_guard_duration, next_weight, parse_schedule
 
 
 def rollguard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -74,3 +74,18 @@ def test_schedule_from_the_environment_and_usage_errors(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "--schedule '50,20': 20 after 50" in bad.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_the_guard_duration_is_checked_where_the_release_starts(tmp_path: Path) -> None:
+    assert check_guard_duration("") is None and check_guard_duration(" 10m ") == 600.0
+    for open_ended in ("0", "forever", "0s"):
+        with pytest.raises(UsageError, match="must end"):
+            check_guard_duration(open_ended)
+    with pytest.raises(UsageError, match="--guard-duration: 'ten minutes' is not a duration"):
+        check_guard_duration("ten minutes")
+    weight = tmp_path / "w"
+    bad = rollguard("next-weight", "--schedule", "100", "--guard-duration", "forever", "--weight-file", str(weight))
+    assert bad.returncode == 2 and "canary-analysis (duration=0, absolute-only=true)" in bad.stderr
+    assert not weight.exists()
+    done = rollguard("next-weight", "--schedule", "100", "--guard-duration", "90s")
+    assert done.returncode == 0 and "then a 90s guard on the absolute limits" in done.stderr

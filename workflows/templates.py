@@ -3,7 +3,9 @@
 - `canary-release`: check the notification settings (`preflight`, beside the first `plan`), deploy the
   first weight of the schedule, analyze, promote to the next weight (after an approval, a `suspend`
   step, when `approval`/`approval-every-step` ask for one), analyze, ... Rolls back on `fail` (and on
-  `inconclusive` when `on-inconclusive=rollback`).
+  `inconclusive` when `on-inconclusive=rollback`). With `guard-duration` set, the new version is watched
+  after the promotion to 100 % (`guard`: analyze for that long on the absolute limits only, then the
+  same rollback branches as after any analysis).
 - `canary-analysis`: status -> (canary weight > 0) analyze -> rollback on failure. The ArgoCD
   PostSync hook runs it; with 0 % on the canary it ends Succeeded without analysing.
 - Both end in the exit handler `finish` (one container, `rollguard finish`): it rolls back a release
@@ -81,8 +83,10 @@ from rollguard.workflows.workflow_steps import (
     WHEN_ADVANCE,
     WHEN_ADVANCE_INCONCLUSIVE,
     WHEN_APPROVAL,
+    WHEN_GUARD,
     analyze_step,
     container_templates,
+    guard_steps,
     preflight,
     release_workflow,
     rollback_steps,
@@ -113,12 +117,7 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
                 step_call("plan", "next-weight", settings)
                 preflight(settings)
             step_call("deploy", "deploy", settings, {"weight": plan_out + "weight}}"})
-            Step(
-                name="judge",
-                template="judge",
-                arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
-                when=plan_out + "weight}} < 100",
-            )
+            _judge_or_guard(plan_out)
         with Steps(name="judge", inputs=[Parameter(name="rest", default="")]):
             analyze_step(settings)
             with Parallel():
@@ -141,15 +140,24 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
             Step(name=APPROVAL_STEP, template=APPROVAL_STEP, when=WHEN_APPROVAL)
             promote_wired = {"weight": plan_out + "weight}}", "verdict-json": "{{inputs.parameters.verdict-json}}"}
             step_call("promote", "promote", settings, promote_wired)
-            Step(
-                name="judge",
-                template="judge",
-                arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
-                when=plan_out + "weight}} < 100",
-            )
+            _judge_or_guard(plan_out)
+        with Steps(name="guard"):
+            guard_steps(settings)
         Suspend(name=APPROVAL_STEP)
     template.templates.extend(container_templates(RELEASE_COMMANDS, settings, kind="release"))
     return template
+
+
+def _judge_or_guard(plan_out: str) -> None:
+    """After a weight change: the next analysis below 100 %, or the optional guard at 100 % (exclusive)."""
+    with Parallel():
+        Step(
+            name="judge",
+            template="judge",
+            arguments=[Parameter(name="rest", value=plan_out + "rest}}")],
+            when=plan_out + "weight}} < 100",
+        )
+        Step(name="guard", template="guard", when=WHEN_GUARD)
 
 
 def canary_analysis(settings: TemplateSettings | None = None) -> WorkflowTemplate:

@@ -29,6 +29,7 @@ ON_INCONCLUSIVE = "on-inconclusive"
 INCONCLUSIVE_POLICIES = ("rollback", "promote", "stop")
 APPROVAL = "approval"  # "true": wait for `argo resume` before the promotion to 100 %
 APPROVAL_EVERY_STEP = "approval-every-step"  # "true": before every promotion
+GUARD_DURATION = "guard-duration"  # next-weight's flag: the optional guard after the promotion to 100 %
 BOOLEAN = ("false", "true")
 # "true": analyze rolls back itself the moment it decides (--rollback-on-fail); the rollback step stays as the net
 ROLLBACK_IN_ANALYSIS = "rollback-in-analysis"
@@ -77,15 +78,17 @@ def default_of(name: str, command: str, settings: TemplateSettings) -> str:
 def deadline_seconds(workflow: str, settings: TemplateSettings) -> int:
     """`activeDeadlineSeconds` of a workflow: `step_allowance_s` per step pod of its longest path, plus the
     bake time (`duration`) per analysis, from the rendered defaults of `schedule` and `duration`, plus
-    `approval_window_s` per approval the rendered defaults of `approval`/`approval-every-step` ask for.
+    `approval_window_s` per approval the rendered defaults of `approval`/`approval-every-step` ask for,
+    plus the rendered default of `guard-duration` (and its two pods) when the schedule ends at 100 %.
 
     The allowance covers a pod's start, the step's own Git and ArgoCD time limits and a retry. The exit
     handler is not counted: Argo runs it after the deadline too. The preflight runs beside `plan`.
     An approval asked for only at submission waits at most until this deadline (then the exit
-    handler rolls back): render with `--set approval=true` to make room for it.
+    handler rolls back): render with `--set approval=true` to make room for it; likewise a guard given
+    only at submission: render with `--set guard-duration=10m`.
     """
     duration_s = parse_duration(default_of("duration", "analyze", settings))
-    approvals = 0
+    approvals, guard_s = 0, 0.0
     if workflow == RELEASE_TEMPLATE:
         weights = parse_schedule(default_of("schedule", "next-weight", settings))
         analyses = sum(1 for weight in weights if weight < 100)
@@ -95,8 +98,12 @@ def deadline_seconds(workflow: str, settings: TemplateSettings) -> int:
             approvals = promotions
         elif str(settings.defaults.get(APPROVAL, "false")) == "true" and promotions and weights[-1] == 100:
             approvals = 1
+        guard = default_of(GUARD_DURATION, "next-weight", settings).strip()
+        if guard and weights[-1] == 100:
+            guard_s = parse_duration(guard)
+            pods += 2  # the guard's analyze and its rollback
     else:
         analyses, pods = 1, 3  # status, analyze, rollback
-    waits = analyses * duration_s + approvals * settings.approval_window_s
+    waits = analyses * duration_s + approvals * settings.approval_window_s + guard_s
     return int(pods * settings.step_allowance_s + waits + 0.999)
 

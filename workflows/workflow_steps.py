@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hera.workflows import Parameter, Step, WorkflowTemplate
+from hera.workflows import Parallel, Parameter, Step, WorkflowTemplate
 from hera.workflows.models import ContinueOn, Metadata, Mutex, PodGC, Synchronization, Template, TTLStrategy
 from hera.workflows.protocol import Templatable
 
@@ -21,6 +21,7 @@ from rollguard.workflows.workflow_settings import (
     APPROVAL,
     APPROVAL_EVERY_STEP,
     EXIT_HANDLER,
+    GUARD_DURATION,
     ON_INCONCLUSIVE,
     ROLLBACK_IN_ANALYSIS,
     TemplateSettings,
@@ -56,6 +57,9 @@ WHEN_ADVANCE = f"{_verdict('analyze')} == 'pass' && '{{{{inputs.parameters.rest}
 WHEN_ADVANCE_INCONCLUSIVE = (
     f"{_verdict('analyze')} == 'inconclusive' && {POLICY} == 'promote' && '{{{{inputs.parameters.rest}}}}' != ''"
 )
+# After the promotion to 100 %: the optional guard, when a guard duration is given (next-weight checked it).
+WHEN_GUARD = ("{{steps.plan.outputs.parameters.weight}} == 100 && "
+              "'{{workflow.parameters." + GUARD_DURATION + "}}' != ''")
 WHEN_APPROVAL = (
     "'{{workflow.parameters." + APPROVAL_EVERY_STEP + "}}' == 'true' || ('{{workflow.parameters." + APPROVAL
     + "}}' == 'true' && {{steps.plan.outputs.parameters.weight}} == 100)"
@@ -84,10 +88,10 @@ def step_call(
     return Step(name=name, template=command, arguments=arguments, when=when, continue_on=continue_on)
 
 
-def analyze_step(settings: TemplateSettings) -> Step:
-    """The analysis: it may fail (its verdict then decides the branches after it), and with the workflow parameter
+def analyze_step(settings: TemplateSettings, wired: Mapping[str, str] | None = None) -> Step:
+    """An analysis: it may fail (its verdict then decides the branches after it), and with the workflow parameter
     `rollback-in-analysis` it rolls back itself the moment it decides (analyze --rollback-on-fail)."""
-    wired = {"rollback-on-fail": "{{workflow.parameters." + ROLLBACK_IN_ANALYSIS + "}}"}
+    wired = {"rollback-on-fail": "{{workflow.parameters." + ROLLBACK_IN_ANALYSIS + "}}", **(wired or {})}
     return step_call("analyze", "analyze", settings, wired, continue_on=ContinueOn(failed=True))
 
 
@@ -101,6 +105,15 @@ def rollback_steps(settings: TemplateSettings) -> None:
     }
     step_call("rollback", "rollback", settings, wired, when=WHEN_ROLLBACK)
     step_call("rollback-inconclusive", "rollback", settings, wired, when=WHEN_ROLLBACK_INCONCLUSIVE)
+
+
+def guard_steps(settings: TemplateSettings) -> None:
+    """The `guard` template's steps: analyze for `guard-duration` on the absolute limits only (no stable is
+    left at 100 %), then the same rollback branches as after any analysis."""
+    guard = {"duration": "{{workflow.parameters." + GUARD_DURATION + "}}", "absolute-only": "true"}
+    analyze_step(settings, guard)
+    with Parallel():
+        rollback_steps(settings)
 
 
 def preflight(settings: TemplateSettings) -> Step:

@@ -32,7 +32,7 @@ def log_start(settings: AnalysisSettings) -> None:
     warning = latency_bucket_warning(settings.limits.max_p99_latency_ms)
     if warning is not None and settings.judge is not Judge.THRESHOLD:
         log.warning("%s", warning)
-    for spec in settings.queries.in_order():
+    for spec in settings.builtin_queries():
         log.info("query %s: %s", spec.name, spec.promql)
     for metric in settings.custom_metrics:
         log.info("query %s (line %d): %s", custom_name(metric), metric.line, metric.query)

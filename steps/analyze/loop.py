@@ -67,7 +67,7 @@ class AnalysisInterrupted(KeyboardInterrupt):
 def run_checks(settings: AnalysisSettings, querier: Querier, clock: Clock | None = None) -> VerdictDocument:
     """Check every interval until a decision; return the verdict document (raise AnalysisInterrupted on Ctrl-C)."""
     clock = clock or SystemClock()
-    reader = CheckReader(settings, querier)
+    reader = CheckReader(settings, querier, timer=clock.monotonic)
     judge = RunJudge(settings.run_limits)
     every = settings.budget.restart_every_s
     restarts = RestartMixture(every) if every is not None and settings.judge is Judge.STATISTICAL else None

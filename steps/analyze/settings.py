@@ -111,11 +111,21 @@ class AnalysisSettings:
             return math.inf
         return (checks - 1) * self.timing.interval_s + self.prometheus.timeout_s
 
+    @property
+    def point_value_queries(self) -> bool:
+        """Whether checks send the error-rate and p99 queries: only the threshold rule judges Prometheus's own
+        rates; the other judges count, and their window values come from the counters' answers."""
+        return self.judge is Judge.THRESHOLD
+
+    def builtin_queries(self) -> tuple[QuerySpec, ...]:
+        """The built-in queries a check sends, in order (see `AnalysisQueries.in_order`)."""
+        return self.queries.in_order(point_values=self.point_value_queries)
+
     def query_specs(self) -> tuple[QuerySpec, ...]:
         """Every query of a check, in order: the built-in ones, then the custom metrics (`custom:NAME`)."""
         custom = tuple(QuerySpec(custom_name(metric), metric.query, AnswerShape.ONE_VALUE)
                        for metric in self.custom_metrics)
-        return self.queries.in_order() + custom
+        return self.builtin_queries() + custom
 
     def as_json(self) -> dict[str, Any]:
         """The settings as recorded in the verdict file: every flag's value, the plan and the rendered queries."""
@@ -154,7 +164,7 @@ class AnalysisSettings:
             "alpha_per_test": self._alpha_per_test(),
             "restart_every": (format_duration(self.budget.restart_every_s)
                               if self.judge is Judge.STATISTICAL and self.budget.restart_every_s else None),
-            "queries": {spec.name: spec.promql for spec in self.queries.in_order()},
+            "queries": {spec.name: spec.promql for spec in self.builtin_queries()},
             "custom_metrics": [
                 {"name": m.name, "query": m.query, "min": finite_or_none(m.minimum),
                  "max": finite_or_none(m.maximum)}

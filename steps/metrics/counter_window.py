@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 from rollguard.steps.metrics.failures import ErrorDefinition, never_reached_failure, tcp_failure
+from rollguard.steps.metrics.histogram_quantile import histogram_quantile
 from rollguard.steps.metrics.istio_queries import DURATION_BUCKETS, REQUESTS, TCP_CLOSED, TCP_OPENED
 from rollguard.steps.metrics.query_results import Labels, Sample
 
@@ -78,6 +79,20 @@ class WindowCounts:
     timed: int = 0  # requests with a measured duration (the destination's histogram): the latency test's base
     connections: int = 0  # of `requests`, TCP connections
     failures: tuple[tuple[str, int], ...] = ()  # (how, count), most frequent first: "gRPC UNAVAILABLE (14)", ...
+    # The destination's duration buckets: (upper bound `le` in ms, requests at or below it), summed over series.
+    latency_buckets: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def error_rate(self) -> float:
+        """Failed requests over all requests; NaN without requests (as PromQL's 0 / 0)."""
+        return self.errors / self.requests if self.requests else math.nan
+
+    def latency_quantile_ms(self, quantile: float = 0.99) -> float:
+        """The duration quantile of the requests counted, as `histogram_quantile` over the buckets' increases.
+
+        NaN without buckets or without requests in them; whether there were bucket series at all is
+        `latency_buckets` being non-empty."""
+        return histogram_quantile(quantile, self.latency_buckets)
 
 
 def _increase(now: float, before: float) -> float:
@@ -105,6 +120,7 @@ class _RawCounts:
     connections: float
     failures: tuple[tuple[str, float], ...]
     slow_bound_ms: float
+    buckets: tuple[tuple[float, float], ...] = ()  # (le, increase) summed by le, as `sum by (le)` does
 
     @classmethod
     def between(cls, baseline: CounterSnapshot, now: CounterSnapshot, latency_limit_ms: float,
@@ -115,6 +131,7 @@ class _RawCounts:
         slow_bound = latency_bucket_at_or_above(latency_limit_ms, bounds) if bounds else math.nan
         requests = connections = timed = within = 0.0
         failures: dict[str, float] = {}
+        buckets: dict[float, float] = {}
         for labels, value in now.values.items():
             names = dict(labels)
             delta = _increase(value, baseline.values.get(labels, 0.0))
@@ -140,20 +157,26 @@ class _RawCounts:
                 failure = tcp_failure(names)
             elif metric == DURATION_BUCKETS:
                 bound = _bucket_bound(names.get("le", ""))
+                buckets[bound] = buckets.get(bound, 0.0) + delta
                 if math.isinf(bound) and bound > 0:
                     timed += delta
                 elif bound == slow_bound:
                     within += delta
             if failure is not None and delta > 0:
                 failures[failure] = failures.get(failure, 0.0) + delta
-        return cls(requests, timed, timed - within, connections, tuple(failures.items()), slow_bound)
+        return cls(requests, timed, timed - within, connections, tuple(failures.items()), slow_bound,
+                   tuple(sorted(buckets.items())))
 
     def plus(self, later: _RawCounts) -> _RawCounts:
         failures = dict(self.failures)
         for kind, count in later.failures:
             failures[kind] = failures.get(kind, 0.0) + count
+        buckets = dict(self.buckets)
+        for bound, count in later.buckets:
+            buckets[bound] = buckets.get(bound, 0.0) + count
         return _RawCounts(self.requests + later.requests, self.timed + later.timed, self.slow + later.slow,
-                          self.connections + later.connections, tuple(failures.items()), later.slow_bound_ms)
+                          self.connections + later.connections, tuple(failures.items()), later.slow_bound_ms,
+                          tuple(sorted(buckets.items())))
 
     def rounded(self, since_s: float) -> WindowCounts:
         total = round(self.requests)
@@ -164,7 +187,7 @@ class _RawCounts:
                              key=lambda item: (-item[1], item[0])))
         failed = min(total, round(sum(count for _, count in self.failures)))
         return WindowCounts(total, failed, slow, slow_known, since_s, self.slow_bound_ms, timed_total,
-                            round(self.connections), kinds)
+                            round(self.connections), kinds, self.buckets)
 
 
 def _bucket_bound(text: str) -> float:

@@ -180,7 +180,11 @@ def counters_query(namespace: str, service: str, version: str, *, unattributed: 
 
 @dataclass(frozen=True)
 class VersionQueries:
-    """The built-in queries of one version: raw counters (all series), error rate and p99 (one value each)."""
+    """The built-in queries of one version: raw counters (all series), error rate and p99 (one value each).
+
+    The error rate and the p99 of the window are also computed from the counters' answer (`counter_window`):
+    only a judge of Prometheus's own rates (the threshold rule) sends their queries.
+    """
 
     counters: QuerySpec
     error_rate: QuerySpec
@@ -194,10 +198,14 @@ class AnalysisQueries:
     canary: VersionQueries
     stable: VersionQueries
 
-    def in_order(self) -> tuple[QuerySpec, ...]:
-        """The queries in the order they run, are logged and are recorded in the verdict's settings."""
-        return (self.canary.counters, self.stable.counters, self.canary.error_rate, self.stable.error_rate,
-                self.canary.p99_latency_ms, self.stable.p99_latency_ms)
+    def in_order(self, *, point_values: bool) -> tuple[QuerySpec, ...]:
+        """The queries a check sends, in the order they run, are logged and are recorded in the verdict's
+        settings: the two counters queries, then, with `point_values`, the error-rate and p99 queries."""
+        counters = (self.canary.counters, self.stable.counters)
+        if not point_values:
+            return counters
+        return (*counters, self.canary.error_rate, self.stable.error_rate, self.canary.p99_latency_ms,
+                self.stable.p99_latency_ms)
 
 
 def analysis_queries(namespace: str, service: str, canary_version: str, stable_version: str,
