@@ -8,6 +8,10 @@
   same rollback branches as after any analysis).
 - `canary-analysis`: status -> (canary weight > 0) analyze -> rollback on failure. The ArgoCD
   PostSync hook runs it; with 0 % on the canary it ends Succeeded without analysing.
+- In both, every analyze rolls the canary back itself the moment it decides (`rollback-in-analysis`,
+  default true: analyze --rollback-on-fail, rollback's code in its own process, no pod start to wait
+  for); the rollback branches after it stay as the safety net (then a no-op that still asks ArgoCD to
+  sync and converges the live VirtualService).
 - Both end in the exit handler `finish` (one container, `rollguard finish`): it rolls back a release
   that did not finish (a failed step, `argo stop`, the deadline, no approval), notifies, emits the
   release metrics, and exits 1 with the termination message `canary rolled back: <reason>` when the
