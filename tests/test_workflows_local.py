@@ -121,8 +121,11 @@ def outputs_of(result: WorkflowResult, step: str) -> dict[str, str]:
     return node.outputs
 
 
-def test_analyze_rolls_back_itself_and_the_rollback_step_commits_nothing(remote: Path, tmp_path: Path) -> None:
-    result = run(tmp_path, "canary-release", on_error="fail")  # rollback-in-analysis: true, the default
+@pytest.mark.parametrize("workflow", ["canary-release", "canary-analysis"])
+def test_analyze_rolls_back_itself_and_the_rollback_step_commits_nothing(
+    remote: Path, tmp_path: Path, workflow: str
+) -> None:
+    result = run(tmp_path, workflow, on_error="fail")  # rollback-in-analysis: true, the default
     assert split_in(remote) == (100, 0)
     commits = git(remote, "log", "--format=%H", "main").split()
     assert len(commits) == 2  # the seed and analyze's rollback
