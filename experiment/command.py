@@ -1,7 +1,8 @@
 """Measure rollback times: N runs of a faulty (or healthy) canary, automated or manual, then a report.
 
 Writes results.json, results.csv, report.md and timeline.png into --report-dir. The release flags
-(--rps, --interval, --scrape-interval, --sync-delay, ...) are the demo's own; see `rollguard demo --help`.
+(--rps, --interval, --scrape-interval, --sync-delay, --pod-start-delay, --rollback-in-analysis, ...) are the
+demo's own; see `rollguard demo --help`.
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def describe_settings(args: argparse.Namespace) -> dict[str, Any]:
             max_error_rate=args.max_error_rate, max_p99_latency_ms=args.max_p99_latency_ms,
             faulty_canary_error_rate=args.error_rate, slow_canary_added_latency_ms=args.latency_ms,
             background_error_rate=args.background_error_rate, alert_for=f"{args.alert_for:g}s", seed=args.seed,
+            pod_start_delay=f"{args.pod_start_delay:g}s",
+            rollback_in_analysis=args.rollback_in_analysis or "the template's default",
         )
         if getattr(args, "step_image", None):  # the demo's --step-image: the steps ran inside the built image
             settings["step_image"] = str(args.step_image)
@@ -236,7 +239,8 @@ def _run_line(record: RunRecord, took_s: float) -> str:
     def seconds(value: float | None) -> str:
         return "–" if value is None else f"{value:.2f}s"
 
-    text = (f"run {record.run}: {record.scenario} → {record.outcome}; breach→cut {seconds(record.breach_to_cut_s())}, "
+    text = (f"run {record.run}: {record.scenario} → {record.outcome}; "
+            f"verdict→cut {seconds(record.verdict_to_cut_s())}, breach→cut {seconds(record.breach_to_cut_s())}, "
             f"fault→cut {seconds(record.fault_to_cut_s())}, alert→cut {seconds(record.alert_to_cut_s())}, "
             f"{record.failed_requests} failed requests")
     if record.threshold_rule_decided_at is not None:

@@ -61,6 +61,7 @@ class RunRecord(RunMoments):
         row.update(
             breach_to_cut_s=self.breach_to_cut_s(),
             fault_to_cut_s=self.fault_to_cut_s(),
+            verdict_to_cut_s=self.verdict_to_cut_s(),
             alert_to_cut_s=self.alert_to_cut_s(),
             fault_to_verdict_s=self.fault_to_verdict_s(),
             fault_to_threshold_rule_s=self.fault_to_threshold_rule_s(),

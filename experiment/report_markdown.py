@@ -35,16 +35,17 @@ def render_report(records: Sequence[RunRecord], settings: dict[str, Any], *, int
         lines += ["**Interrupted:** the report holds the runs that finished before the stop.", ""]
     lines += ["## Runs", ""]
     lines += [
-        "| run | scenario | mode | judge | outcome | breach → cut s | fault → cut s | alert → cut s "
-        "| fault → verdict s | threshold rule s | failed requests |",
-        "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| run | scenario | mode | judge | outcome | verdict → cut s | breach → cut s | fault → cut s "
+        "| alert → cut s | fault → verdict s | threshold rule s | failed requests |",
+        "|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for record in records:
         lines.append(
             f"| {record.run} | {record.scenario} | {record.mode} | {record.judge} | {record.outcome} "
-            f"| {_cell(record.breach_to_cut_s())} | {_cell(record.fault_to_cut_s())} "
-            f"| {_cell(record.alert_to_cut_s())} | {_cell(record.fault_to_verdict_s())} "
-            f"| {_cell(record.fault_to_threshold_rule_s())} | {record.failed_requests} |"
+            f"| {_cell(record.verdict_to_cut_s())} | {_cell(record.breach_to_cut_s())} "
+            f"| {_cell(record.fault_to_cut_s())} | {_cell(record.alert_to_cut_s())} "
+            f"| {_cell(record.fault_to_verdict_s())} | {_cell(record.fault_to_threshold_rule_s())} "
+            f"| {record.failed_requests} |"
         )
     lines += ["", "## Summary", "", "| measure | runs | mean | median | p95 | max |", "|---|---:|---:|---:|---:|---:|"]
     for name, figures in summarise(records).items():
@@ -68,7 +69,8 @@ def render_report(records: Sequence[RunRecord], settings: dict[str, Any], *, int
         "",
         "Moments: *fault* = the canary started failing; *breach* = first scrape at which Prometheus's "
         "own evaluation of the threshold query exceeded the threshold; *alert* = the shipped alert rule "
-        "went to firing (empty when the rollback came first); *verdict* = rollguard decided; *cut* = "
+        "went to firing (empty when the rollback came first); *verdict* = rollguard decided (the verdict's "
+        "decided_at); *cut* = "
         "the router (sandbox) or the live VirtualService (cluster) sent 0 % to the canary.",
         "",
     ]

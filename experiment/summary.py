@@ -13,6 +13,7 @@ from rollguard.experiment.records import RunRecord
 PROPOSAL_LIMIT_S = 60.0
 GOAL_BREACH_TO_CUT_P95_S = 3.0
 GOAL_FAULT_TO_CUT_P95_S = 8.0
+GOAL_VERDICT_TO_CUT_P95_S = 1.0  # issue 13: carrying out the decision, whatever a pod start costs
 GOAL_DETECTION_RATIO = 0.3
 
 
@@ -53,6 +54,7 @@ def spread(values: Sequence[float | None]) -> Spread:
 
 
 METRICS: dict[str, Callable[[RunRecord], float | None]] = {
+    "verdict → cut (s)": RunRecord.verdict_to_cut_s,
     "breach → cut (s)": RunRecord.breach_to_cut_s,
     "fault → cut (s)": RunRecord.fault_to_cut_s,
     "alert → cut (s)": RunRecord.alert_to_cut_s,
@@ -81,6 +83,7 @@ def check_goals(records: Sequence[RunRecord]) -> list[GoalCheck]:
     healthy = [record for record in records if record.scenario == "healthy"]
     checks: list[GoalCheck] = []
     breach = spread([record.breach_to_cut_s() for record in faulty])
+    verdict = spread([record.verdict_to_cut_s() for record in faulty])
     fault = spread([record.fault_to_cut_s() for record in faulty])
     uncut = [record for record in faulty if record.traffic_cut is None]
     if faulty:
@@ -106,6 +109,14 @@ def check_goals(records: Sequence[RunRecord]) -> list[GoalCheck]:
                 None if fault.p95 is None else fault.p95 <= GOAL_FAULT_TO_CUT_P95_S and not uncut,
             )
         )
+        if verdict.count:
+            checks.append(
+                GoalCheck(
+                    f"rollguard: verdict → cut p95 ≤ {GOAL_VERDICT_TO_CUT_P95_S:.0f} s",
+                    f"p95 {_fmt(verdict.p95, 2)} s over {verdict.count} runs{_uncut(uncut)}",
+                    verdict.p95 is not None and verdict.p95 <= GOAL_VERDICT_TO_CUT_P95_S and not uncut,
+                )
+            )
         ratios = spread([record.detection_ratio() for record in faulty])
         if ratios.count:
             checks.append(

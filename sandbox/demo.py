@@ -51,6 +51,7 @@ from rollguard.steps.options import UsageError, format_duration
 
 RELEASE_TEMPLATE = "canary-release"
 WORKFLOW_FILE = "canary-release.yaml"
+ROLLBACK_IN_ANALYSIS = "rollback-in-analysis"  # the workflow parameter of analyze's own, in-process rollback
 
 
 def workflow_path(settings: DemoSettings) -> Path:
@@ -63,6 +64,24 @@ def workflow_path(settings: DemoSettings) -> Path:
         raise SandboxError(f"the rendered workflow {path} is missing; render it with `rollguard render` "
                            "(the WorkflowTemplates of rollguard.workflows) or pass --workflow-dir")
     return path
+
+
+def release_switches(library: Library, settings: DemoSettings) -> dict[str, str]:
+    """The workflow parameters the demo's switches ask for: `rollback-in-analysis` when --rollback-in-analysis was
+    given and the template declares it. UsageError, before anything starts, for `true` against a template without
+    it (it cannot roll back in analyze); `false` there is what that template does anyway, so nothing is passed."""
+    if settings.rollback_in_analysis is None:
+        return {}
+    definition = library.get(RELEASE_TEMPLATE, "demo")
+    declared = {str(p["name"]) for p in (definition.spec.get("arguments") or {}).get("parameters") or []}
+    if ROLLBACK_IN_ANALYSIS in declared:
+        return {ROLLBACK_IN_ANALYSIS: settings.rollback_in_analysis}
+    if settings.rollback_in_analysis == "true":
+        where = settings.workflow_dir or "the installed workflows"
+        raise UsageError(f"--rollback-in-analysis true: the workflow {RELEASE_TEMPLATE} ({where}) declares no "
+                         f"parameter {ROLLBACK_IN_ANALYSIS}, so its analyze step cannot roll back itself; render a "
+                         "template that has it or pass --rollback-in-analysis false")
+    return {}
 
 
 def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandbox, run_dir: Path) -> dict[str, str]:
@@ -117,14 +136,17 @@ def workflow_parameters(library: Library, settings: DemoSettings, sandbox: Sandb
 
 def run_release(
     sandbox: Sandbox, library: Library, parameters: dict[str, str], progress: Progress, run_dir: Path,
-    image: ImageSteps | None = None,
+    image: ImageSteps | None = None, pod_start_delay_s: float = 0.0,
 ) -> WorkflowResult:
-    """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies."""
+    """Run canary-release in a worker thread while watching the sandbox; abort it if a component dies.
+
+    Each container step waits `pod_start_delay_s` before it starts (--pod-start-delay), as a pod start would."""
     # The sandbox is its own cluster: its mutexes are its own (a parallel demo is another cluster)
     # Its template metrics go to the sandbox's stand-in of the controller's /metrics, which Prometheus scrapes.
     metrics = RemoteMetrics(sandbox.workflow_metrics_url) if sandbox.workflow_metrics_url else None
     executor = LocalExecutor(library, on_event=progress.event, work_dir=run_dir / "pods",
-                             cluster=LocalCluster(lock_dir=run_dir / "locks"), image=image, metrics=metrics)
+                             cluster=LocalCluster(lock_dir=run_dir / "locks"), image=image, metrics=metrics,
+                             pod_start_delay_s=pod_start_delay_s)
     outcome: dict[str, Any] = {}
 
     def work() -> None:
@@ -190,6 +212,12 @@ def run_demo(
     `inspect` (the experiment's hook) is called with the still-running sandbox and the collected result,
     so it can read more from Prometheus before everything stops.
     """
+    template_file = workflow_path(settings)
+    try:
+        library, _ = load_library(template_file, [])
+    except (ExecutorError, UsageError) as exc:
+        raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
+    switches = release_switches(library, settings)  # UsageError before anything starts
     run_dir = settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}"
     run_dir.mkdir(parents=True, exist_ok=True)
     try:  # --step-image: checked (root, archive, entry point) and unpacked before anything starts
@@ -197,11 +225,6 @@ def run_demo(
     except StepImageError as exc:
         raise SandboxError(str(exc)) from None
     run_dir = run_dir.resolve() if image else run_dir  # the steps see it at the same, absolute path
-    template_file = workflow_path(settings)
-    try:
-        library, _ = load_library(template_file, [])
-    except (ExecutorError, UsageError) as exc:
-        raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
     progress = Progress(console)
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox")
     with Supervisor(run_dir / "logs") as supervisor, ExitStack() as stack:
@@ -209,7 +232,7 @@ def run_demo(
         sandbox = start_sandbox(sandbox_settings, supervisor)
         for name, url in sandbox.urls().items():
             progress.say(f"  {name:13} {url}")
-        parameters = workflow_parameters(library, settings, sandbox, run_dir)
+        parameters = {**workflow_parameters(library, settings, sandbox, run_dir), **switches}
         image_steps = None if image is None else _image_steps(image, sandbox, run_dir, parameters, stack)
         if image_steps is not None:
             progress.say(f"Steps run in the step image {settings.step_image} as uid {image_steps.image.user}, "
@@ -231,12 +254,16 @@ def run_demo(
             fault_start = sandbox.take_canary_down()
             progress.say("[bold red]The canary app is down[/] (stopped, never comes back): callers' proxies answer "
                          "its share of requests 503 UH, no healthy upstream")
-        progress.say(f"[bold]Running {RELEASE_TEMPLATE}[/] with the local executor (schedule {settings.schedule})")
+        pod_start = (f", each step's pod starting in {format_duration(settings.pod_start_delay_s)}"
+                     if settings.pod_start_delay_s else "")
+        progress.say(f"[bold]Running {RELEASE_TEMPLATE}[/] with the local executor (schedule {settings.schedule}"
+                     f"{pod_start})")
         watcher = WeightWatcher(sandbox, progress)
         watcher.start()
         release_start = time.time()
         try:
-            workflow = run_release(sandbox, library, parameters, progress, run_dir, image_steps)
+            workflow = run_release(sandbox, library, parameters, progress, run_dir, image_steps,
+                                   settings.pod_start_delay_s)
             release_end = time.time()
             router_view = wait_router_synced(sandbox, settings.sync_delay_s + 5)
             # The last responses land, and Prometheus scrapes twice more: its rate() over the 5xx series

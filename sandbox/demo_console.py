@@ -26,7 +26,9 @@ class Progress:
     def event(self, event: Event) -> None:
         """Executor event sink."""
         with self._lock:
-            if event.kind is EventKind.STARTED:
+            if event.kind is EventKind.PENDING:
+                self.console.print(f"[dim]… {event.step}: {event.text}[/]")
+            elif event.kind is EventKind.STARTED:
                 self.console.print(f"[bold cyan]▶ {event.step}[/] [dim]{_short_command(event.text)}[/]")
             elif event.kind is EventKind.LOG:
                 line = Text.assemble(("  " + event.step.rsplit(".", 1)[-1] + ": ", "dim"), _strip_stamp(event.text))

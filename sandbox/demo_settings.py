@@ -18,14 +18,15 @@ from rollguard.steps.options import (
     add_flag,
     format_duration,
     fraction,
+    non_negative_duration,
     non_negative_float,
     non_negative_int,
-    parse_duration,
     positive_duration,
 )
 from rollguard.steps.schedule import parse_schedule
 
 PROTOCOLS = ("http", "grpc")
+SWITCH_VALUES = ("true", "false")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class DemoSettings:
     step_image: Path | None = None  # run the steps inside this step image archive (root only)
     notify_url: str = ""  # the release's notification goes here (the workflow's exit handler sends it)
     notify_format: str = "auto"
+    pod_start_delay_s: float = 0.0  # each container step waits this long before it starts, as a pod start would
+    rollback_in_analysis: str | None = None  # "true"/"false": the workflow parameter; None: the template's default
 
     def sandbox_settings(self, workdir: Path, seed: int | None = None) -> SandboxSettings:
         """The sandbox these settings run in: scrape, sync delay, router port, and the paging alerts."""
@@ -100,6 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="`for:` of the paging alert rule (what a team would set; the manual baseline's start)")
     add_flag(parser, "--sync-delay", default="0s", type=non_negative_duration,
              help="router's delay before applying a pushed split (30s or 3m emulate ArgoCD polling)")
+    add_flag(parser, "--pod-start-delay", default="0s", type=non_negative_duration,
+             help="wait this long before each workflow step's container starts, as a pod start costs on a cluster")
+    add_flag(parser, "--rollback-in-analysis", choices=list(SWITCH_VALUES),
+             help="true: analyze rolls back itself the moment it decides; false: the rollback step after it does "
+                  "(the workflow parameter rollback-in-analysis; default: the template's)")
     add_flag(parser, "--scrape-interval", default="1s", type=positive_duration, help="Prometheus scrape interval")
     add_flag(parser, "--background-error-rate", default=0.0, type=fraction,
              help="share of HTTP 500s that both versions serve all along (noise a healthy canary must survive)")
@@ -113,14 +121,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              help="webhook the release's notification goes to (the workflow's exit handler posts it), http(s)")
     add_flag(parser, "--notify-format", default="auto", choices=list(FORMATS),
              help="json, slack, teams; auto: from the URL's host")
-
-
-def non_negative_duration(text: str) -> float:
-    """argparse type: a duration that may be zero (`0s`, `30s`, `1m`)."""
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from(args: argparse.Namespace) -> DemoSettings:
@@ -146,4 +146,5 @@ def settings_from(args: argparse.Namespace) -> DemoSettings:
         workflow_dir=args.workflow_dir, router_port=args.router_port,
         background_error_rate=args.background_error_rate, protocol=args.protocol, step_image=args.step_image,
         notify_url=notify_url, notify_format=getattr(args, "notify_format", None) or "auto",
+        pod_start_delay_s=args.pod_start_delay, rollback_in_analysis=args.rollback_in_analysis,
     )

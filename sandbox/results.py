@@ -66,6 +66,10 @@ class RunMoments:
         """Seconds from the alert firing (the manual baseline's start) to the cut."""
         return between(self.alert_firing, self.traffic_cut)
 
+    def verdict_to_cut_s(self) -> float | None:
+        """Seconds from rollguard's verdict (the analysis's decided_at) to the cut: what acting on it costs."""
+        return between(self.verdict_at, self.traffic_cut)
+
     def fault_to_verdict_s(self) -> float | None:
         """Seconds from the fault's start to rollguard's verdict."""
         return between(self.fault_start, self.verdict_at)
@@ -93,6 +97,7 @@ class RunResult(RunMoments):
         record["final_split"] = list(self.final_split) if self.final_split else None
         record["breach_to_cut_s"] = _milliseconds(self.breach_to_cut_s())
         record["fault_to_cut_s"] = _milliseconds(self.fault_to_cut_s())
+        record["verdict_to_cut_s"] = _milliseconds(self.verdict_to_cut_s())
         return record
 
 

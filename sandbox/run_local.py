@@ -7,7 +7,8 @@ environment: Secrets come from --secret NAME=DIR only. An Argo feature the local
 implement stops the run before anything starts, naming the feature and the template.
 WorkflowTemplates referenced with templateRef are loaded from the same directory (and --templates).
 With --step-image, each container step runs inside the built step image instead, as its user, with
-the step's fresh directory as its /tmp (rollguard.sandbox.step_image_run).
+the step's fresh directory as its /tmp (rollguard.sandbox.step_image_run). --pod-start-delay DURATION
+makes each container step wait that long before it starts, as a pod start would on a cluster.
 
 A `suspend` step (the release's approval) waits for a resume: `--approve` answers it at once,
 `--approve-after DURATION` after a while; otherwise `rollguard run-local --resume NAME` from another
@@ -34,7 +35,7 @@ from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.step_image import StepImageError, open_step_image
 from rollguard.sandbox.step_image_run import ImageSteps
 from rollguard.steps.exit_codes import ExitCode
-from rollguard.steps.options import UsageError, parse_duration
+from rollguard.steps.options import UsageError, non_negative_duration, parse_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step-image", type=Path, default=None, metavar="ARCHIVE",
                         help="run every container step inside this step image, an OCI archive (./run.sh image; "
                              "needs root)")
+    parser.add_argument("--pod-start-delay", type=non_negative_duration, default=0.0, metavar="DURATION",
+                        help="wait this long before each container step (each retry, the exit handler's too) starts, "
+                             "its node Pending, as a pod start costs on a cluster (e.g. 3s; default 0s)")
     parser.add_argument("--bind", type=Path, action="append", default=[], metavar="PATH",
                         help="with --step-image: a host file or directory the steps see at the same path; repeat")
 
@@ -204,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--bind needs --step-image (without it the steps see this machine's files anyway)")
         image = None if args.step_image is None else ImageSteps(open_step_image(args.step_image), binds=args.bind)
         executor = LocalExecutor(library, cluster=cluster, work_dir=args.work_dir, image=image, control=control,
-                                 metrics=metrics)
+                                 metrics=metrics, pod_start_delay_s=args.pod_start_delay)
         result = executor.run(name, parameters)
     except (ExecutorError, StepImageError) as exc:
         print(f"rollguard run-local: error: {exc}", file=sys.stderr)

@@ -62,7 +62,9 @@ def collect_result(
                   "error_rate": settings.error_rate, "latency_ms": settings.latency_ms,
                   "alert_for_s": settings.alert_for_s, "sync_delay_s": settings.sync_delay_s,
                   "scrape_interval_s": settings.scrape_interval_s, "max_error_rate": settings.max_error_rate,
-                  "max_p99_latency_ms": settings.max_p99_ms, "protocol": settings.protocol},
+                  "max_p99_latency_ms": settings.max_p99_ms, "protocol": settings.protocol,
+                  "pod_start_delay_s": settings.pod_start_delay_s,
+                  "rollback_in_analysis": settings.rollback_in_analysis},
     )
 
 

@@ -73,6 +73,14 @@ def positive_duration(text: str) -> float:
     return seconds
 
 
+def non_negative_duration(text: str) -> float:
+    """argparse type: a duration that may be zero (`0s`, `30s`, `1m`)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def duration_or_forever(text: str) -> float:
     """argparse type: a positive duration, or `0` / `forever` for none (math.inf: watch until stopped)."""
     if str(text).strip().lower() == "forever":

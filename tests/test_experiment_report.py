@@ -72,7 +72,8 @@ def test_the_demo_result_and_the_experiment_record_derive_the_same_durations(tmp
     assert written["run"] == 1 and written["outcome"] == "rolled_back"
     assert written["breach_to_cut_s"] == round(1002.0004 - 1001.2345, 3)  # results.json: to the millisecond
     record = RunRecord.from_dict(written)
-    for duration in ("breach_to_cut_s", "fault_to_cut_s", "alert_to_cut_s", "fault_to_verdict_s"):
+    assert written["verdict_to_cut_s"] == round(1002.0004 - 1001.5, 3)
+    for duration in ("breach_to_cut_s", "fault_to_cut_s", "alert_to_cut_s", "fault_to_verdict_s", "verdict_to_cut_s"):
         assert getattr(record, duration)() == getattr(result, duration)(), duration
     assert record.extra["release_start"] == 999.0 and record.faulty and not record.false_rollback
 
@@ -84,6 +85,7 @@ def test_goals_fail_when_a_run_is_slow_and_when_a_healthy_run_is_rolled_back() -
     by_goal = {check.goal: check.met for check in check_goals(slow)}
     assert by_goal["proposal: every automated rollback within 60 s of the fault"] is False
     assert by_goal["rollguard: fault → cut p95 ≤ 8 s"] is False
+    assert by_goal["rollguard: verdict → cut p95 ≤ 1 s"] is False  # a slow cut after a quick verdict
     never_cut = _faulty(22, breach=2.0, cut=3.0)
     never_cut.traffic_cut, never_cut.outcome = None, "no_cut"
     by_goal = {check.goal: check.met for check in check_goals([*fast, never_cut])}

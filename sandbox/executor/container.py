@@ -2,6 +2,8 @@
 
 The image is not used: `command + args` run as a local process, each attempt in a fresh Pod stand-in
 (rollguard.sandbox.executor.pod: only the declared environment, its own working directory and HOME).
+With a pod start delay (run-local --pod-start-delay) every attempt's main waits that long first, as a
+pod's scheduling, image pull and container creation would make it.
 With a ContainerImage (run-local --step-image) they run inside that image instead, and the paths of
 raw artifacts and outputs are the container's, which it maps to this machine's.
 """
@@ -32,7 +34,7 @@ class ContainerRunner:
 
     def __init__(
         self, processes: StepProcesses, cluster: LocalCluster, host_environment: dict[str, str], work_dir: Path,
-        on_event: EventSink, image: ContainerImage | None = None,
+        on_event: EventSink, image: ContainerImage | None = None, pod_start_delay_s: float = 0.0,
     ) -> None:
         self.processes = processes
         self.image = image
@@ -42,6 +44,7 @@ class ContainerRunner:
         self.on_event = on_event
         self.workflow_deadline: float | None = None  # Unix time of the workflow's activeDeadlineSeconds
         self._pods = itertools.count(1)
+        self.pod_start_delay_s = pod_start_delay_s  # each attempt's pod takes this long to start (its node Pending)
 
     def run(
         self, template: dict[str, Any], variables: dict[str, str], volumes: list[dict[str, Any]], display: str,
@@ -67,7 +70,8 @@ class ContainerRunner:
             argv = [pod.localize(part) for part in command]
             spawn, environment = (None, pod.environment) if self.image is None else self.image.command(argv, pod)
             node = self.processes.run(argv, environment, pod.directory, display, str(template["name"]), timeout_s,
-                                      len(attempts), exit_handler, command=spawn)
+                                      len(attempts), exit_handler, command=spawn,
+                                      pod_start_s=self.pod_start_delay_s)
             _add_termination_message(node, container, pod.termination_file)
             self._read_outputs(node, template, attempt_variables, where, pod)  # the wait container: parameters, ...
             save_output_artifacts(node, template, attempt_variables, self.cluster.artifact_repository, where,

@@ -28,8 +28,9 @@ class NodeResult:
     exit_code: int | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     message: str = ""
-    started_at: float = 0.0
+    started_at: float = 0.0  # the node's creation (a container step's pod created; Argo's node startedAt)
     finished_at: float = 0.0
+    running_at: float = 0.0  # a container step: when its main container started (0: it never ran)
     node_id: str = ""  # Argo's node id (workflow name + FNV-32a of the node name)
     log_tail: list[str] = field(default_factory=list)  # the container's last log lines (FallbackToLogsOnError)
 
@@ -53,8 +54,9 @@ class WorkflowResult:
 
 
 class EventKind(str, Enum):
-    """What happened: a step started, printed a line, finished, or was skipped; or a note."""
+    """What happened: a step's pod is starting, it started, printed a line, finished, or was skipped; or a note."""
 
+    PENDING = "pending"  # a container step's pod is created but its container has not started (--pod-start-delay)
     STARTED = "started"
     LOG = "log"
     FINISHED = "finished"
@@ -81,6 +83,8 @@ def print_events(event: Event) -> None:
         line = f"[{event.step}] {event.text}"
     elif event.kind is EventKind.NOTE:
         line = f"-- {event.text}"
+    elif event.kind is EventKind.PENDING:
+        line = f"== {event.step}: Pending ({event.text})"
     else:
         line = f"== {event.step}: {event.text}"
     print(line, flush=True)

@@ -61,7 +61,9 @@ class LocalExecutor(TemplateWalker):
     `cluster` gives the Secrets, ConfigMaps, artifact repository and lock directory the steps may use;
     `environment` is the machine's environment, of which the steps get PATH only; each step attempt
     runs in a fresh directory under `work_dir` (default: a temporary directory removed after the run).
-    With `image` (run-local --step-image) every container step runs inside that image.
+    With `image` (run-local --step-image) every container step runs inside that image. Every container step
+    attempt (the exit handler's too) waits `pod_start_delay_s` before its main starts, its node Pending, as
+    a pod start would (run-local --pod-start-delay); steps and suspend nodes do not.
     """
 
     def __init__(
@@ -75,8 +77,10 @@ class LocalExecutor(TemplateWalker):
         image: ContainerImage | None = None,
         control: RunControl | None = None,
         metrics: MetricsSink | None = None,
+        pod_start_delay_s: float = 0.0,
     ) -> None:
         super().__init__(library, on_event, control, metrics)
+        self.pod_start_delay_s = pod_start_delay_s
         self.image = image
         self.cluster = cluster or LocalCluster()
         self.host_environment = dict(os.environ if environment is None else environment)
@@ -130,7 +134,7 @@ class LocalExecutor(TemplateWalker):
                               workflow_name, self.on_event, self._processes.abort_reason)
         with locks, self.control.watching(workflow_name), self._pods_directory() as pods_directory:
             self._containers = ContainerRunner(self._processes, self.cluster, self.host_environment, pods_directory,
-                                               self.on_event, self.image)
+                                               self.on_event, self.image, self.pod_start_delay_s)
             with workflow_deadline(spec, variables, where, self._containers, self._processes, self.on_event):
                 return self._run_workflow(definition, spec, variables, entrypoint, workflow_name, where, values)
 

@@ -36,6 +36,7 @@ class StepProcesses:
     def __init__(self, on_event: EventSink) -> None:
         self.on_event = on_event
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # notified on an abort, a shutdown, the deadline
         self._running: dict[int, subprocess.Popen[bytes]] = {}
         self._exempt: set[int] = set()  # pids of exit-handler steps, which the workflow deadline spares
         self._stopped_at_deadline: set[int] = set()
@@ -51,6 +52,7 @@ class StepProcesses:
             self._deadline_passed.set()
             running = [process for pid, process in self._running.items() if pid not in self._exempt]
             self._stopped_at_deadline.update(process.pid for process in running)
+            self._changed.notify_all()
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
 
@@ -62,6 +64,7 @@ class StepProcesses:
             running = [process for pid, process in self._running.items()
                        if strategy == "Terminate" or pid not in self._exempt]
             self._stopped_at_shutdown.update(process.pid for process in running)
+            self._changed.notify_all()
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
 
@@ -86,6 +89,7 @@ class StepProcesses:
         with self._lock:
             self._abort_reason = reason
             running = list(self._running.values())
+            self._changed.notify_all()
         self._aborted.set()
         for process in running:
             stop_process_group(process.pid, None, grace_s=2.0)
@@ -102,8 +106,16 @@ class StepProcesses:
     def run(
         self, argv: list[str], environment: dict[str, str], cwd: Path | None, display: str, template: str,
         timeout_s: float | None, attempt: int, exit_handler: bool = False, command: list[str] | None = None,
+        pod_start_s: float = 0.0,
     ) -> NodeResult:
         """Run `argv` to its end (or its timeout); Succeeded on exit 0, else Failed; Error if it cannot start.
+
+        `pod_start_s` (run-local --pod-start-delay) is how long the pod takes to start — scheduling, image
+        pull, container creation — before main runs: the node is Pending ("pod starting") that long, and
+        a stop, terminate, abort or the workflow deadline in that time ends it without running main, as
+        Argo deletes a pending pod (exec_control.go applyExecutionControl, PodPending). The node's
+        `started_at` is its creation, `running_at` main's start. The template's own timeout counts
+        from main's start.
 
         `command` is what actually runs `argv` when that is not a local process (a step image's); the
         progress events show `argv`. An exit handler's step is not subject to the workflow deadline
@@ -121,7 +133,12 @@ class StepProcesses:
         if self._deadline_passed.is_set() and not exit_handler:
             return NodeResult(display, template, Phase.FAILED, message=STEP_DEADLINE_MESSAGE, started_at=started,
                               finished_at=started)
+        if pod_start_s > 0:
+            ended = self._start_pod(display, template, started, pod_start_s, exit_handler)
+            if ended is not None:
+                return ended
         shown = " ".join(argv) + (f" (attempt {attempt + 1})" if attempt else "")
+        running_at = time.time()
         self.on_event(Event(EventKind.STARTED, display, shown))
         try:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -178,18 +195,45 @@ class StepProcesses:
         if process.pid in self._stopped_at_shutdown:
             return NodeResult(display, template, Phase.FAILED, code,
                               message=KILLED_AT_SHUTDOWN.format(self._shutdown), started_at=started,
-                              finished_at=time.time())
+                              finished_at=time.time(), running_at=running_at)
         if process.pid in self._stopped_at_deadline:
             return NodeResult(display, template, Phase.FAILED, code, message=STEP_DEADLINE_MESSAGE,
-                              started_at=started, finished_at=time.time())
+                              started_at=started, finished_at=time.time(), running_at=running_at)
         if timed_out.is_set():  # the kubelet ends a pod past its activeDeadlineSeconds: node Failed, its message
             return NodeResult(display, template, Phase.FAILED, code, message=POD_DEADLINE_MESSAGE,
-                              started_at=started, finished_at=time.time())
+                              started_at=started, finished_at=time.time(), running_at=running_at)
         phase = Phase.SUCCEEDED if code == 0 else Phase.FAILED
         # workflow/controller/operator.go inferFailedReason: "<reason> (exit code N)"; the kubelet's reason is Error
         message = "" if code == 0 else f"Error (exit code {code})"
         return NodeResult(display, template, phase, code, message=message, started_at=started,
-                          finished_at=time.time(), log_tail=list(tail))
+                          finished_at=time.time(), log_tail=list(tail), running_at=running_at)
+
+    def _start_pod(
+        self, display: str, template: str, created: float, pod_start_s: float, exit_handler: bool
+    ) -> NodeResult | None:
+        """Wait `pod_start_s` as a starting pod would; the node's result when a shutdown or the deadline ended
+        the wait (the pending pod is deleted, main never runs), None when main may start."""
+        self.on_event(Event(EventKind.PENDING, display, f"pod starting: {pod_start_s:g} s, --pod-start-delay"))
+        until = time.monotonic() + pod_start_s
+
+        def interrupted() -> bool:
+            return (self._abort_reason is not None or self.shut_down_for(exit_handler) is not None
+                    or (self._deadline_passed.is_set() and not exit_handler))
+
+        with self._changed:
+            while not interrupted():
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
+        if self._abort_reason is not None:
+            raise ExecutorAborted(f"run aborted while {display}'s pod started: {self._abort_reason}")
+        # exec_control.go applyExecutionControl, PodPending: the pod is deleted, the node Failed with the
+        # running pod's message ("workflow shutdown with strategy:  Stop", "Step exceeded its deadline")
+        strategy = self.shut_down_for(exit_handler)
+        message = KILLED_AT_SHUTDOWN.format(strategy) if strategy is not None else STEP_DEADLINE_MESSAGE
+        return NodeResult(display, template, Phase.FAILED, message=message, started_at=created,
+                          finished_at=time.time())
 
 
 def _resolve_command(argv: list[str]) -> list[str]:
