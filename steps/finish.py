@@ -13,6 +13,9 @@ and end with the outcome, so that the workflow's phase says what happened.
   message (workflow/controller/operator.go: a succeeded workflow whose exit node failed is marked
   Failed with the exit node's message). Exit 0 otherwise, 4 when the exit handler's own rollback failed.
 
+The rollback itself may have been made by the analyze step (--rollback-on-fail): its result, when there is
+one, gives the commit and the moment traffic was cut, and the rollback step after it was a no-op.
+
 The values of the release reach this step as Argo global outputs (`{{workflow.outputs.parameters.*}}`);
 one that was never set arrives as its literal `{{...}}` text and counts as unknown.
 """
@@ -40,7 +43,7 @@ from rollguard.steps.output_files import write_atomically
 log = logging.getLogger("rollguard.steps")
 
 KINDS = ("release", "analysis")
-POLICIES = ("rollback", "promote", "stop")
+POLICIES = rollback.INCONCLUSIVE_POLICIES
 BOOLEANS = ("true", "false")
 SKIPPED = "skipped"  # canary-analysis at 0 %: an outcome for the metrics, never a notification
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes' default terminationMessagePath
@@ -66,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(end, "--workflow-name", help="{{workflow.name}}")
     add_flag(end, "--verdict-json", help="the last analysis' verdict summary, JSON")
     add_flag(end, "--rollback-result", help="the release's own rollback step's result JSON, when it ran")
+    add_flag(end, "--analysis-rollback-result",
+             help="the result JSON of the rollback the analyze step made itself (--rollback-on-fail), when it made one")
     add_flag(end, "--release-commit", help="the last deploy or promote commit")
     add_flag(end, "--canary-weight", help="the canary's weight the release last set or found")
     add_flag(end, "--service", help="the service, for the notification")
@@ -214,8 +219,7 @@ def roll_back_unfinished(args: argparse.Namespace, reason: str) -> tuple[bool, d
                                           "result_file": result_file})  # fmt: skip
     code: int = ExitCode.ERROR
     for attempt in range(1, args.rollback_attempts + 1):
-        code = rollback.run(rollback_args)
-        configure("finish", verbose=args.verbose)
+        code = rollback.roll_back(rollback_args)
         if code in (ExitCode.OK, ExitCode.USAGE):
             break
         if attempt < args.rollback_attempts:
@@ -257,9 +261,11 @@ def run(args: argparse.Namespace) -> int:
     decision = decide(args.kind, status, read_failures(args.workflow_failures), evidence, args.on_inconclusive,
                       weight)  # fmt: skip
     log.info("the workflow ended %s; outcome %s: %s", status or "(status unknown)", decision.outcome, decision.reason)
-    main_rollback = parse_json(args.rollback_result)
-    commit = str(main_rollback.get("commit") or "") if isinstance(main_rollback, dict) else ""
-    cut_at = cut_time(main_rollback)
+    # The rollback the analyze step made itself cut traffic first; the rollback step after it then had nothing to do.
+    rollbacks = [parse_json(args.analysis_rollback_result), parse_json(args.rollback_result)]
+    commit = next((str(result["commit"]) for result in rollbacks if isinstance(result, dict) and result.get("commit")),
+                  "")
+    cut_at = min((cut for cut in map(cut_time, rollbacks) if cut is not None), default=None)
     notes: list[str] = []
     code: int = ExitCode.OK
     if decision.needs_rollback:

@@ -25,6 +25,9 @@ from rollguard.steps.weight_change.flow import change_split
 
 log = logging.getLogger("rollguard.steps")
 
+# What an inconclusive verdict does: roll back (fail-safe), promote anyway, or stop (hold the split as it is).
+INCONCLUSIVE_POLICIES = ("rollback", "promote", "stop")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `rollguard rollback`."""
@@ -105,6 +108,12 @@ def rollback_message(args: argparse.Namespace, edit: SplitEdit, verdict_lines: l
 def run(args: argparse.Namespace) -> int:
     """Put canary at 0 %, stable at 100 %."""
     configure("rollback", verbose=args.verbose)
+    return roll_back(args)
+
+
+def roll_back(args: argparse.Namespace) -> int:
+    """The rollback itself, with rollback's flags in `args`, logging as the step that calls it: `rollguard
+    rollback`, the exit handler (finish) and analyze --rollback-on-fail run this one function. The exit code."""
     verdict_lines: list[str] = []
     if args.reason_file:
         reading = read_file(Path(args.reason_file))

@@ -162,7 +162,8 @@ def test_the_secret_template_is_what_the_steps_read_and_is_not_installed_by_kust
     secret = load_all(ARGOCD / "git-credentials.secret.yaml")[0]
     for name in ("rollguard-steps", "canary-release", "canary-analysis"):
         spec = load_all(REPO / "workflows" / f"{name}.yaml")[0]["spec"]
-        git_steps = [t for t in spec["templates"] if t["name"] in ("deploy", "promote", "rollback", "status")]
+        git_steps = [t for t in spec["templates"]
+                     if t["name"] in ("analyze", "deploy", "promote", "rollback", "status")]  # fmt: skip
         assert git_steps, name
         for template in git_steps:
             inputs = {p["name"]: p for p in template["inputs"]["parameters"]}

@@ -126,6 +126,25 @@ def test_a_rolled_back_release_ends_failed_with_its_reason_and_no_second_rollbac
     assert (tmp_path / "weight").read_text() == "0" and (tmp_path / "breach-to-cut").read_text() == "1.250"
 
 
+def test_a_rollback_made_by_analyze_gives_the_commit_and_the_cut(remote: Path, tmp_path: Path) -> None:
+    """analyze --rollback-on-fail pushed and patched; the rollback step after it found nothing to do."""
+    in_analysis = {"commit": "3f1c2ab9d0e4c5b6a7980f1e2d3c4b5a69788796", "pushed_at": 1795680002.5,
+                   "live_patch": {"outcome": "patched", "patched_at": 1795680002.75}}
+    safety_net = {"commit": None, "pushed_at": None, "changed": False,
+                  "live_patch": {"outcome": "already", "patched_at": None}}
+    with webhook_server() as server:
+        code = finish(remote, tmp_path, "--workflow-status", "Succeeded", "--verdict-json", json.dumps(VERDICT),
+                      "--rollback-result", json.dumps(safety_net),
+                      "--analysis-rollback-result", json.dumps(in_analysis), "--canary-weight", "10",
+                      "--notify-url", server.url(), "--notify-format", "json")  # fmt: skip
+    assert code == ExitCode.FAIL
+    (request,) = server.received
+    sent = request.json()
+    assert (sent["outcome"], sent["canary_weight"], sent["commit"]["short"]) == ("rolled_back", 0, "3f1c2ab")
+    assert sent["timing"]["breach_to_cut_seconds"] == 0.75  # the analyze step's live patch, not a later no-op
+    assert (tmp_path / "breach-to-cut").read_text() == "0.750"
+
+
 def test_the_old_behaviour_on_request_and_a_dead_webhook_changes_nothing(remote: Path, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}/hook"
     code = finish(remote, tmp_path, "--workflow-status", "Succeeded", "--verdict-json", json.dumps(VERDICT),

@@ -243,7 +243,7 @@ def test_git_steps_read_and_mount_the_secret_named_by_a_parameter(docs: dict[str
         container = template["container"]
         inputs = {p["name"]: p for p in template["inputs"]["parameters"]}
         env = {e["name"]: e for e in container["env"]}
-        if template["name"] not in ("deploy", "promote", "rollback", "status", "finish"):
+        if template["name"] not in ("analyze", "deploy", "promote", "rollback", "status", "finish"):
             assert "git-secret" not in inputs and "ROLLGUARD_GIT_TOKEN" not in env, name
             assert all(volume["name"] != "git-credentials" for volume in template.get("volumes", [])), name
             continue
@@ -278,10 +278,12 @@ def test_analyze_mounts_the_prometheus_secret_named_by_a_parameter_and_no_secret
             assert "prometheus-secret" not in inputs, name
             continue
         assert inputs["prometheus-secret"]["default"] == "rollguard-prometheus", name
-        assert template["volumes"] == [{"name": "prometheus-credentials", "secret": {
-            "secretName": "{{inputs.parameters.prometheus-secret}}", "optional": True}}], name
-        assert template["container"]["volumeMounts"] == [
-            {"name": "prometheus-credentials", "mountPath": PROMETHEUS_MOUNT, "readOnly": True}]
+        # Beside the Git Secret (analyze --rollback-on-fail pushes the rollback itself).
+        assert [volume["name"] for volume in template["volumes"]] == ["git-credentials", "prometheus-credentials"]
+        assert template["volumes"][1] == {"name": "prometheus-credentials", "secret": {
+            "secretName": "{{inputs.parameters.prometheus-secret}}", "optional": True}}, name
+        assert template["container"]["volumeMounts"][1] == {
+            "name": "prometheus-credentials", "mountPath": PROMETHEUS_MOUNT, "readOnly": True}
         # Paths and header names pass as parameters; token, key and header values come from the mounted files.
         for flag in ("prometheus-bearer-token-file", "prometheus-ca-file", "prometheus-cert-file",
                      "prometheus-key-file", "prometheus-header", "prometheus-insecure-skip-verify",
@@ -376,7 +378,7 @@ def test_workflow_parameters_are_every_flag_with_its_default(
     docs: dict[str, dict[str, Any]], workflow: str, commands: list[str]
 ) -> None:
     arguments = {p["name"]: p for p in docs[workflow]["spec"]["arguments"]["parameters"]}
-    wired = {"weight", "reason", "reason-file"}
+    wired = {"weight", "reason", "reason-file", "rollback-on-fail"}  # the last from rollback-in-analysis
     library = templates_by_name(docs[workflow])
     defaults: dict[str, set[str | None]] = {}
     for command in commands:
@@ -393,6 +395,8 @@ def test_workflow_parameters_are_every_flag_with_its_default(
         assert arguments[name].get("value") == want, f"{workflow} {name}"
     policy = arguments["on-inconclusive"]
     assert (policy["value"], policy["enum"]) == ("rollback", ["rollback", "promote", "stop"])
+    in_analysis = arguments["rollback-in-analysis"]
+    assert (in_analysis["value"], in_analysis["enum"]) == ("true", ["false", "true"])
     if workflow == "canary-release":
         assert arguments["schedule"]["value"] == "10,50,100"
 
@@ -490,6 +494,29 @@ def test_analysis_shape_skips_when_the_canary_has_no_traffic(docs: dict[str, dic
         ["analyze"],
         ["rollback", "rollback-inconclusive"],
     ]
+
+
+@pytest.mark.parametrize("workflow", ["canary-release", "canary-analysis"])
+def test_analyze_rolls_back_itself_and_the_rollback_step_stays_as_the_safety_net(
+    docs: dict[str, dict[str, Any]], workflow: str
+) -> None:
+    own = templates_by_name(docs[workflow])
+    analyze = step_named(own["judge"], "analyze")
+    arguments = {p["name"]: p["value"] for p in analyze["arguments"]["parameters"]}
+    assert arguments["rollback-on-fail"] == "{{workflow.parameters.rollback-in-analysis}}"
+    assert arguments["on-inconclusive"] == "{{workflow.parameters.on-inconclusive}}"  # one policy for both
+    # The rollback it makes uses the very parameters the rollback step gets.
+    rollback = {p["name"]: p["value"] for p in step_named(own["judge"], "rollback")["arguments"]["parameters"]}
+    for name in ("repo", "branch", "path", "virtual-service", "argocd-app", "live-patch", "git-secret", "namespace"):
+        assert arguments[name] == rollback[name] == "{{workflow.parameters." + name + "}}", name
+    outputs = {p["name"]: p for p in own["analyze"]["outputs"]["parameters"]}
+    assert outputs["rolled-back"]["valueFrom"] == {"path": "{{inputs.parameters.rolled-back-file}}", "default": "false"}
+    assert outputs["rollback-result"]["globalName"] == "analysis-rollback-result"
+    assert "rollback-on-fail" not in {p["name"] for p in docs[workflow]["spec"]["arguments"]["parameters"]}
+    if workflow == "canary-release":  # the guard after 100 % rolls back itself too
+        guard = {p["name"]: p["value"] for p in step_named(own["guard"], "analyze")["arguments"]["parameters"]}
+        assert guard["rollback-on-fail"] == "{{workflow.parameters.rollback-in-analysis}}"
+        assert guard["absolute-only"] == "true"
 
 
 def evaluate(condition: str, values: dict[str, str]) -> bool:

@@ -77,6 +77,8 @@ def run(tmp_path: Path, workflow: str, templates_dir: Path = REPO / "workflows",
         "canary-weight-file": str(out / "canary-weight"),
         "weight-file": str(out / "weight"),
         "rest-file": str(out / "rest"),
+        "rolled-back-file": str(out / "rolled-back"),
+        "rollback-result-file": str(out / "analysis-rollback.json"),
     }
     values.update({name.replace("_", "-"): value for name, value in parameters.items()})
     library = load_files(sorted(p for p in templates_dir.glob("*.yaml") if p.name != "kustomization.yaml"))
@@ -111,6 +113,40 @@ def test_release_rolls_back_on_a_fail_verdict(remote: Path, tmp_path: Path) -> N
     # rollback's reason file is a file of its own: analyze's full verdict (with its checks) survives.
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
     assert verdict["verdict"] == "fail" and verdict["checks"], "the verdict file was overwritten"
+
+
+def outputs_of(result: WorkflowResult, step: str) -> dict[str, str]:
+    (node,) = [node for node in result.nodes if node.display_name.split(".")[-1] == step
+               and node.phase is not Phase.SKIPPED]  # fmt: skip
+    return node.outputs
+
+
+@pytest.mark.parametrize("workflow", ["canary-release", "canary-analysis"])
+def test_analyze_rolls_back_itself_and_the_rollback_step_commits_nothing(
+    remote: Path, tmp_path: Path, workflow: str
+) -> None:
+    result = run(tmp_path, workflow, on_error="fail")  # rollback-in-analysis: true, the default
+    assert split_in(remote) == (100, 0)
+    commits = git(remote, "log", "--format=%H", "main").split()
+    assert len(commits) == 2  # the seed and analyze's rollback
+    assert "Verdict: fail: " in git(remote, "log", "-1", "--format=%B", "main")
+    analyze = outputs_of(result, "analyze")
+    assert analyze["rolled-back"] == "true" and analyze["verdict"] == "fail"
+    assert json.loads(analyze["rollback-result"])["commit"] == commits[0]
+    # The rollback step after it, the safety net: ran and succeeded, with nothing to commit.
+    assert ran(result)["rollback"] is Phase.SUCCEEDED
+    safety_net = json.loads(outputs_of(result, "rollback")["result"])
+    assert safety_net["changed"] is False and safety_net["commit"] is None and safety_net["head"] == commits[0]
+    assert result.exit_handler is not None and result.exit_handler.outputs["outcome"] == "rolled_back"
+
+
+def test_without_rollback_in_analysis_the_rollback_step_rolls_back(remote: Path, tmp_path: Path) -> None:
+    result = run(tmp_path, "canary-release", on_error="fail", rollback_in_analysis="false")
+    commits = git(remote, "log", "--format=%H", "main").split()
+    assert split_in(remote) == (100, 0) and len(commits) == 2
+    assert outputs_of(result, "analyze")["rolled-back"] == "false"
+    assert outputs_of(result, "analyze")["rollback-result"] == ""
+    assert json.loads(outputs_of(result, "rollback")["result"])["commit"] == commits[0]
 
 
 def test_release_holds_the_split_on_inconclusive_under_stop(remote: Path, tmp_path: Path) -> None:

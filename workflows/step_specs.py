@@ -9,7 +9,8 @@ take `notify-secret`, whose key `url` is mounted as the file `--notify-url-file`
 
 Output parameters the workflow's exit handler needs are also exported as Argo global outputs
 (`globalName`, read there as `{{workflow.outputs.parameters.NAME}}`): the last verdict, the last
-deploy/promote commit, the release's rollback result, the canary weight last planned or found.
+deploy/promote commit, the release's rollback result (and the rollback analyze made itself), the canary weight
+last planned or found.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ GLOBAL_VERDICT = "verdict"
 GLOBAL_VERDICT_JSON = "verdict-json"
 GLOBAL_RELEASE_COMMIT = "release-commit"
 GLOBAL_ROLLBACK_RESULT = "rollback-result"
+GLOBAL_ANALYSIS_ROLLBACK_RESULT = "analysis-rollback-result"  # the rollback analyze made itself (--rollback-on-fail)
 GLOBAL_CANARY_WEIGHT = "canary-weight"
 
 # Files the Git steps report through (one workflow parameter each, shared by deploy, promote, rollback, finish).
@@ -126,7 +128,12 @@ STEP_SPECS: dict[str, StepSpec] = {
             # live in the Workflow object, which etcd caps. The full verdict is the opt-in artifact.
             OutputFile("verdict-json", "verdict-summary-file", "/tmp/rollguard-verdict-summary.json",
                        missing=MISSING_VERDICT_JSON, global_name=GLOBAL_VERDICT_JSON),
+            # --rollback-on-fail: whether the step rolled the canary back itself, and that rollback's result.
+            OutputFile("rolled-back", "rolled-back-file", "/tmp/rollguard-rolled-back", missing="false"),
+            OutputFile("rollback-result", "rollback-result-file", "/tmp/rollguard-analysis-rollback.json", missing="",
+                       global_name=GLOBAL_ANALYSIS_ROLLBACK_RESULT),
         ),
+        uses_git=True,  # the rollback it makes on a fail verdict (--rollback-on-fail)
     ),
     "rollback": StepSpec(
         "rollback",
@@ -163,6 +170,7 @@ STEP_SPECS: dict[str, StepSpec] = {
             "workflow-name": "{{workflow.name}}",
             "verdict-json": "{{workflow.outputs.parameters." + GLOBAL_VERDICT_JSON + "}}",
             "rollback-result": "{{workflow.outputs.parameters." + GLOBAL_ROLLBACK_RESULT + "}}",
+            "analysis-rollback-result": "{{workflow.outputs.parameters." + GLOBAL_ANALYSIS_ROLLBACK_RESULT + "}}",
             "release-commit": "{{workflow.outputs.parameters." + GLOBAL_RELEASE_COMMIT + "}}",
             "canary-weight": "{{workflow.outputs.parameters." + GLOBAL_CANARY_WEIGHT + "}}",
             "reason-file": "",

@@ -8,6 +8,10 @@
   same rollback branches as after any analysis).
 - `canary-analysis`: status -> (canary weight > 0) analyze -> rollback on failure. The ArgoCD
   PostSync hook runs it; with 0 % on the canary it ends Succeeded without analysing.
+- In both, every analyze rolls the canary back itself the moment it decides (`rollback-in-analysis`,
+  default true: analyze --rollback-on-fail, rollback's code in its own process, no pod start to wait
+  for); the rollback branches after it stay as the safety net (then a no-op that still asks ArgoCD to
+  sync and converges the live VirtualService).
 - Both end in the exit handler `finish` (one container, `rollguard finish`): it rolls back a release
   that did not finish (a failed step, `argo stop`, the deadline, no approval), notifies, emits the
   release metrics, and exits 1 with the termination message `canary rolled back: <reason>` when the
@@ -66,7 +70,7 @@ single `mutex` (and `semaphore`, `podPriority`, CronWorkflow `schedule`, none us
 from __future__ import annotations
 
 from hera.workflows import Parallel, Parameter, Step, Steps, Suspend, WorkflowTemplate
-from hera.workflows.models import ContinueOn, Metadata
+from hera.workflows.models import Metadata
 
 from rollguard.workflows.workflow_parameters import workflow_parameters
 from rollguard.workflows.workflow_settings import (
@@ -84,6 +88,7 @@ from rollguard.workflows.workflow_steps import (
     WHEN_ADVANCE_INCONCLUSIVE,
     WHEN_APPROVAL,
     WHEN_GUARD,
+    analyze_step,
     container_templates,
     guard_steps,
     preflight,
@@ -118,7 +123,7 @@ def canary_release(settings: TemplateSettings | None = None) -> WorkflowTemplate
             step_call("deploy", "deploy", settings, {"weight": plan_out + "weight}}"})
             _judge_or_guard(plan_out)
         with Steps(name="judge", inputs=[Parameter(name="rest", default="")]):
-            step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
+            analyze_step(settings)
             with Parallel():
                 rollback_steps(settings)
                 advance_arguments = [
@@ -171,7 +176,7 @@ def canary_analysis(settings: TemplateSettings | None = None) -> WorkflowTemplat
                 preflight(settings)
             Step(name="judge", template="judge", when="{{steps.status.outputs.parameters.canary-weight}} > 0")
         with Steps(name="judge"):
-            step_call("analyze", "analyze", settings, continue_on=ContinueOn(failed=True))
+            analyze_step(settings)
             with Parallel():
                 rollback_steps(settings)
     template.templates.extend(container_templates(ANALYSIS_COMMANDS, settings, kind="analysis"))

@@ -1,6 +1,6 @@
 """The workflow-level parameters (`spec.arguments.parameters`) of canary-release and canary-analysis:
 the union of their steps' flags minus the ones a workflow wires itself (WIRED), the inconclusive
-policy and approval switches, the Secret-name inputs, and the user's `TemplateSettings.defaults`.
+policy, approval and rollback-in-analysis switches, the Secret-name inputs, and the user's `TemplateSettings.defaults`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rollguard.workflows.workflow_settings import (
     BOOLEAN,
     INCONCLUSIVE_POLICIES,
     ON_INCONCLUSIVE,
+    ROLLBACK_IN_ANALYSIS,
     TemplateSettings,
 )
 
@@ -30,6 +31,7 @@ from rollguard.workflows.workflow_settings import (
 NOTIFY_CONTENT = {"outcome", "verdict-file", "canary-weight", "commit", "workflow-name", "cut-at", "check"}
 # Parameters a workflow wires from step outputs (or Argo) instead of taking from the user.
 WIRED = {
+    "analyze": {"rollback-on-fail"},  # from the workflow parameter ROLLBACK_IN_ANALYSIS
     "deploy": {"weight"},
     "promote": {"weight"},
     "rollback": {"reason-file", "reason"},
@@ -60,6 +62,8 @@ def workflow_parameters(commands: list[str], settings: TemplateSettings) -> list
                     f"{command}; one workflow parameter cannot carry both: make the defaults equal"
                 )
     merged[ON_INCONCLUSIVE] = _policy_parameter()
+    if "analyze" in commands:
+        merged[ROLLBACK_IN_ANALYSIS] = _rollback_in_analysis_parameter()
     if "promote" in commands:
         merged[APPROVAL] = _boolean_parameter(APPROVAL, "true: wait for `argo resume` before the promotion to 100 %")
         merged[APPROVAL_EVERY_STEP] = _boolean_parameter(
@@ -92,9 +96,19 @@ def _policy_parameter() -> FlagParameter:
     )
 
 
-def _boolean_parameter(name: str, text: str) -> FlagParameter:
+def _rollback_in_analysis_parameter() -> FlagParameter:
+    return _boolean_parameter(
+        ROLLBACK_IN_ANALYSIS,
+        "true: the analyze step rolls the canary back itself the moment it decides (analyze --rollback-on-fail), "
+        "with no rollback pod to wait for; the rollback step after it stays as the safety net (then a no-op "
+        "that still converges ArgoCD and the live VirtualService)",
+        default="true",
+    )
+
+
+def _boolean_parameter(name: str, text: str, default: str = "false") -> FlagParameter:
     """A true/false workflow parameter; the enum makes Argo refuse anything else at submission."""
-    return FlagParameter(name=name, flag="", env="", default="false", help=text, choices=BOOLEAN)
+    return FlagParameter(name=name, flag="", env="", default=default, help=text, choices=BOOLEAN)
 
 
 def _describe(parameter: FlagParameter) -> str:
@@ -104,7 +118,7 @@ def _describe(parameter: FlagParameter) -> str:
 def _check_defaults(settings: TemplateSettings) -> None:
     """Refuse a default for a parameter that no rollguard workflow has."""
     known = {ON_INCONCLUSIVE, GIT_SECRET_INPUT, NOTIFY_SECRET_INPUT, PROMETHEUS_SECRET_INPUT, APPROVAL,
-             APPROVAL_EVERY_STEP}
+             APPROVAL_EVERY_STEP, ROLLBACK_IN_ANALYSIS}
     for command in STEP_SPECS:
         known.update(p.name for p in step_parameters(command) if p.name not in WIRED.get(command, set()))
     unknown = sorted(set(settings.defaults) - known)
@@ -112,7 +126,7 @@ def _check_defaults(settings: TemplateSettings) -> None:
         raise InvalidDefault(
             f"no workflow parameter named {', '.join(unknown)}; the parameters are: {', '.join(sorted(known))}"
         )
-    for name in (APPROVAL, APPROVAL_EVERY_STEP):
+    for name in (APPROVAL, APPROVAL_EVERY_STEP, ROLLBACK_IN_ANALYSIS):
         if name in settings.defaults:
             _boolean_parameter(name, "").check(str(settings.defaults[name]))
 

@@ -1,7 +1,7 @@
 """The settings and names of the rollguard workflows: TemplateSettings (what a user can change without
 editing rollguard), the template names, the step commands each workflow runs, the names of the
-workflow-level parameters rollguard adds (inconclusive policy, approvals), and the workflow deadline
-(`deadline_seconds`) computed from the rendered defaults.
+workflow-level parameters rollguard adds (inconclusive policy, approvals, rollback in analysis), and the
+workflow deadline (`deadline_seconds`) computed from the rendered defaults.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ APPROVAL = "approval"  # "true": wait for `argo resume` before the promotion to 
 APPROVAL_EVERY_STEP = "approval-every-step"  # "true": before every promotion
 GUARD_DURATION = "guard-duration"  # next-weight's flag: the optional guard after the promotion to 100 %
 BOOLEAN = ("false", "true")
+# "true": analyze rolls back itself the moment it decides (--rollback-on-fail); the rollback step stays as the net
+ROLLBACK_IN_ANALYSIS = "rollback-in-analysis"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The pieces canary-release and canary-analysis are assembled from: calls of the workflow's own step
-templates (`step_call`), the rollback branches and their `when` conditions, the notification
+templates (`step_call`), the analysis, the rollback branches and their `when` conditions, the notification
 preflight, the approval condition, the container templates with the exit handler `finish`, and the
 spec-level fields both workflows share (`release_workflow`: the exit handler, the release mutex, pod
 labels, the deadline, TTL and pod GC).
@@ -23,6 +23,7 @@ from rollguard.workflows.workflow_settings import (
     EXIT_HANDLER,
     GUARD_DURATION,
     ON_INCONCLUSIVE,
+    ROLLBACK_IN_ANALYSIS,
     TemplateSettings,
     deadline_seconds,
 )
@@ -87,8 +88,16 @@ def step_call(
     return Step(name=name, template=command, arguments=arguments, when=when, continue_on=continue_on)
 
 
+def analyze_step(settings: TemplateSettings, wired: Mapping[str, str] | None = None) -> Step:
+    """An analysis: it may fail (its verdict then decides the branches after it), and with the workflow parameter
+    `rollback-in-analysis` it rolls back itself the moment it decides (analyze --rollback-on-fail)."""
+    wired = {"rollback-on-fail": "{{workflow.parameters." + ROLLBACK_IN_ANALYSIS + "}}", **(wired or {})}
+    return step_call("analyze", "analyze", settings, wired, continue_on=ContinueOn(failed=True))
+
+
 def rollback_steps(settings: TemplateSettings) -> None:
-    """Inside a Parallel: the two mutually exclusive rollback branches after `analyze`."""
+    """Inside a Parallel: the two mutually exclusive rollback branches after `analyze`. They run even when analyze
+    already rolled back (the safety net: then a no-op that still asks ArgoCD to sync and converges the live object)."""
     wired = {
         "reason-file": REASON_FILE,
         "reason": "",
@@ -102,7 +111,7 @@ def guard_steps(settings: TemplateSettings) -> None:
     """The `guard` template's steps: analyze for `guard-duration` on the absolute limits only (no stable is
     left at 100 %), then the same rollback branches as after any analysis."""
     guard = {"duration": "{{workflow.parameters." + GUARD_DURATION + "}}", "absolute-only": "true"}
-    step_call("analyze", "analyze", settings, guard, continue_on=ContinueOn(failed=True))
+    analyze_step(settings, guard)
     with Parallel():
         rollback_steps(settings)
 

@@ -9,6 +9,10 @@ inconclusive, never pass); --on-error inconclusive (once --max-consecutive-error
 could not be judged). The anytime-valid tests (--judge statistical) count every request since the
 analysis started (--started-at: since an earlier start, to resume it); --judge bonferroni counts at
 most the last --window.
+
+--rollback-on-fail: the step also rolls the canary back itself right after writing a fail verdict (and an
+inconclusive one under --on-inconclusive rollback), with `rollguard rollback`'s code and flags, checked
+before the first query. The exit code still says the verdict; --rolled-back-file says whether it rolled back.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from rollguard.steps import logs
 from rollguard.steps.analyze import flags
 from rollguard.steps.analyze.check_log import log_start
 from rollguard.steps.analyze.loop import AnalysisInterrupted, run_checks
+from rollguard.steps.analyze.rollback_now import act_on_verdict, plan_from_args, record
 from rollguard.steps.analyze.settings import settings_from_args
 from rollguard.steps.analyze.verdict_files import write_verdict
 from rollguard.steps.exit_codes import ExitCode
@@ -35,13 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of `rollguard analyze`: validate, judge, write the verdict, return its exit code.
+    """Entry point of `rollguard analyze`: validate, judge, write the verdict, roll back if told to, return
+    the verdict's exit code.
 
     Ctrl-C and SIGTERM (the CLI turns it into KeyboardInterrupt) still write an inconclusive verdict.
     """
     settings = settings_from_args(args)
+    rollback = plan_from_args(args, settings.outputs.verdict)
     logs.configure("analyze")
     log_start(settings)
+    rollback.log_start()
     access = settings.prometheus
     # No query and no retry outlives the analysis's time limit, however slowly Prometheus answers.
     not_after = time.monotonic() + settings.time_limit_s
@@ -51,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         document = run_checks(settings, querier)
     except AnalysisInterrupted as interrupted:
         write_verdict(settings.outputs, interrupted.document)
+        record(rollback, rolled_back=False)  # stopped: the exit handler rolls back
         raise
     write_verdict(settings.outputs, document)
+    act_on_verdict(rollback, document)
     return EXIT_CODES[document.verdict]

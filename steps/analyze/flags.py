@@ -18,6 +18,8 @@ from rollguard.steps.options import (
     positive_int,
     unix_time,
 )
+from rollguard.steps.rollback import INCONCLUSIVE_POLICIES
+from rollguard.steps.weight_change.flags import add_cluster_arguments, add_publish_arguments, add_repository_arguments
 
 POLICIES = [policy.value for policy in Policy]
 
@@ -90,3 +92,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(output, "--verdict-word-file", help="optional file for the single word pass|fail|inconclusive")
     add_flag(output, "--verdict-summary-file",
              help="optional file for the verdict without the per-check list (small enough for an Argo parameter)")
+    add_rollback_arguments(parser)
+
+
+def add_rollback_arguments(parser: argparse.ArgumentParser) -> None:
+    """--rollback-on-fail and the flags of the rollback it runs: `rollguard rollback`'s own, with the same names and
+    defaults (one workflow parameter feeds both steps); analyze's --namespace is also the live VirtualService's."""
+    act = parser.add_argument_group("rollback where the verdict is made (--rollback-on-fail)")
+    add_switch(act, "--rollback-on-fail",
+               help="on a fail verdict (and an inconclusive one under --on-inconclusive rollback) roll the canary "
+               "back in this process right after writing the verdict: the commit with the verdict as evidence, push, "
+               "ArgoCD sync and live patch of `rollguard rollback --reason-file VERDICT-FILE`, idempotent and "
+               "race-safe; needs --repo, --path and --virtual-service. A rollback that fails is logged and the exit "
+               "code still says the verdict")
+    add_flag(act, "--on-inconclusive", default="rollback", choices=list(INCONCLUSIVE_POLICIES),
+             help="with --rollback-on-fail, what an inconclusive verdict does: rollback (fail-safe) rolls back here "
+             "too; promote or stop do not")
+    add_flag(act, "--rolled-back-file",
+             help="optional file for the word true (this step rolled the canary back: Git has 0 %%, and ArgoCD and "
+             "the live VirtualService were brought to it when asked) or false")
+    add_flag(act, "--rollback-result-file",
+             help="with --rollback-on-fail: the rollback's outcome as JSON (as `rollguard rollback --result-file` "
+             "writes it), when one ran")
+    add_repository_arguments(parser, required=False)
+    add_publish_arguments(parser, dry_run=False)
+    add_cluster_arguments(parser, live_namespace=False)

@@ -41,13 +41,20 @@ class _CollectRouteNames(argparse._StoreAction):
         setattr(namespace, self.dest, before + tuple(values))
 
 
-def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags that say where the split lives: repository, branch, file, VirtualService, subsets, credentials."""
+# The flags that say where the split is; a step that may not change it (analyze) takes them as optional.
+LOCATION_FLAGS = ("--repo", "--path", "--virtual-service")
+
+
+def add_repository_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Flags that say where the split lives: repository, branch, file, VirtualService, subsets, credentials.
+
+    `required=False`: --repo, --path and --virtual-service are optional on the command line, and the step
+    checks them itself when it needs them (analyze --rollback-on-fail)."""
     where = parser.add_argument_group("where the traffic split lives (Git)")
-    add_flag(where, "--repo", required=True, help="Git repository with the manifests: URL or local path")
+    add_flag(where, "--repo", required=required, help="Git repository with the manifests: URL or local path")
     add_flag(where, "--branch", default="main", help="branch ArgoCD follows")
-    add_flag(where, "--path", required=True, help="file in the repository holding the VirtualService")
-    add_flag(where, "--virtual-service", required=True, help="metadata.name of the VirtualService")
+    add_flag(where, "--path", required=required, help="file in the repository holding the VirtualService")
+    add_flag(where, "--virtual-service", required=required, help="metadata.name of the VirtualService")
     add_flag(where, "--stable-subset", default="v1", help="DestinationRule subset of the stable version")
     add_flag(where, "--canary-subset", default="v2", help="DestinationRule subset of the canary version")
     add_flag(
@@ -81,15 +88,31 @@ def add_repository_arguments(parser: argparse.ArgumentParser) -> None:
 def add_change_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the steps that change the split: commit, push, ArgoCD, live patch, outputs."""
     add_repository_arguments(parser)
+    add_publish_arguments(parser)
+    add_cluster_arguments(parser)
+    out = parser.add_argument_group("outputs")
+    add_flag(out, "--result-file", help="write the outcome as JSON here")
+    add_flag(out, "--commit-file", help="write the pushed commit SHA here (empty if nothing was pushed)")
+    add_switch(out, "--verbose", help="log debug lines too")
+
+
+def add_publish_arguments(parser: argparse.ArgumentParser, *, dry_run: bool = True) -> None:
+    """How the change is committed and pushed; `dry_run=False` leaves out --dry-run (analyze's rollback)."""
     git = parser.add_argument_group("commit and push")
     add_flag(git, "--git-author", default=DEFAULT_AUTHOR, type=git_author, help="author of the commit")
     add_flag(git, "--push-retries", default=5, type=non_negative_int, help="re-applied pushes after a push race")
-    add_switch(git, "--dry-run", help="print the diff of the file and change nothing")
+    if dry_run:
+        add_switch(git, "--dry-run", help="print the diff of the file and change nothing")
     add_flag(
         git, "--render-check", default="auto", choices=RENDER_CHECK_CHOICES,
         help="render the Kustomize overlay of a patch after the edit (kustomize or kubectl) and refuse to push "
         "other weights than intended; auto: skipped, and said so, when no tool is here",
     )  # fmt: skip
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, *, live_namespace: bool = True) -> None:
+    """ArgoCD sync and live patch. `live_namespace=False` leaves out --namespace, for a command whose own
+    --namespace (analyze's: the workloads') is also the live VirtualService's."""
     cluster = parser.add_argument_group("cluster (optional; Kubernetes API)")
     add_flag(
         cluster,
@@ -100,9 +123,11 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(cluster, "--argocd-namespace", default="argocd", help="namespace of the ArgoCD Application")
     add_flag(cluster, "--argocd-timeout", default="60s", type=positive_duration, help="how long to wait for the sync")
     add_switch(cluster, "--live-patch", help="after the push, also patch the live VirtualService's weights")
-    add_flag(
-        cluster, "--namespace", help="namespace of the live VirtualService (default: metadata.namespace in the file)"
-    )
+    if live_namespace:
+        add_flag(
+            cluster, "--namespace",
+            help="namespace of the live VirtualService (default: metadata.namespace in the file)",
+        )  # fmt: skip
     add_flag(
         cluster,
         "--istio-api-version",
@@ -112,10 +137,6 @@ def add_change_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(cluster, "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, in-cluster, ~/.kube/config)")
     add_flag(cluster, "--kube-context", help="kubeconfig context")
     add_flag(cluster, "--kube-timeout", default="10s", type=positive_duration, help="time limit of each API call")
-    out = parser.add_argument_group("outputs")
-    add_flag(out, "--result-file", help="write the outcome as JSON here")
-    add_flag(out, "--commit-file", help="write the pushed commit SHA here (empty if nothing was pushed)")
-    add_switch(out, "--verbose", help="log debug lines too")
 
 
 def credentials_from(args: argparse.Namespace) -> GitCredentials:
