@@ -6,7 +6,6 @@ alert rules. Real Git, real steps; a real Prometheus with healthy synthetic traf
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from release_remote import FILE_IN_REPO, git, seeded_remote, split_in
 from ruamel.yaml import YAML
 from support_prometheus import IstioEnvironment, istio_environment, query
 from webhook_server import webhook_server
@@ -33,33 +33,15 @@ from rollguard.sandbox.prometheus_server import PrometheusServer, ScrapeJob
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
 from rollguard.sandbox.workflow_metrics import make_handler
 from rollguard.steps import trailers
-from rollguard.steps.traffic.virtualservice import read_split
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFEST = REPO / "sandbox" / "assets" / "k8s" / "istio.yml"
-FILE_IN_REPO = "k8s/istio.yml"
 HEALTHY = TrafficProfile(requests_per_s=60, error_rate=0.0, latency_ms=20)
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@x"}  # fmt: skip
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """A bare GitOps repository whose VirtualService sends 90/10 (stable/canary)."""
-    bare = tmp_path / "gitops.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    work = tmp_path / "seed"
-    git(tmp_path, "clone", "-q", str(bare), str(work))
-    (work / "k8s").mkdir()
-    (work / FILE_IN_REPO).write_text(MANIFEST.read_text(encoding="utf-8"), encoding="utf-8")
-    git(work, "add", ".")
-    git(work, "commit", "-q", "-m", "seed")
-    git(work, "push", "-q", "origin", "HEAD:main")
-    return bare
+    return seeded_remote(tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +53,6 @@ def healthy() -> Iterator[IstioEnvironment]:
         env.wait_for_requests("podinfo", "v1")
         env.wait_for_requests("podinfo", "v2")
         yield env
-
-
-def split_in(bare: Path) -> tuple[int, int]:
-    return read_split(git(bare, "show", f"main:{FILE_IN_REPO}"), "podinfo", "v1", "v2")
 
 
 def parameters(tmp_path: Path, prometheus_url: str | None = None, **extra: str) -> dict[str, str]:

@@ -9,11 +9,10 @@ check the wiring Argo would follow: parameters, output files, `when` branches, r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
+from release_remote import FILE_IN_REPO, git, seeded_remote, split_in
 from support_prometheus import istio_environment
 
 from rollguard.sandbox.executor.loader import load_files
@@ -22,39 +21,16 @@ from rollguard.sandbox.executor.nodes import Phase, WorkflowResult
 from rollguard.sandbox.executor.runner import LocalExecutor
 from rollguard.sandbox.ports import free_port
 from rollguard.sandbox.synthetic_traffic import TrafficProfile
-from rollguard.steps.traffic.virtualservice import read_split
 from rollguard.workflows.render import write_rendered
 from rollguard.workflows.workflow_settings import TemplateSettings
 
 REPO = Path(__file__).resolve().parents[1]
-MANIFEST = REPO / "sandbox" / "assets" / "k8s" / "istio.yml"
-FILE_IN_REPO = "k8s/istio.yml"
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@x"}  # fmt: skip
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
     """A bare GitOps repository whose VirtualService sends 90/10 (stable/canary)."""
-    bare = tmp_path / "gitops.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(bare))
-    work = tmp_path / "seed"
-    git(tmp_path, "clone", "-q", str(bare), str(work))
-    (work / "k8s").mkdir()
-    (work / FILE_IN_REPO).write_text(MANIFEST.read_text(encoding="utf-8"), encoding="utf-8")
-    git(work, "add", ".")
-    git(work, "commit", "-q", "-m", "seed")
-    git(work, "push", "-q", "origin", "HEAD:main")
-    return bare
-
-
-def split_in(bare: Path) -> tuple[int, int]:
-    text = git(bare, "show", f"main:{FILE_IN_REPO}")
-    return read_split(text, "podinfo", "v1", "v2")
+    return seeded_remote(tmp_path)
 
 
 def run(tmp_path: Path, workflow: str, templates_dir: Path = REPO / "workflows", **parameters: str) -> WorkflowResult:
