@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 
-from rollguard.sandbox.istio_metrics import CONTENT_TYPE, LABELS
+from rollguard.sandbox.istio_metrics import LABELS, send_exposition
 from rollguard.sandbox.ports import free_port, wait_listening
 from rollguard.steps.metrics.counter_window import ISTIO_DURATION_BUCKETS_MS
 from rollguard.steps.metrics.istio_queries import REQUESTS
@@ -242,15 +242,7 @@ class IstioExporter:
                 except ValueError:
                     self.send_error(400, "services=FIRST:END, two whole numbers")
                     return
-                body = metrics.exposition(services=services)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the scraper gave up (its timeout); the next scrape gets fresh values
+                send_exposition(self, metrics.exposition(services=services))
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -11,6 +11,7 @@ Istio's stats filter labels it.
 
 from __future__ import annotations
 
+import http.server
 from enum import Enum
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -43,6 +44,19 @@ LABELS = (
 TCP_LABELS = tuple(label for label in LABELS if label not in ("response_code", "grpc_response_status"))
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def send_exposition(handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
+    """Answer a scrape with a /metrics page; a scraper that gave up (its timeout) is no error: the next scrape
+    gets fresh values."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", CONTENT_TYPE)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    try:
+        handler.wfile.write(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 class PeerView(str, Enum):

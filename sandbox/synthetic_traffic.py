@@ -17,7 +17,7 @@ from types import TracebackType
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import generate_latest
 
-from rollguard.sandbox.istio_metrics import CONTENT_TYPE, IstioMetrics, PeerView
+from rollguard.sandbox.istio_metrics import IstioMetrics, PeerView, send_exposition
 from rollguard.sandbox.ports import free_port, wait_listening
 
 
@@ -180,15 +180,7 @@ class SyntheticTraffic:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = exporter.exposition()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the scraper gave up (its timeout); the next scrape gets fresh values
+                send_exposition(self, exporter.exposition())
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -79,6 +79,7 @@ def test_faulty_canary_is_rolled_back_by_analyze_and_the_rollback_step_commits_n
     assert code == ExitCode.FAIL  # the exit code still tells the verdict
     assert (out / "rolled-back").read_text() == "true"
     verdict = json.loads((out / "verdict.json").read_text())
+    assert (verdict["settings"]["rollback_on_fail"], verdict["settings"]["on_inconclusive"]) == (True, "rollback")
     assert read_split(remote_file(remote), "reviews", "v1", "v2") == (100, 0)
     message = commit_message(remote)
     assert message.startswith("rollguard: roll back reviews to stable v1 (canary v2 0 %)\n")

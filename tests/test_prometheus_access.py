@@ -216,25 +216,28 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(*(directory / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")))
 
 
+class AnswerHandler(http.server.BaseHTTPRequestHandler):
+    """A query API that answers every GET with the same one-value vector."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(ANSWER)))
+        self.end_headers()
+        self.wfile.write(ANSWER)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture
 def mtls_prometheus(pki: Pki) -> Iterator[str]:
     """An https:// query API that demands a client certificate signed by the test CA."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(ANSWER)))
-            self.end_headers()
-            self.wfile.write(ANSWER)
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.server_cert, pki.server_key)
     context.load_verify_locations(pki.ca)
     context.verify_mode = ssl.CERT_REQUIRED
-    server, port = _serve(Handler, context)
+    server, port = _serve(AnswerHandler, context)
     yield f"https://127.0.0.1:{port}"
     server.shutdown()
 
@@ -322,20 +325,10 @@ def test_the_default_tls_context_is_built_once_and_never_for_plain_http(
     """Loading the CA store costs ~30 ms of CPU: per query, 50 analyses on one node spent most of their time
     there (benchmarks/concurrent_analyses.py). http:// needs no context; https:// builds the default one once."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(ANSWER)))
-            self.end_headers()
-            self.wfile.write(ANSWER)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.server_cert, pki.server_key)
-    tls_server, tls_port = _serve(Handler, context)
-    plain_server, plain_port = _serve(Handler, None)
+    tls_server, tls_port = _serve(AnswerHandler, context)
+    plain_server, plain_port = _serve(AnswerHandler, None)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca))  # the system store does not know the test CA
     built = http_get_module._tls_context_for.cache_info().misses
     try:

@@ -86,6 +86,9 @@ class AnalysisSettings:
     custom_metrics: tuple[CustomMetric, ...]
     outputs: VerdictFiles
     compare_with_stable: bool = True
+    # What the step does after its verdict (--rollback-on-fail, --on-inconclusive): recorded, acted on elsewhere.
+    rollback_on_fail: bool = False
+    on_inconclusive: str = "rollback"
 
     def _alpha_per_test(self) -> float | dict[str, float] | None:
         """Bonferroni: one level for every test at every check; anytime: each test's share; threshold: none."""
@@ -160,6 +163,8 @@ class AnalysisSettings:
             "verdict_word_file": _optional_path(self.outputs.word),
             "verdict_summary_file": _optional_path(self.outputs.summary),
             "absolute_only": not self.compare_with_stable,
+            "rollback_on_fail": self.rollback_on_fail,
+            "on_inconclusive": self.on_inconclusive,
             "planned_looks": self.planned_checks,
             "alpha_per_test": self._alpha_per_test(),
             "restart_every": (format_duration(self.budget.restart_every_s)
@@ -242,6 +247,8 @@ def settings_from_args(args: argparse.Namespace) -> AnalysisSettings:
                              _optional(args.verdict_summary_file)),
         compare_with_stable=not args.absolute_only,
         errors=errors,
+        rollback_on_fail=bool(getattr(args, "rollback_on_fail", False)),
+        on_inconclusive=str(getattr(args, "on_inconclusive", "rollback")),
     )
 
 
