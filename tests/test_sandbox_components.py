@@ -370,3 +370,14 @@ def test_alert_rules_use_the_analysis_query_verbatim() -> None:
     assert f"({error_rate_query('demo', 'podinfo', 'v2', '10s')}) > 0.01" in text
     assert f"({p99_latency_query('demo', 'podinfo', 'v2', '10s')}) > 500.0" in text
     assert text.count("for: 1m") == 2
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    """An OS-picked port is in the ephemeral range, where an outgoing connection can take it before the server
+    binds it (a gRPC router failed to bind in CI); free_port stays below that range."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(10000 <= port < low for port in ports)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", ports[0]))  # free indeed
