@@ -79,7 +79,8 @@ def check_guard_duration(text: str) -> float | None:
         raise UsageError(
             f"--guard-duration {text!r}: a guard inside canary-release must end, or the workflow's deadline would "
             "end it and the exit handler would roll the promoted release back; give a duration such as 10m, "
-            "or guard open-ended with canary-analysis (duration=0, absolute-only=true)")
+            "or guard open-ended in a Workflow of your own with rollguard-steps' analyze (duration 0, "
+            "absolute-only; no deadline)")
     return seconds
 
 

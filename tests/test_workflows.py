@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 from rollguard.steps.cli import COMMANDS
 from rollguard.steps.verdict_document import NoVerdict, read_text
 from rollguard.workflows import render, templates, workflow_settings
-from rollguard.workflows.parameters import RenderError, parameters_of
+from rollguard.workflows.parameters import InvalidDefault, RenderError, parameters_of
 from rollguard.workflows.step_specs import STEP_SPECS
 from rollguard.workflows.workflow_settings import ANALYSIS_COMMANDS, RELEASE_COMMANDS
 
@@ -362,6 +362,10 @@ def test_housekeeping_and_a_deadline_derived_from_schedule_and_bake_time(docs: d
     guarded = workflow_settings.TemplateSettings(defaults={"guard-duration": "15m"})
     built = {t.name: t.to_dict() for t in templates.build_templates(guarded)}
     assert built["canary-release"]["spec"]["activeDeadlineSeconds"] == 11 * 180 + 2 * 120 + 15 * 60
+    # An open-ended default has no deadline to fit in: refused with the reason, not a crash nor a 0 s bake time.
+    for defaults, named in (({"guard-duration": "forever"}, "guard-duration"), ({"duration": "0"}, "open-ended")):
+        with pytest.raises(InvalidDefault, match=named):
+            templates.build_templates(workflow_settings.TemplateSettings(defaults=defaults))
 
 
 # --- the workflows: parameters, references, branches --------------------------------------------

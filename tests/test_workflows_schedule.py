@@ -85,7 +85,7 @@ def test_the_guard_duration_is_checked_where_the_release_starts(tmp_path: Path) 
         check_guard_duration("ten minutes")
     weight = tmp_path / "w"
     bad = rollguard("next-weight", "--schedule", "100", "--guard-duration", "forever", "--weight-file", str(weight))
-    assert bad.returncode == 2 and "canary-analysis (duration=0, absolute-only=true)" in bad.stderr
+    assert bad.returncode == 2 and "a Workflow of your own with rollguard-steps' analyze" in bad.stderr
     assert not weight.exists()
     done = rollguard("next-weight", "--schedule", "100", "--guard-duration", "90s")
     assert done.returncode == 0 and "then a 90s guard on the absolute limits" in done.stderr

@@ -6,11 +6,13 @@ workflow deadline (`deadline_seconds`) computed from the rendered defaults.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rollguard.steps.options import parse_duration
-from rollguard.steps.schedule import parse_schedule
+from rollguard.steps.options import UsageError, duration_or_forever
+from rollguard.steps.schedule import check_guard_duration, parse_schedule
+from rollguard.workflows.parameters import InvalidDefault
 from rollguard.workflows.step_inputs import step_parameters
 from rollguard.workflows.step_specs import DEFAULT_IMAGE, STEP_SPECS, StepOptions
 
@@ -87,7 +89,7 @@ def deadline_seconds(workflow: str, settings: TemplateSettings) -> int:
     handler rolls back): render with `--set approval=true` to make room for it; likewise a guard given
     only at submission: render with `--set guard-duration=10m`.
     """
-    duration_s = parse_duration(default_of("duration", "analyze", settings))
+    duration_s = _bake_time_s(workflow, default_of("duration", "analyze", settings))
     approvals, guard_s = 0, 0.0
     if workflow == RELEASE_TEMPLATE:
         weights = parse_schedule(default_of("schedule", "next-weight", settings))
@@ -98,12 +100,26 @@ def deadline_seconds(workflow: str, settings: TemplateSettings) -> int:
             approvals = promotions
         elif str(settings.defaults.get(APPROVAL, "false")) == "true" and promotions and weights[-1] == 100:
             approvals = 1
-        guard = default_of(GUARD_DURATION, "next-weight", settings).strip()
-        if guard and weights[-1] == 100:
-            guard_s = parse_duration(guard)
+        try:
+            guard = check_guard_duration(default_of(GUARD_DURATION, "next-weight", settings))
+        except UsageError as exc:
+            raise InvalidDefault(f"guard-duration: {exc}") from None
+        if guard is not None and weights[-1] == 100:
+            guard_s = guard
             pods += 2  # the guard's analyze and its rollback
     else:
         analyses, pods = 1, 3  # status, analyze, rollback
     waits = analyses * duration_s + approvals * settings.approval_window_s + guard_s
     return int(pods * settings.step_allowance_s + waits + 0.999)
 
+
+
+def _bake_time_s(workflow: str, text: str) -> float:
+    """The rendered default of `duration` in seconds; an open-ended one cannot be given a deadline."""
+    seconds = duration_or_forever(text)
+    if math.isinf(seconds):
+        raise InvalidDefault(
+            f"duration={text!r} (open-ended) cannot be the default of {workflow}: its deadline "
+            "(activeDeadlineSeconds) would end the analysis and the exit handler would roll the canary back. Render "
+            "a bake time, and guard open-ended in a Workflow of your own with rollguard-steps' analyze (no deadline)")
+    return seconds
