@@ -18,6 +18,7 @@ as p0 grows, so inverting it gives anytime-valid confidence bounds by bisection.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -130,13 +131,7 @@ def lower_confidence_bound(bad: int, total: int, alpha: float, mixture: Mixture 
     threshold = -math.log(alpha)
     if log_evidence_above(bad, total, 0.0, mixture) < threshold:
         return 0.0
-    low, high = 0.0, 1.0
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2.0
-        if log_evidence_above(bad, total, middle, mixture) >= threshold:
-            low = middle
-        else:
-            high = middle
+    low, _ = _bisect(lambda rate: log_evidence_above(bad, total, rate, mixture) >= threshold)
     return low
 
 
@@ -146,14 +141,20 @@ def upper_confidence_bound(bad: int, total: int, alpha: float, mixture: Mixture 
     threshold = -math.log(alpha)
     if log_evidence_below(bad, total, 1.0, mixture) < threshold:
         return 1.0
+    _, high = _bisect(lambda rate: log_evidence_below(bad, total, rate, mixture) < threshold)
+    return high
+
+
+def _bisect(below_the_edge: Callable[[float], bool]) -> tuple[float, float]:
+    """Narrow [0, 1] to (low, high) around the one rate where `below_the_edge` turns from true to false."""
     low, high = 0.0, 1.0
     for _ in range(_BISECTION_STEPS):
         middle = (low + high) / 2.0
-        if log_evidence_below(bad, total, middle, mixture) >= threshold:
-            high = middle
-        else:
+        if below_the_edge(middle):
             low = middle
-    return high
+        else:
+            high = middle
+    return low, high
 
 
 def _check_alpha(alpha: float) -> None:
