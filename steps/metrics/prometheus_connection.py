@@ -5,6 +5,7 @@ explicit skip-verify), and scrubbing every secret it sends out of text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import ssl
@@ -24,11 +25,20 @@ log = logging.getLogger(__name__)
 
 
 def tls_context(tls: TlsOptions, *, check_only: bool = False) -> ssl.SSLContext:
-    """The TLS context for https:// (also through a proxy's tunnel); PrometheusAccessError names a bad file."""
+    """The TLS context for https:// (also through a proxy's tunnel); PrometheusAccessError names a bad file.
+
+    Built once per settings and CA bundle in a process: the start-up check and the connection then share it
+    (loading a CA store costs ~30 ms of CPU). A refused file is not remembered: asked again, it is read again.
+    """
     if tls.insecure_skip_verify and not check_only:
         log.warning("TLS certificate verification of Prometheus is OFF (--prometheus-insecure-skip-verify): "
                     "anyone between rollguard and Prometheus can answer in its place; prefer --prometheus-ca-file")
-    cafile = tls.ca_file or os.environ.get("REQUESTS_CA_BUNDLE") or None
+    return _built_context(tls, os.environ.get("REQUESTS_CA_BUNDLE") or None)
+
+
+@functools.lru_cache(maxsize=8)
+def _built_context(tls: TlsOptions, bundle: str | None) -> ssl.SSLContext:
+    cafile = tls.ca_file or bundle
     try:
         context = ssl.create_default_context()
         if tls.ca_file:
