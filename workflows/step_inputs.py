@@ -84,44 +84,36 @@ def workflow_inputs(command: str, options: StepOptions) -> list[str]:
     return names
 
 
+def _secret_parameter(name: str, secret: str | None, text: str) -> FlagParameter:
+    """A Secret-name input (and workflow parameter), defaulting to the configured Secret ('' for none)."""
+    return FlagParameter(name=name, flag="", env="", default=secret or "", help=text)
+
+
 def notify_secret_parameter(options: StepOptions) -> FlagParameter:
     """The `notify-secret` input (and workflow parameter): the Secret whose key `url` holds the webhook URL."""
-    return FlagParameter(
-        name=NOTIFY_SECRET_INPUT,
-        flag="",
-        env="",
-        default=options.notify_secret or "",
-        help=f"Secret with the notification webhook URL in key url, mounted read-only at {NOTIFY_SECRET_MOUNT}; "
+    return _secret_parameter(
+        NOTIFY_SECRET_INPUT, options.notify_secret,
+        f"Secret with the notification webhook URL in key url, mounted read-only at {NOTIFY_SECRET_MOUNT}; "
         "may be absent (no notification unless notify-url is given)",
     )
 
 
 def git_secret_parameter(options: StepOptions) -> FlagParameter:
     """The `git-secret` input (and workflow parameter), defaulting to the configured Secret."""
-    return FlagParameter(
-        name=GIT_SECRET_INPUT,
-        flag="",
-        env="",
-        default=options.git_token_secret or "",
-        help=(
-            f"Secret with the Git credentials: key token (HTTPS, read as {GIT_TOKEN_ENV}), or ssh-privatekey and "
-            f"known_hosts (SSH); mounted read-only at {GIT_SECRET_MOUNT}; may be absent"
-        ),
+    return _secret_parameter(
+        GIT_SECRET_INPUT, options.git_token_secret,
+        f"Secret with the Git credentials: key token (HTTPS, read as {GIT_TOKEN_ENV}), or ssh-privatekey and "
+        f"known_hosts (SSH); mounted read-only at {GIT_SECRET_MOUNT}; may be absent",
     )
 
 
 def prometheus_secret_parameter(options: StepOptions) -> FlagParameter:
     """The `prometheus-secret` input (and workflow parameter), defaulting to the configured Secret."""
-    return FlagParameter(
-        name=PROMETHEUS_SECRET_INPUT,
-        flag="",
-        env="",
-        default=options.prometheus_secret or "",
-        help=(
-            f"Secret with Prometheus credentials (a bearer token, a CA bundle, a client certificate and key, header "
-            f"values), mounted read-only at {PROMETHEUS_SECRET_MOUNT} for the --prometheus-*-file flags and "
-            "--prometheus-header NAME=file:PATH; may be absent"
-        ),
+    return _secret_parameter(
+        PROMETHEUS_SECRET_INPUT, options.prometheus_secret,
+        f"Secret with Prometheus credentials (a bearer token, a CA bundle, a client certificate and key, header "
+        f"values), mounted read-only at {PROMETHEUS_SECRET_MOUNT} for the --prometheus-*-file flags and "
+        "--prometheus-header NAME=file:PATH; may be absent",
     )
 
 
