@@ -218,13 +218,14 @@ def run_demo(
     except (ExecutorError, UsageError) as exc:
         raise SandboxError(f"the workflow {template_file} cannot run locally: {exc}") from None
     switches = release_switches(library, settings)  # UsageError before anything starts
-    run_dir = settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}"
+    # Absolute: the steps run in pod directories of their own (and in the image at the same path), so a path
+    # relative to this process's working directory would point elsewhere for them.
+    run_dir = (settings.report_dir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{settings.scenario}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:  # --step-image: checked (root, archive, entry point) and unpacked before anything starts
         image = open_step_image(settings.step_image) if settings.step_image else None
     except StepImageError as exc:
         raise SandboxError(str(exc)) from None
-    run_dir = run_dir.resolve() if image else run_dir  # the steps see it at the same, absolute path
     progress = Progress(console)
     sandbox_settings = settings.sandbox_settings(run_dir / "sandbox")
     with Supervisor(run_dir / "logs") as supervisor, ExitStack() as stack:

@@ -62,10 +62,13 @@ def assert_nothing_left(marker: Path) -> None:
 
 
 def demo(
-    report_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180
+    report_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "rollguard.steps.cli", "demo", "--report-dir", str(report_dir), *args]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+    """`rollguard demo --report-dir report_dir`; with `cwd`, run there and give the report dir relative to it
+    (as `./run.sh demo` does: its default is ./reports/demo-TIME)."""
+    shown = report_dir if cwd is None else report_dir.relative_to(cwd)
+    command = [sys.executable, "-m", "rollguard.steps.cli", "demo", "--report-dir", str(shown), *args]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                                env={**os.environ, MARKER: str(report_dir), **(env or {})}, check=False)
     assert_nothing_left(report_dir)
     return completed
@@ -81,9 +84,13 @@ def only_run(report_dir: Path) -> tuple[dict, Path]:
 def test_faulty_canary_is_rolled_back_with_evidence(tmp_path: Path) -> None:
     # A 3 s sync delay (ArgoCD-like) keeps the canary failing for a few scrapes after the push, so
     # Prometheus's own rate() query surely crosses the threshold: without it the cut can come first.
-    completed = demo(tmp_path, "--scenario", "faulty", "--schedule", "10,100", "--sync-delay", "3s", *FAST)
+    # Run as the README's `./run.sh demo` is: the report dir relative to the working directory, which the
+    # steps (each in its own pod directory) do not share.
+    reports = tmp_path / "reports"
+    completed = demo(reports, "--scenario", "faulty", "--schedule", "10,100", "--sync-delay", "3s", *FAST,
+                     cwd=tmp_path)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    run, run_dir = only_run(tmp_path)
+    run, run_dir = only_run(reports)
     assert run["scenario"] == "faulty" and run["outcome"] == "rolled_back"
     for key in ("fault_start", "first_breach", "verdict_at", "git_push", "traffic_cut"):
         assert isinstance(run[key], float), key
@@ -102,7 +109,7 @@ def test_faulty_canary_is_rolled_back_with_evidence(tmp_path: Path) -> None:
     assert after and {r.version for r in after} == {"v1"}
     assert run["final_split"] == [100, 0]
     # The experiment reads the same file.
-    records, _settings = load_results(tmp_path)
+    records, _settings = load_results(reports)
     assert records[0].run == 1 and records[0].breach_to_cut_s() == pytest.approx(run["breach_to_cut_s"], abs=0.01)
 
 
